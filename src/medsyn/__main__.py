@@ -1,0 +1,3 @@
+from medsyn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The single `medsyn` command: verbs map to stage functions.
+
+Each stage owns a small `cli.py` with `register(subparsers)`; this file only collects them, parses, and maps
+errors to exit codes. Stage modules import torch lazily, so `medsyn --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from medsyn import __version__
+from medsyn.errors import MedsynError
+
+STAGE_CLIS = (
+    "medsyn.data.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsyn",
+        description="Train a class-conditional GAN on medical images, synthesize labelled images, and measure on "
+        "held-out real test data whether they make a classifier better.",
+    )
+    parser.add_argument("--version", action="version", version=f"medsyn {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    for module in STAGE_CLIS:
+        importlib.import_module(module).register(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except MedsynError as err:
+        print(f"medsyn: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("medsyn: interrupted; finished stages are kept and `--resume` continues from them.", file=sys.stderr)
+        return 130

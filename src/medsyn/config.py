@@ -1,0 +1,114 @@
+"""Every knob as a plain dataclass value, and the presets `smoke`, `quick` (default) and `full`.
+
+A preset is a function of nothing: it returns a `RunConfig`. Command-line flags then replace single fields
+(`dataclasses.replace`), and the resulting config is saved as JSON next to every output it produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+from medsyn.errors import MedsynError
+
+PRESETS = ("smoke", "quick", "full")
+ASPECT_POLICIES = ("center-crop", "pad", "stretch")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    size: int | None = None            # None keeps the source's own size (the most common one for folders)
+    channels: int | None = None        # 1 or 3; None keeps the source's own
+    aspect: str = "center-crop"        # how a non-square image becomes square: center-crop | pad | stretch
+    val_fraction: float = 0.1          # share of train carved out as validation when the source gives too few
+    val: str = "auto"                  # auto | given | carve: whether to keep the source's own val split
+    split_seed: int = 0
+    skip_bad: bool = False             # skip unreadable images (recorded) instead of failing
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    model: str = "cgan"                # cgan | acgan
+    size: int = 32
+    steps: int = 2000                  # generator steps
+    batch_size: int = 64
+    base_width: int = 32               # channel multiplier of both networks
+    latent_dim: int = 100
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    ema_decay: float = 0.999
+    diffaugment: str = "color,translation,cutout"
+    r1_gamma: float = 0.0
+    snapshot_every: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    arch: str = "vgg16"                # vgg16 | resnet18
+    width: float = 0.25                # channel multiplier of vgg16 (1.0 = the original)
+    batch_norm: bool = True
+    pretrained: bool = False
+    epochs: int = 10
+    patience: int = 4
+    batch_size: int = 64
+    lr: float = 1e-3
+    class_weighting: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "quick"
+    data: DataConfig = field(default_factory=DataConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    arms: tuple[str, ...] = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2",
+                             "real+balance", "real+aug+synth")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_bootstrap: int = 2000
+
+
+def preset(name: str = "quick") -> RunConfig:
+    """The named preset. `smoke` is for tests (about a minute), `quick` fits 15 minutes on 2 CPU cores,
+    `full` is the GPU-sized study at the original's width and resolution."""
+    if name == "smoke":
+        return RunConfig(
+            preset=name,
+            data=DataConfig(size=28),
+            gan=GanConfig(size=28, steps=30, batch_size=32, base_width=8, snapshot_every=15),
+            classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),
+            arms=("real", "real+aug", "synth", "real+synth@1"),
+            seeds=(0, 1),
+            n_bootstrap=200,
+        )
+    if name == "quick":
+        return RunConfig(preset=name, data=DataConfig(size=28), gan=GanConfig(size=28))
+    if name == "full":
+        return RunConfig(
+            preset=name,
+            data=DataConfig(size=128),
+            gan=GanConfig(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000),
+            classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4),
+            seeds=(0, 1, 2, 3, 4),
+            n_bootstrap=10_000,
+        )
+    raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+
+
+def to_dict(config) -> dict:
+    return asdict(config)
+
+
+def from_dict(cls, values: dict):
+    """Rebuild a (possibly nested) config dataclass from `to_dict` output, ignoring unknown keys."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            value = from_dict(f.default_factory, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

@@ -1,0 +1,44 @@
+"""The decode cache: arrays keyed by source fingerprint, size, channels and aspect policy.
+
+Location: $MEDSYN_CACHE, else ~/.cache/medsyn. Each entry is a folder holding `images.npz` and `meta.json`;
+split assignments are saved beside them, one CSV per split policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medsyn.fileio import atomic_path, write_json
+
+CACHE_VERSION = 1
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MEDSYN_CACHE") or Path.home() / ".cache" / "medsyn")
+
+
+def entry_dir(source_name: str, key_fields: dict) -> Path:
+    key = hashlib.sha256(json.dumps({**key_fields, "v": CACHE_VERSION}, sort_keys=True).encode()).hexdigest()
+    return cache_root() / f"{source_name}-{key[:16]}"
+
+
+def load_entry(folder: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    arrays, meta = folder / "images.npz", folder / "meta.json"
+    if not (arrays.is_file() and meta.is_file()):
+        return None
+    with np.load(arrays, allow_pickle=False) as archive:
+        data = {k: archive[k] for k in archive.files}
+    return data, json.loads(meta.read_text())
+
+
+def save_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "images.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    write_json(folder / "meta.json", meta)

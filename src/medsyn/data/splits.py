@@ -1,0 +1,76 @@
+"""Patient ids from file names, and seeded, stratified, patient-grouped splits."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+
+from medsyn.errors import MedsynError
+
+# Kaggle chest_xray names: person123_bacteria_456.jpeg (patient 123), IM-0115-0001.jpeg and
+# NORMAL2-IM-0115-0001.jpeg (IM id 0115). Both IM forms map to one group: merging can only prevent leakage.
+_PATIENT_PATTERNS = (
+    (re.compile(r"^(person\d+)_", re.IGNORECASE), lambda m: m.group(1).lower()),
+    (re.compile(r"(?:^|-)IM-(\d+)-", re.IGNORECASE), lambda m: f"IM-{m.group(1)}"),
+)
+
+
+def patient_from_filename(name: str) -> str:
+    """The patient id a Kaggle chest_xray file name carries, or "" when it carries none."""
+    for pattern, make_id in _PATIENT_PATTERNS:
+        match = pattern.search(name)
+        if match:
+            return make_id(match)
+    return ""
+
+
+def carve(labels: np.ndarray, groups: np.ndarray, pool: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask of about `fraction` of the `pool` rows, stratified by label, never splitting a group.
+
+    Rows without a group id count as their own group.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    index = np.flatnonzero(pool)
+    n_folds = max(2, int(round(1.0 / fraction)))
+    pool_groups = np.array([g if g else f"__row{i}" for i, g in zip(index, groups[index])])
+    if len(np.unique(pool_groups)) < n_folds:
+        raise MedsynError(f"too few patients ({len(np.unique(pool_groups))}) to carve a {fraction:.0%} split; "
+                          "add images or give the split explicitly (split folders or a manifest `split` column).")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has fewer members than n_splits"
+        _, held_out = next(splitter.split(np.zeros(len(index)), labels[index], pool_groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[index[held_out]] = True
+    return mask
+
+
+def assign_splits(labels: np.ndarray, groups: np.ndarray, given: np.ndarray, n_classes: int,
+                  val_policy: str, val_fraction: float, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Final train/val/test per row, from the source's own splits ("" where it gives none), and notes on what
+    was decided."""
+    split = given.astype("<U5").copy()
+    notes = []
+    if (split == "").any():
+        if not (split == "").all():
+            raise MedsynError("some images have a split and some do not; give a split for every row or for none.")
+        test = carve(labels, groups, np.ones(len(split), bool), 0.2, seed)
+        split[:] = "train"
+        split[test] = "test"
+        notes.append("no splits given: carved a stratified, patient-grouped 20% test split (seed %d)" % seed)
+    n_train, n_val = int((split == "train").sum()), int((split == "val").sum())
+    val_classes = len(np.unique(labels[split == "val"]))
+    keep = val_policy == "given" or (val_policy == "auto" and n_val >= 0.05 * n_train and val_classes == n_classes)
+    if keep:
+        return split, notes
+    pool = (split == "train") | (split == "val")
+    val = carve(labels, groups, pool, val_fraction, seed)
+    split[pool] = "train"
+    split[val] = "val"
+    notes.append(f"validation split carved from train{' + the given val' if n_val else ''} "
+                 f"({int(val.sum())} images, {val_fraction:.0%}, stratified by class, grouped by patient, "
+                 f"seed {seed}); the given val had {n_val} images")
+    return split, notes
