@@ -34,9 +34,11 @@ def carve(labels: np.ndarray, groups: np.ndarray, pool: np.ndarray, fraction: fl
     from sklearn.model_selection import StratifiedGroupKFold
 
     index = np.flatnonzero(pool)
-    n_folds = max(2, int(round(1.0 / fraction)))
+    smallest_class = min(c for c in np.bincount(labels[index]) if c > 0) if len(index) else 0
+    # A tiny dataset cannot hold out 1/n_folds of every class; hold out one member per class instead.
+    n_folds = max(2, min(int(round(1.0 / fraction)), smallest_class))
     pool_groups = np.array([g if g else f"__row{i}" for i, g in zip(index, groups[index])])
-    if len(np.unique(pool_groups)) < n_folds:
+    if len(np.unique(pool_groups)) < n_folds or smallest_class < 2:
         raise MedsynError(f"too few patients ({len(np.unique(pool_groups))}) to carve a {fraction:.0%} split; "
                           "add images or give the split explicitly (split folders or a manifest `split` column).")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -60,7 +62,8 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, given: np.ndarray, n_c
         test = carve(labels, groups, np.ones(len(split), bool), 0.2, seed)
         split[:] = "train"
         split[test] = "test"
-        notes.append("no splits given: carved a stratified, patient-grouped 20% test split (seed %d)" % seed)
+        notes.append(f"no splits given: carved a stratified, patient-grouped test split of {int(test.sum())} "
+                     f"images (target 20%, seed {seed})")
     n_train, n_val = int((split == "train").sum()), int((split == "val").sum())
     val_classes = len(np.unique(labels[split == "val"]))
     keep = val_policy == "given" or (val_policy == "auto" and n_val >= 0.05 * n_train and val_classes == n_classes)
