@@ -9,7 +9,7 @@ Public API:
 from medsyn.data.dataset import SPLITS, ImageSet
 from medsyn.data.export import download_medmnist, save_npz
 from medsyn.data.info import duplicate_groups, format_summary, summarize
-from medsyn.data.load import bundled_path, cache_entry, load, resolve
+from medsyn.data.loader import bundled_path, cache_entry, load, resolve
 
 __all__ = ["SPLITS", "ImageSet", "bundled_path", "cache_entry", "download_medmnist", "duplicate_groups",
            "format_summary", "load", "resolve", "save_npz", "summarize"]
