@@ -13,7 +13,6 @@ Usage: MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/audit_standins.py [
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -23,19 +22,12 @@ from scipy.ndimage import gaussian_filter
 
 from medsyn import data
 from medsyn.config import preset
-from medsyn.evaluate.audit import run_audit, table_rows
-
-
-def as_synthetic(real: data.ImageSet, images: np.ndarray, labels: np.ndarray, name: str) -> data.ImageSet:
-    n = len(images)
-    return dataclasses.replace(real, images=images.astype(np.uint8), labels=labels.astype(np.int64),
-                               split=np.full(n, "train", dtype="<U5"), groups=np.full(n, ""),
-                               paths=np.array([f"{name}[{i}]" for i in range(n)]), given_split=None, source=name)
+from medsyn.evaluate.audit import as_synthetic, run_audit, table_rows
 
 
 def standins(real: data.ImageSet, n: int, seed: int = 0) -> dict[str, data.ImageSet]:
     rng = np.random.default_rng(seed)
-    train, test = real.subset("train"), real.subset("test")
+    train, test, names = real.subset("train"), real.subset("test"), real.class_names
     copies = rng.choice(len(train), n)
     pairs = rng.choice(len(train), (n, 2))
     labels = train.labels[pairs[:, 0]]
@@ -49,9 +41,9 @@ def standins(real: data.ImageSet, n: int, seed: int = 0) -> dict[str, data.Image
     collapsed_images = train.images[collapsed].astype(float) + rng.normal(0, 6, train.images[collapsed].shape)
     return {
         "real-test": test,
-        "train-copies": as_synthetic(real, train.images[copies], train.labels[copies], "train-copies"),
-        "blurry-mix": as_synthetic(real, np.clip(mixed, 0, 255), labels, "blurry-mix"),
-        "collapsed": as_synthetic(real, np.clip(collapsed_images, 0, 255), train.labels[collapsed], "collapsed"),
+        "train-copies": as_synthetic(train.images[copies], train.labels[copies], names, "train-copies"),
+        "blurry-mix": as_synthetic(np.clip(mixed, 0, 255), labels, names, "blurry-mix"),
+        "collapsed": as_synthetic(np.clip(collapsed_images, 0, 255), train.labels[collapsed], names, "collapsed"),
     }
 
 

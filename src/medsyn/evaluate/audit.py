@@ -142,6 +142,14 @@ def table_rows(audit: dict) -> list[dict]:
     return rows
 
 
+def as_synthetic(images: np.ndarray, labels: np.ndarray, class_names, source: str) -> ImageSet:
+    """In-memory generated images (uint8 (N, H, W, C), intended labels) as an ImageSet the audit accepts."""
+    n = len(images)
+    return ImageSet(images=np.asarray(images, np.uint8), labels=np.asarray(labels, np.int64),
+                    split=np.full(n, "train", dtype="<U5"), class_names=tuple(class_names), groups=np.full(n, ""),
+                    paths=np.array([f"{source}[{i}]" for i in range(n)]), source=source)
+
+
 def load_synthetic(folder: Path, real: ImageSet) -> ImageSet:
     """A generator's output folder (`synthetic.npz` inside, or the npz itself) at the real data's size."""
     from medsyn import data
