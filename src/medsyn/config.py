@@ -101,7 +101,7 @@ def preset(name: str = "quick") -> RunConfig:
             data=DataConfig(size=28),
             gan=GanConfig(size=28, steps=30, batch_size=32, base_width=8, snapshot_every=15),
             classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),
-            audit=AuditConfig(encoder_width=8, encoder_epochs=2, kid_subsets=10, kid_subset_size=200,
+            audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
                               max_samples=1000, n_memorization=1000, inception="off"),
             arms=("real", "real+aug", "synth", "real+synth@1"),
             seeds=(0, 1),
@@ -110,7 +110,7 @@ def preset(name: str = "quick") -> RunConfig:
     if name == "quick":
         # Inception-v3 at 299 px is minutes of CPU for 10k images: the quick preset measures with the domain encoder.
         return RunConfig(preset=name, data=DataConfig(size=28), gan=GanConfig(size=28),
-                         audit=AuditConfig(inception="off"))
+                         audit=AuditConfig(inception="off", kid_subsets=50))
     if name == "full":
         return RunConfig(
             preset=name,
