@@ -57,11 +57,35 @@ class ClassifyConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # The domain encoder: a small CNN classifier trained on real train, early-stopped on real val; its
+    # penultimate layer gives the features. Cached per (training data, these fields, seed).
+    encoder_width: int = 16            # channels of the first block; the feature vector has 4 x width dims
+    encoder_epochs: int = 8
+    encoder_patience: int = 2          # epochs without a better val loss before stopping
+    encoder_batch_size: int = 128
+    encoder_lr: float = 2e-3
+    encoder_max_size: int = 64         # images larger than this are downsized for the encoder
+    k: int = 5                         # nearest neighbours for precision/recall/density/coverage
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000        # shrunk to the smaller set's size when a set (or a class) is smaller
+    max_samples: int = 5000            # random subsample per set for FID/KID/PRDC/diversity (memory and time)
+    n_memorization: int = 5000         # synthetic images checked for near-copies (all when fewer)
+    near_copy_percentile: float = 1.0  # near-copy: closer to a training image than this percentile of real test
+    near_copy_min_distance: float = 0.01  # ... or closer than this RMS pixel distance (0..1 scale), whichever is larger
+    gallery_pairs: int = 16
+    inception: str = "auto"            # auto: add Inception-v3 features when their weights are on disk | off
+    inception_weights: str | None = None  # a torch-fidelity Inception-v3 .pth; None looks in the torch hub cache
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     preset: str = "quick"
     data: DataConfig = field(default_factory=DataConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     arms: tuple[str, ...] = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2",
                              "real+balance", "real+aug+synth")
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -77,18 +101,24 @@ def preset(name: str = "quick") -> RunConfig:
             data=DataConfig(size=28),
             gan=GanConfig(size=28, steps=30, batch_size=32, base_width=8, snapshot_every=15),
             classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),
+            audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
+                              max_samples=1000, n_memorization=1000, inception="off"),
             arms=("real", "real+aug", "synth", "real+synth@1"),
             seeds=(0, 1),
             n_bootstrap=200,
         )
     if name == "quick":
-        return RunConfig(preset=name, data=DataConfig(size=28), gan=GanConfig(size=28))
+        # Inception-v3 at 299 px is minutes of CPU for 10k images: the quick preset measures with the domain encoder.
+        return RunConfig(preset=name, data=DataConfig(size=28), gan=GanConfig(size=28),
+                         audit=AuditConfig(inception="off", kid_subsets=50))
     if name == "full":
         return RunConfig(
             preset=name,
             data=DataConfig(size=128),
             gan=GanConfig(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000),
             classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4),
+            audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
+                              n_memorization=20_000),
             seeds=(0, 1, 2, 3, 4),
             n_bootstrap=10_000,
         )

@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics, statistics, and the audit of synthetic data."""

@@ -1,0 +1,76 @@
+"""`medsyn audit --synthetic DIR [--real SRC] [--out DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from medsyn.config import PRESETS
+from medsyn.data.cli import add_data_arguments, data_config
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser(
+        "audit", help="measure a synthetic dataset against the real one: FID/KID, precision/recall, density/"
+                      "coverage, label fidelity, diversity, and near-copies of training images",
+        description="Audit a synthetic dataset against the real training split, with features from a domain encoder "
+                    "trained (once, cached) on the real data. Writes audit.json, nn_gallery.png, "
+                    "nearest_neighbours.csv and config.json.")
+    parser.add_argument("--synthetic", required=True, type=Path,
+                        help="the folder `medsyn synth` wrote (holding synthetic.npz), or the npz itself")
+    parser.add_argument("--real", dest="src", default=None, help="the real data (same as --data; default: bundled)")
+    add_data_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: SYNTHETIC/audit)")
+    parser.add_argument("--name", default=None, help="the generator's name in the outputs (default: folder name)")
+    parser.add_argument("--preset", choices=PRESETS, default="quick", help="audit settings preset (default: quick)")
+    parser.add_argument("--seed", type=int, default=None, help="encoder and subsampling seed (default: preset's)")
+    parser.add_argument("--inception-weights", default=None,
+                        help="torch-fidelity's Inception-v3 .pth, to add Inception features (never downloaded)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing audit in --out")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medsyn import data
+    from medsyn.config import preset
+    from medsyn.evaluate.audit import load_synthetic, run_audit
+
+    config = preset(args.preset).audit
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
+    if args.inception_weights:
+        config = dataclasses.replace(config, inception="auto", inception_weights=args.inception_weights)
+    real = data.load(args.src, data_config(args))
+    synthetic = load_synthetic(args.synthetic, real)
+    folder = args.synthetic if args.synthetic.is_dir() else args.synthetic.parent
+    out = args.out or folder / "audit"
+    audit = run_audit(real, synthetic, out, config, args.name or folder.resolve().name, overwrite=args.overwrite)
+    print(format_summary(audit))
+    return 0
+
+
+def format_summary(audit: dict) -> str:
+    """A few lines a user reads in the terminal; audit.json holds everything."""
+    from medsyn.evaluate.audit import table_rows
+
+    lines = [f"{'set':22s} {'class':12s} {'FID':>8s} {'KID':>8s} {'prec':>6s} {'recall':>6s} {'dens':>6s} "
+             f"{'cover':>6s} {'divers':>6s} {'label acc':>9s}"]
+    for row in table_rows(audit):
+        if row["features"] != "domain-encoder":
+            continue
+        values = [row.get(k) for k in ("fid", "kid", "precision", "recall", "density", "coverage",
+                                       "diversity_ratio", "label_accuracy")]
+        cells = [f"{v:8.3f}" if i < 2 and v is not None else f"{v:6.3f}" if v is not None else f"{'-':>6s}"
+                 for i, v in enumerate(values[:-1])]
+        label = f"{values[-1]:9.3f}" if values[-1] is not None else f"{'-':>9s}"
+        lines.append(f"{row['set'][:22]:22s} {row['class'][:12]:12s} {' '.join(cells)} {label}")
+    labels, memo = audit["label_fidelity"], audit["memorization"]
+    lines.append(f"label fidelity: {labels['synthetic_accuracy']:.3f} on synthetic vs "
+                 f"{labels['reference_real_test_accuracy']:.3f} on real test (same real-trained classifier)")
+    lines.append(f"near-copies of training images: {memo['near_copies']}/{memo['n_checked']} "
+                 f"({memo['near_copy_share']:.1%}; new real test images: {memo['baseline_near_copy_share']:.1%}) "
+                 f"under pixel RMS distance {memo['threshold']['pixel_rms']:.4f}")
+    lines.append(f"features: domain encoder ({audit['feature_extractors']['domain-encoder']['trained_on']}); "
+                 f"{audit['inception_note']}")
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""Feature extractors for the audit: a domain encoder trained on the real data, and optional Inception-v3.
+
+Inception features from ImageNet say little about 28 px grayscale X-rays, so every audit number is measured with
+the domain encoder: a small CNN classifier trained on the real train split (early-stopped on real val). Its
+penultimate layer gives the features and its head gives label fidelity. It is cached under
+$MEDSYN_CACHE/audit-encoders/, keyed by the content of the real train+val split, the encoder settings and the
+seed, so audits of different generators against the same data use the very same features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medsyn.config import AuditConfig
+from medsyn.data import ImageSet
+from medsyn.data.cache import cache_root
+from medsyn.errors import MedsynError
+from medsyn.fileio import atomic_path, read_json, write_json
+
+ENCODER_VERSION = 1
+ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
+                  "encoder_max_size", "seed")
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's (and torchmetrics') FID Inception
+
+
+@dataclass
+class DomainEncoder:
+    """The trained network plus what a reader of the audit needs to know about it."""
+
+    network: "object"  # EncoderNet (torch is imported lazily)
+    input_size: int
+    info: dict         # name, trained_on, dims, val accuracy, epochs, cache path
+
+
+def _build_network(channels: int, n_classes: int, width: int):
+    import torch.nn as nn
+
+    class EncoderNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+            def block(c_in, c_out):
+                return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+            self.body = nn.Sequential(*block(channels, width), *block(width, width), nn.MaxPool2d(2),
+                                      *block(width, 2 * width), nn.MaxPool2d(2),
+                                      *block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.head = nn.Linear(4 * width, n_classes)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    return EncoderNet()
+
+
+def _to_tensor(images: np.ndarray, size: int):
+    """uint8 (N, H, W, C) -> float (N, C, size, size) in [-1, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def _data_identity(real: ImageSet) -> str:
+    """A content hash of what the encoder learns from: train and val images, labels and class names."""
+    digest = hashlib.sha256()
+    for split in ("train", "val"):
+        part = real.subset(split)
+        digest.update(split.encode())
+        digest.update(np.ascontiguousarray(part.images).tobytes())
+        digest.update(part.labels.astype(np.int64).tobytes())
+    digest.update(json.dumps(list(real.class_names)).encode())
+    return digest.hexdigest()
+
+
+def encoder_cache_dir(real: ImageSet, config: AuditConfig) -> Path:
+    settings = {name: getattr(config, name) for name in ENCODER_FIELDS}
+    key = hashlib.sha256(json.dumps({"data": _data_identity(real), **settings, "v": ENCODER_VERSION},
+                                    sort_keys=True).encode()).hexdigest()
+    return cache_root() / "audit-encoders" / key[:16]
+
+
+def domain_encoder(real: ImageSet, config: AuditConfig, log=print) -> DomainEncoder:
+    """The cached encoder for this real dataset and config, trained on first use."""
+    import torch
+
+    folder = encoder_cache_dir(real, config)
+    input_size = min(real.size, config.encoder_max_size)
+    network = _build_network(real.channels, real.n_classes, config.encoder_width)
+    if (folder / "encoder.pt").is_file() and (folder / "meta.json").is_file():
+        network.load_state_dict(torch.load(folder / "encoder.pt", weights_only=True))
+        info = read_json(folder / "meta.json")
+        log(f"audit: reusing domain encoder {folder}")
+    else:
+        info = _train(network, real, config, input_size, log)
+        info["cache"] = str(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "encoder.pt") as tmp:
+            torch.save(network.state_dict(), tmp)
+        write_json(folder / "meta.json", info)
+    network.eval()
+    return DomainEncoder(network=network, input_size=input_size, info=info)
+
+
+def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    train, val = real.subset("train"), real.subset("val")
+    if len(train) == 0 or len(val) == 0:
+        raise MedsynError(f"{real.source}: the audit's domain encoder needs real train and val images "
+                          f"(found train {len(train)}, val {len(val)}); load the data with a val split (--val auto).")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    x_train, y_train = _to_tensor(train.images, input_size), torch.from_numpy(train.labels).long()
+    x_val, y_val = _to_tensor(val.images, input_size), torch.from_numpy(val.labels).long()
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.encoder_lr)
+    best = (float("inf"), None, 0, 0.0)  # val loss, weights, epoch, val accuracy
+    epochs_run = 0
+    for epoch in range(config.encoder_epochs):
+        network.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), config.encoder_batch_size):
+            batch = order[start:start + config.encoder_batch_size]
+            loss = F.cross_entropy(network(x_train[batch]), y_train[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        epochs_run = epoch + 1
+        val_logits = _batched(network, x_val, config.encoder_batch_size, features=False)
+        val_loss = float(F.cross_entropy(val_logits, y_val))
+        val_acc = float((val_logits.argmax(1) == y_val).float().mean())
+        log(f"audit: encoder epoch {epoch + 1}/{config.encoder_epochs} val loss {val_loss:.4f} acc {val_acc:.4f}")
+        if val_loss < best[0]:
+            best = (val_loss, {k: v.clone() for k, v in network.state_dict().items()}, epoch + 1, val_acc)
+        elif epoch + 1 - best[2] >= config.encoder_patience:
+            break
+    network.load_state_dict(best[1])
+    return {"name": "domain-encoder", "architecture": f"4-block CNN, width {config.encoder_width}",
+            "trained_on": f"real train split ({len(train)} images), early-stopped on real val ({len(val)} images)",
+            "source": real.source, "dims": 4 * config.encoder_width, "input_size": input_size,
+            "epochs_run": epochs_run, "best_epoch": best[2], "val_loss": round(best[0], 6),
+            "val_accuracy": round(best[3], 6), "settings": {k: getattr(config, k) for k in ENCODER_FIELDS}}
+
+
+def _batched(network, x, batch_size: int, features: bool):
+    import torch
+
+    with torch.no_grad():
+        network.eval()
+        part = network.body if features else network
+        return torch.cat([part(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else \
+            torch.zeros((0, network.head.in_features if features else network.head.out_features))
+
+
+def encode(encoder: DomainEncoder, images: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(features float64 (N, dims), predicted class probabilities (N, n_classes)) of uint8 (N, H, W, C) images."""
+    import torch
+
+    features = _batched(encoder.network, _to_tensor(images, encoder.input_size), batch_size, features=True)
+    with torch.no_grad():
+        probs = torch.softmax(encoder.network.head(features), dim=1)
+    return features.double().numpy(), probs.double().numpy()
+
+
+# --- Inception-v3 (optional) ---------------------------------------------------------------------------------------
+
+def inception_weights_path(config: AuditConfig) -> tuple[Path | None, str]:
+    """The local Inception-v3 weights and a message saying where they were (or were not) found. Never downloads."""
+    import torch
+
+    if config.inception == "off":
+        return None, "Inception-v3 features are off in this config (inception='off')."
+    if config.inception_weights:
+        path = Path(config.inception_weights).expanduser()
+        if not path.is_file():
+            raise MedsynError(f"--inception-weights {path}: no such file; give torch-fidelity's {INCEPTION_FILE}.")
+        return path, f"Inception-v3 weights from {path}"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if path.is_file():
+        return path, f"Inception-v3 weights from the torch hub cache {path}"
+    return None, (f"Inception-v3 weights not found at {path}: the audit uses the domain encoder only. To add "
+                  f"Inception features, put torch-fidelity's {INCEPTION_FILE} there or pass --inception-weights.")
+
+
+def inception_features(images: np.ndarray, weights: Path, batch_size: int = 64) -> np.ndarray:
+    """2048-d pool features of torch-fidelity's FID Inception-v3 (gray images repeated to RGB; resized inside)."""
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]).double().numpy()
