@@ -115,8 +115,8 @@ def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[in
 
 
 def _generator_stages(dataset, config: configs.RunConfig, model: str, out: Path, timer):
-    from medsyn import data, gan, synth
-    from medsyn.evaluate.audit import run_audit
+    from medsyn import gan, synth
+    from medsyn.evaluate.audit import load_synthetic, run_audit
 
     gan_config = dataclasses.replace(config.gan, model=model)
     with timer.stage(f"gan:{model}"):
@@ -127,7 +127,7 @@ def _generator_stages(dataset, config: configs.RunConfig, model: str, out: Path,
             train_counts = np.bincount(dataset.subset("train").labels, minlength=dataset.n_classes)
             synth.generate(checkpoint, synthetic_counts(train_counts, config.arms), seed=config.gan.seed,
                            out_dir=synthetic_dir, overwrite=True)
-    synthetic = data.load(synthetic_dir / "synthetic.npz", configs.DataConfig(val="given")).subset("train")
+    synthetic = load_synthetic(synthetic_dir, dataset)
     with timer.stage(f"audit:{model}"):
         if not (out / "audit" / model / "audit.json").exists():
             run_audit(dataset, synthetic, out / "audit" / model, config.audit, generator_name=model)
