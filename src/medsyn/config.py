@@ -46,14 +46,18 @@ class GanConfig:
 @dataclass(frozen=True)
 class ClassifyConfig:
     arch: str = "vgg16"                # vgg16 | resnet18
-    width: float = 0.25                # channel multiplier of vgg16 (1.0 = the original)
-    batch_norm: bool = True
-    pretrained: bool = False
-    epochs: int = 10
-    patience: int = 4
+    width: float = 0.125               # channel multiplier of vgg16's conv stack (1.0 = the original); resnet18: 1
+    batch_norm: bool = True            # batch norm in vgg16's conv stack (torchvision vgg16_bn)
+    pretrained: bool = False           # ImageNet weights from the torchvision cache (width 1 only)
+    epochs: int = 5                    # at most; early stopping on real-val loss may end sooner
+    patience: int = 3                  # epochs without a lower real-val loss before stopping
     batch_size: int = 64
-    lr: float = 1e-3
-    class_weighting: bool = False
+    lr: float = 1e-3                   # Adam
+    weight_decay: float = 0.0
+    dropout: float = 0.4               # the head's three dropouts (vgg16)
+    class_weighting: bool = False      # weight the training loss by inverse class frequency
+    equal_steps: bool = True           # every arm gets the same optimizer steps per epoch (real train size / batch)
+    device: str = "auto"               # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def preset(name: str = "quick") -> RunConfig:
             preset=name,
             data=DataConfig(size=28),
             gan=GanConfig(size=28, steps=30, batch_size=32, base_width=8, snapshot_every=15),
-            classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),
+            classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),  # one tiny epoch
             arms=("real", "real+aug", "synth", "real+synth@1"),
             seeds=(0, 1),
             n_bootstrap=200,
@@ -88,7 +92,7 @@ def preset(name: str = "quick") -> RunConfig:
             preset=name,
             data=DataConfig(size=128),
             gan=GanConfig(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000),
-            classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4),
+            classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4),  # needs a GPU
             seeds=(0, 1, 2, 3, 4),
             n_bootstrap=10_000,
         )
