@@ -89,6 +89,18 @@ def fit(images: np.ndarray, labels: np.ndarray, val: ImageSet, n_classes: int, c
         augment: bool = False, epoch_images: int | None = None, log: Callable[[str], None] | None = None) -> Fitted:
     """Train from scratch (or ImageNet weights) on `images`; keep the epoch with the lowest real-val loss."""
     import torch
+
+    previous = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, log) -> Fitted:
+    import torch
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
