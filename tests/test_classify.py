@@ -147,6 +147,7 @@ def test_finished_run_is_returned_without_retraining(chest, tmp_path, monkeypatc
 
     monkeypatch.setattr(classify_train, "fit", no_training)
     assert train_arm(chest, "real", 0, TINY, tmp_path) == first
+    assert train_arm(chest, "real", 0, dataclasses.replace(TINY, threads=2), tmp_path) == first  # where, not what
     assert (tmp_path / "model.pt").stat().st_mtime_ns == stamp
     with pytest.raises(MedsynError, match="different"):
         train_arm(chest, "real", 1, TINY, tmp_path)
@@ -221,11 +222,15 @@ def test_three_classes_end_to_end_through_the_cli(tmp_path, capsys):
     json.dumps(summary, allow_nan=False)
 
 
-def test_cli_rejects_bad_requests_with_a_message(tmp_path, capsys):
+def test_cli_rejects_bad_requests_with_a_message(tmp_path, capsys, monkeypatch):
     assert main(["classify", "train", "--data", str(CHEST_XRAY_SMALL), "--arm", "real+sinth",
                  "--out", str(tmp_path / "x")]) == 2
     assert "cannot read 'sinth'" in capsys.readouterr().err
     assert main(["classify", "train", "--data", str(CHEST_XRAY_SMALL), "--arm", "synth", "--preset", "smoke",
                  "--out", str(tmp_path / "y")]) == 2
     assert "--synthetic" in capsys.readouterr().err
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # offline, nothing cached
+    assert main(["classify", "train", "--data", str(CHEST_XRAY_SMALL), "--arm", "real", "--pretrained",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "not in the torchvision cache" in capsys.readouterr().err
     assert preset("quick").classify.width == 0.125

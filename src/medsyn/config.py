@@ -45,6 +45,8 @@ class GanConfig:
 
 @dataclass(frozen=True)
 class ClassifyConfig:
+    # The defaults are the quick preset: one run takes about 17-27 s on 28 px PneumoniaMNIST on one thread of a
+    # busy 2-core CPU (benchmarks/classify_quick.py), so 8 arms x 3 seeds fit in about 8 minutes.
     arch: str = "vgg16"                # vgg16 | resnet18
     width: float = 0.125               # channel multiplier of vgg16's conv stack (1.0 = the original); resnet18: 1
     batch_norm: bool = True            # batch norm in vgg16's conv stack (torchvision vgg16_bn)

@@ -55,8 +55,8 @@ def classify_config(args: argparse.Namespace):
     given = {name: getattr(args, name) for name in ("arch", "width", "batch_norm", "pretrained", "epochs",
                                                     "patience", "batch_size", "lr", "class_weighting", "device")
              if getattr(args, name) is not None}
-    if given.get("arch") == "resnet18" and "width" not in given:
-        given["width"] = 1.0  # the width multiplier is vgg16's; resnet18 is always full width
+    if (given.get("arch") == "resnet18" or given.get("pretrained")) and "width" not in given:
+        given["width"] = 1.0  # resnet18 is always full width; ImageNet weights exist for the full VGG16 only
     return dataclasses.replace(config, **given)
 
 

@@ -269,13 +269,19 @@ def _save_model(path: Path, model, meta: dict) -> None:
 
 
 def _run_record(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, synthetic: ImageSet | None) -> dict:
+    uses_synthetic = synthetic is not None and parse_arm(arm).uses_synthetic
     return {"arm": arm, "seed": seed, "classify": to_dict(config), "data_source": dataset.source,
             "image_size": dataset.size, "channels": dataset.channels, "class_names": list(dataset.class_names),
-            "split_counts": dataset.counts(), "synthetic_source": None if synthetic is None else synthetic.source}
+            "split_counts": dataset.counts(), "synthetic_source": synthetic.source if uses_synthetic else None}
+
+
+EXECUTION_ONLY = ("device", "threads")  # where a run ran, not what it is: a resume may change them
 
 
 def _check_same_run(out_dir: Path, record: dict) -> None:
     saved = read_json(out_dir / "config.json") if (out_dir / "config.json").is_file() else {}
+    what = lambda r: {**r, "classify": {k: v for k, v in r.get("classify", {}).items() if k not in EXECUTION_ONLY}}
+    saved, record = what(saved), what(record)
     differing = [k for k in record if saved.get(k) != record[k]]
     if differing:
         raise MedsynError(f"{out_dir} holds a finished run with a different {', '.join(differing)}; choose another "
