@@ -120,7 +120,7 @@ def _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, lo
 
     history, best_loss, best_state, best_epoch = [], math.inf, None, 0
     for epoch in range(1, config.epochs + 1):
-        start, model_loss = time.perf_counter(), 0.0
+        start, train_loss = time.perf_counter(), 0.0
         model.train()
         for _ in range(steps):
             idx = np.array([next(stream) for _ in range(batch)])
@@ -129,20 +129,23 @@ def _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, lo
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            model_loss += loss.item() / steps
+            train_loss += loss.item() / steps
         val_proba, val_loss = _evaluate(model, val_x, val.labels)
         improved = val_loss < best_loss
         if improved:
             best_loss, best_state, best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
         val_auc = classification_metrics(val.labels, val_proba)["auc"]
-        history.append({"epoch": epoch, "train_loss": round(model_loss, 6), "val_loss": round(val_loss, 6),
+        history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                         "val_auc": None if val_auc is None else round(val_auc, 6),
                         "seconds": round(time.perf_counter() - start, 2), "best": improved})
         if log:
-            log(f"epoch {epoch}/{config.epochs}: train loss {model_loss:.4f}, val loss {val_loss:.4f}, "
+            log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                 f"val AUC {val_auc if val_auc is None else round(val_auc, 4)}{' *' if improved else ''}")
         if epoch - best_epoch >= config.patience:
             break
+    if best_state is None:
+        raise MedsynError(f"training diverged: the validation loss was never finite ({history[-1]['val_loss']}); "
+                          f"lower the learning rate (--lr, now {config.lr:g}).")
     model.load_state_dict(best_state)
     model.cpu().eval()
     val_proba, _ = _evaluate(model, val_x.cpu(), val.labels)
