@@ -16,6 +16,7 @@ from medsyn.errors import MedsynError
 STAGE_CLIS = (
     "medsyn.data.cli",
     "medsyn.evaluate.audit_cli",
+    "medsyn.classify.cli",
 )
 
 

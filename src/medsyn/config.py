@@ -45,15 +45,23 @@ class GanConfig:
 
 @dataclass(frozen=True)
 class ClassifyConfig:
+    # The defaults are the quick preset: one run takes about 17-27 s on 28 px PneumoniaMNIST on one thread of a
+    # busy 2-core CPU (benchmarks/classify_quick.py), so 8 arms x 3 seeds fit in about 8 minutes.
     arch: str = "vgg16"                # vgg16 | resnet18
-    width: float = 0.25                # channel multiplier of vgg16 (1.0 = the original)
-    batch_norm: bool = True
-    pretrained: bool = False
-    epochs: int = 10
-    patience: int = 4
+    width: float = 0.125               # channel multiplier of vgg16's conv stack (1.0 = the original); resnet18: 1
+    batch_norm: bool = True            # batch norm in vgg16's conv stack (torchvision vgg16_bn)
+    pretrained: bool = False           # ImageNet weights from the torchvision cache (width 1 only)
+    epochs: int = 5                    # at most; early stopping on real-val loss may end sooner
+    patience: int = 3                  # epochs without a lower real-val loss before stopping
     batch_size: int = 64
-    lr: float = 1e-3
-    class_weighting: bool = False
+    lr: float = 1e-3                   # Adam
+    weight_decay: float = 0.0
+    dropout: float = 0.4               # the head's three dropouts (vgg16)
+    class_weighting: bool = False      # weight the training loss by inverse class frequency
+    equal_steps: bool = True           # every arm gets the same optimizer steps per epoch (real train size / batch)
+    device: str = "auto"               # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
+    threads: int = 1                   # CPU threads for torch while training (0: torch's default); small models on
+                                       # a shared 2-core CPU run far faster on 1 thread than on 2 contended ones
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ def preset(name: str = "quick") -> RunConfig:
             preset=name,
             data=DataConfig(size=28),
             gan=GanConfig(size=28, steps=30, batch_size=32, base_width=8, snapshot_every=15),
-            classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),
+            classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),  # one tiny epoch
             audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
                               max_samples=1000, n_memorization=1000, inception="off"),
             arms=("real", "real+aug", "synth", "real+synth@1"),
@@ -116,7 +124,7 @@ def preset(name: str = "quick") -> RunConfig:
             preset=name,
             data=DataConfig(size=128),
             gan=GanConfig(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000),
-            classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4),
+            classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4, threads=0),  # a GPU
             audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
                               n_memorization=20_000),
             seeds=(0, 1, 2, 3, 4),

@@ -1,0 +1,69 @@
+"""Time one classifier run per arm at the `quick` preset on the bundled 28 px PneumoniaMNIST.
+
+Synthetic arms draw from a STAND-IN pool (noisy, horizontally flipped copies of the real train images), since
+only their cost is measured here; their test metrics say nothing about GAN images. Prints seconds, epochs and
+peak memory per run side by side with the real test-split metrics.
+
+    PYTHONPATH=src python benchmarks/classify_quick.py [--arms real real+aug ...] [--seed 0] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medsyn import data
+from medsyn.classify import ARMS, train_arm
+from medsyn.config import preset
+from medsyn.fileio import read_json
+
+
+def stand_in_pool(real: data.ImageSet, copies: int = 3) -> data.ImageSet:
+    train = real.subset("train")
+    rng = np.random.default_rng(0)
+    images = np.concatenate([train.images[:, :, ::-1]] * copies).astype(np.int16)
+    images = np.clip(images + rng.normal(0, 12, images.shape), 0, 255).astype(np.uint8)
+    n = len(images)
+    return dataclasses.replace(train, images=images, labels=np.tile(train.labels, copies), split=np.full(n, "train"),
+                               groups=np.full(n, ""), paths=np.full(n, "stand-in"), given_split=None,
+                               source="stand-in: noisy flipped real train copies")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arms", nargs="+", default=list(ARMS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    config = preset("quick").classify
+    if args.threads is not None:
+        config = dataclasses.replace(config, threads=args.threads)
+    dataset = data.load(None, preset("quick").data)
+    pool = stand_in_pool(dataset)
+    print(f"quick preset: {config}\ndata: {dataset.source} {dataset.size}px, train/val/test "
+          f"{[sum(c) for c in dataset.counts().values()]}")
+    print(f"{'arm':<16}{'seconds':>8}{'epochs':>7}{'best':>5}{'peak RSS GB':>12}   TEST split: AUC   acc    bal.acc")
+    total = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for arm in args.arms:
+            out = Path(tmp) / arm
+            start = time.perf_counter()
+            result = train_arm(dataset, arm, args.seed, config, out, synthetic=pool)
+            seconds = time.perf_counter() - start
+            total += seconds
+            history = (out / "history.csv").read_text().splitlines()[1:]
+            best = read_json(out / "val_metrics.json")["best_epoch"]
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+            print(f"{arm:<16}{seconds:8.1f}{len(history):7d}{best:5d}{rss:12.2f}   {result['auc']:16.4f} "
+                  f"{result['accuracy']:.4f} {result['balanced_accuracy']:.4f}", flush=True)
+    print(f"total {total:.1f}s for {len(args.arms)} runs ({total / len(args.arms):.1f}s per run)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The classify stage: train a classifier per arm x seed, select on real val, evaluate once on real test.
+
+Public API:
+    ARMS, parse_arm(name) -> Arm                         the default arms and the arm grammar (see arms.py)
+    train_arm(dataset, arm, seed, config, out_dir, synthetic=None) -> dict   one run; returns the test metrics
+    read_predictions(run_dir) -> {"y_true", "proba", "threshold"}          a finished run's test predictions
+    load_model(path) -> (model, meta)                     a saved model.pt, in eval mode
+    predict_proba(model, meta, images_uint8_NHWC) -> (N, n_classes)      with the training preprocessing
+    features(model, meta, images_uint8_NHWC) -> (N, D)   penultimate-layer features
+
+Names that need torch are imported on first use, so `medsyn --help` does not load torch.
+"""
+
+from medsyn.classify.arms import ARMS, Arm, parse_arm
+
+_LAZY = {
+    "train_arm": "medsyn.classify.train", "read_predictions": "medsyn.classify.train",
+    "evaluate_on_test": "medsyn.classify.train", "fit": "medsyn.classify.train",
+    "load_model": "medsyn.classify.models", "predict_proba": "medsyn.classify.models",
+    "features": "medsyn.classify.models", "build": "medsyn.classify.models",
+}
+
+__all__ = ["ARMS", "Arm", "parse_arm", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medsyn.classify' has no attribute {name!r}")

@@ -1,0 +1,116 @@
+"""What data each arm trains on. Every arm is validated and tested on the same REAL val and test splits.
+
+Arm names are `+`-joined parts: `real` (the real train split), `aug` (traditional augmentation of every training
+image), `synth` or `synth@R` (synthetic images; with `real`, R synthetic per real image, default 1; alone, R times
+as many synthetic images as the real train split holds, i.e. synthetic-only), `balance` (with `real`: synthetic
+images for the minority classes only, up to the majority class's count). Examples: `real+aug`, `real+synth@0.5`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from medsyn.data import ImageSet
+from medsyn.errors import MedsynError
+
+ARMS = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
+        "real+aug+synth")
+_SYNTH = re.compile(r"^synth(?:@(\d+(?:\.\d+)?))?$")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    real: bool              # train on the real train split
+    augment: bool           # traditional augmentation on every training image (real and synthetic)
+    synth_ratio: float      # synthetic images per real train image (0: none), class proportions like real train
+    balance: bool           # synthetic images for minority classes only, up to the majority count
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return self.synth_ratio > 0 or self.balance
+
+
+def parse_arm(name: str) -> Arm:
+    """`real+synth@2` -> Arm(real=True, synth_ratio=2.0, ...); a MedsynError names what is wrong."""
+    parts = name.strip().split("+")
+    real = augment = balance = False
+    ratio = 0.0
+    for part in parts:
+        if part == "real" and not real:
+            real = True
+        elif part == "aug" and not augment:
+            augment = True
+        elif part == "balance" and not balance:
+            balance = True
+        elif (match := _SYNTH.match(part)) and ratio == 0:
+            ratio = float(match.group(1) or 1.0)
+            if ratio <= 0:
+                raise MedsynError(f"arm {name!r}: the synthetic ratio must be positive.")
+        else:
+            raise MedsynError(f"arm {name!r}: cannot read {part!r} (or it is repeated). An arm joins real, aug, "
+                              f"synth[@RATIO] and balance with '+', e.g. {', '.join(ARMS)}.")
+    if not real and ratio == 0:
+        raise MedsynError(f"arm {name!r} trains on nothing: include real and/or synth.")
+    if balance and (not real or ratio):
+        raise MedsynError(f"arm {name!r}: balance tops up the real train split's minority classes; write "
+                          f"real+balance (optionally +aug), without synth@R.")
+    return Arm(name=name.strip(), real=real, augment=augment, synth_ratio=ratio, balance=balance)
+
+
+def training_set(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images uint8 NHWC, labels, is_synthetic) the arm trains on; synthetic images drawn without replacement
+    from the pool with `seed`. The same seed draws the same synthetic images for every arm with the same needs."""
+    if not arm.uses_synthetic:
+        return real_train.images, real_train.labels, np.zeros(len(real_train), bool)
+    _check_pool(arm, real_train, synthetic)
+    real_counts = np.bincount(real_train.labels, minlength=real_train.n_classes)
+    if arm.balance:
+        wanted = real_counts.max() - real_counts
+    else:
+        wanted = _proportional(real_counts, round(arm.synth_ratio * len(real_train)))
+    picked = _draw(synthetic.labels, wanted, seed, arm.name)
+    images, labels = synthetic.images[picked], synthetic.labels[picked]
+    if arm.real:
+        images = np.concatenate([real_train.images, images])
+        labels = np.concatenate([real_train.labels, labels])
+    is_synthetic = np.ones(len(labels), bool)
+    if arm.real:
+        is_synthetic[:len(real_train)] = False
+    return images, labels, is_synthetic
+
+
+def _proportional(counts: np.ndarray, total: int) -> np.ndarray:
+    """Split `total` across classes in the proportions of `counts` (largest remainders)."""
+    exact = counts / counts.sum() * total
+    out = np.floor(exact).astype(int)
+    out[np.argsort(-(exact - out), kind="stable")[: total - out.sum()]] += 1
+    return out
+
+
+def _draw(pool_labels: np.ndarray, wanted: np.ndarray, seed: int, arm: str) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picked = []
+    for cls, n in enumerate(wanted):
+        candidates = np.flatnonzero(pool_labels == cls)
+        if n > len(candidates):
+            raise MedsynError(f"arm {arm!r} needs {n} synthetic images of class {cls}, the synthetic pool holds "
+                              f"{len(candidates)}; generate more (medsyn synth --n) or use a smaller ratio.")
+        picked.append(rng.permutation(candidates)[:n])
+    return np.sort(np.concatenate(picked)).astype(int) if picked else np.zeros(0, int)
+
+
+def _check_pool(arm: Arm, real: ImageSet, synthetic: ImageSet | None) -> None:
+    if synthetic is None:
+        raise MedsynError(f"arm {arm.name!r} needs synthetic images; pass --synthetic DIR (a folder holding "
+                          f"synthetic.npz from `medsyn synth`) or an .npz file.")
+    if tuple(synthetic.class_names) != tuple(real.class_names):
+        raise MedsynError(f"the synthetic classes {list(synthetic.class_names)} differ from the real data's "
+                          f"{list(real.class_names)}; generate them from a GAN trained on this dataset.")
+    if synthetic.images.shape[1:] != real.images.shape[1:]:
+        raise MedsynError(f"synthetic images are {synthetic.images.shape[1:]} (H, W, C), the real ones "
+                          f"{real.images.shape[1:]}; load them with the same --size and --channels.")

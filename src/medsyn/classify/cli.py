@@ -1,0 +1,103 @@
+"""`medsyn classify train`: one arm x seed run into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from medsyn.config import PRESETS
+from medsyn.data.cli import add_data_arguments, data_config
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("classify", help="train and evaluate classifiers on real and synthetic data")
+    sub = parser.add_subparsers(dest="classify_verb", metavar="ACTION")
+    sub.required = True
+
+    train = sub.add_parser(
+        "train", help="train one arm with one seed; select on real val; evaluate once on real test",
+        description="Train a classifier on one arm's data (real, real+aug, synth, real+synth@R, real+balance, "
+                    "real+aug+synth), pick the epoch and threshold on the REAL validation split, then score it "
+                    "once on the real test split. Writes config.json, history.csv, model.pt, val_metrics.json, "
+                    "test_metrics.json and predictions.csv into --out. A finished --out is kept and reported.")
+    add_data_arguments(train)
+    train.add_argument("--synthetic", type=Path, default=None,
+                       help="synthetic images: a folder holding synthetic.npz (from `medsyn synth`) or an .npz")
+    train.add_argument("--arm", required=True, help="real | real+aug | synth | real+synth@R | real+balance | "
+                                                    "real+aug+synth (parts joined by '+')")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--overwrite", action="store_true", help="retrain even if --out holds a finished run")
+    train.add_argument("--preset", choices=PRESETS, default="quick",
+                       help="classifier and image-size defaults (default quick: 28 px, VGG16 at width 1/8)")
+    train.add_argument("--arch", choices=("vgg16", "resnet18"), default=None)
+    train.add_argument("--width", type=float, default=None, help="vgg16 channel multiplier (1 = the original)")
+    train.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=None,
+                       help="vgg16 conv stack without batch norm (as the original)")
+    train.add_argument("--pretrained", action="store_true", default=None,
+                       help="start from ImageNet weights in the torchvision cache (needs --width 1)")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--patience", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--class-weighting", action="store_true", default=None,
+                       help="weight the loss by inverse class frequency")
+    train.add_argument("--device", default=None, help="auto (default) | cpu | cuda | cuda:N")
+    train.set_defaults(func=run_train)
+
+
+def classify_config(args: argparse.Namespace):
+    """The preset's ClassifyConfig with the flags the user gave replacing single fields."""
+    from medsyn.config import preset
+
+    config = preset(args.preset).classify
+    given = {name: getattr(args, name) for name in ("arch", "width", "batch_norm", "pretrained", "epochs",
+                                                    "patience", "batch_size", "lr", "class_weighting", "device")
+             if getattr(args, name) is not None}
+    if (given.get("arch") == "resnet18" or given.get("pretrained")) and "width" not in given:
+        given["width"] = 1.0  # resnet18 is always full width; ImageNet weights exist for the full VGG16 only
+    return dataclasses.replace(config, **given)
+
+
+def run_train(args) -> int:
+    import shutil
+
+    from medsyn import data
+    from medsyn.classify import parse_arm, train_arm
+    from medsyn.classify.train import RUN_FILES
+    from medsyn.config import preset
+    from medsyn.errors import MedsynError
+
+    parse_arm(args.arm)  # a typo fails before any data is loaded
+    config = classify_config(args)
+    dconfig = data_config(args)
+    if dconfig.size is None:
+        dconfig = dataclasses.replace(dconfig, size=preset(args.preset).data.size)
+    dataset = data.load(args.src, dconfig)
+    synthetic = None
+    if args.synthetic is not None:
+        path = args.synthetic / "synthetic.npz" if args.synthetic.is_dir() else args.synthetic
+        if not path.is_file():
+            raise MedsynError(f"--synthetic {args.synthetic}: no synthetic.npz there; point it at the output folder "
+                              f"of `medsyn synth` or at an .npz file.")
+        synthetic = data.load(path, dataclasses.replace(dconfig, size=dataset.size, channels=dataset.channels))
+    if args.overwrite:
+        for name in RUN_FILES:
+            (args.out / name).unlink(missing_ok=True)
+    elif (args.out / "test_metrics.json").is_file():
+        print(f"{args.out} holds a finished run; reporting it (pass --overwrite to retrain).")
+    result = train_arm(dataset, args.arm, args.seed, config, args.out, synthetic, log=print)
+    print(format_result(result))
+    return 0
+
+
+def format_result(result: dict) -> str:
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    threshold = "" if result["threshold"] is None else f", threshold {result['threshold']:.3f} ({result['threshold_rule']})"
+    return (f"{result['arm']} seed {result['seed']}: TEST split, n={result['n']}{threshold}\n"
+            f"  accuracy {fmt(result['accuracy'])}  balanced accuracy {fmt(result['balanced_accuracy'])}  "
+            f"AUC {fmt(result['auc'])}\n  sensitivity {fmt(result['sensitivity'])}  specificity "
+            f"{fmt(result['specificity'])}  precision {fmt(result['precision'])}  F1 {fmt(result['f1'])}")

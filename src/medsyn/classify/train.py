@@ -1,0 +1,316 @@
+"""One classifier run: train on an arm's data, select on the REAL val split, then read the test split once.
+
+The order is the guard. `fit` receives the training images and the real validation split and nothing else; the
+test rows travel in a `SealedTestSplit` that `evaluate_on_test` opens exactly once, after the model, its threshold
+and its validation metrics are written. Model selection: the epoch with the lowest validation loss (unweighted
+cross-entropy on real val), early stopping after `patience` epochs without improvement. For two classes the
+decision threshold on p(class 1) is the one maximising Youden's J on real val; metrics at 0.5 are reported too.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from medsyn.classify import models
+from medsyn.classify.arms import parse_arm, training_set
+from medsyn.config import ClassifyConfig, to_dict
+from medsyn.data import ImageSet
+from medsyn.errors import MedsynError
+from medsyn.evaluate.metrics import classification_metrics, predict_labels, youden_threshold
+from medsyn.fileio import read_json, write_bytes, write_json, write_text
+
+RUN_FILES = ("config.json", "history.csv", "model.pt", "val_metrics.json", "test_metrics.json", "predictions.csv")
+
+
+class SealedTestSplit:
+    """The test rows of a dataset, handed out once, for the final evaluation; a second `open` is an error."""
+
+    def __init__(self, dataset: ImageSet):
+        self._dataset = dataset
+        self.opened = False
+
+    def open(self) -> ImageSet:
+        if self.opened:
+            raise RuntimeError("the test split of this run was already read; it is read once, at the end")
+        self.opened = True
+        return self._dataset.subset("test")
+
+
+@dataclass
+class Fitted:
+    model: models.Classifier
+    threshold: dict          # {"rule": "youden_j_on_val" | "argmax", "value": float | None}
+    history: list[dict]
+    best_epoch: int
+    val_metrics: dict
+
+
+def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, out_dir: Path,
+              synthetic: ImageSet | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train `arm` with `seed`, select on real val, evaluate once on real test; write the run folder and return
+    the test metrics. A folder that already holds this run's test_metrics.json is returned as it is."""
+    out_dir = Path(out_dir)
+    record = _run_record(dataset, arm, seed, config, synthetic)
+    if (out_dir / "test_metrics.json").is_file():
+        _check_same_run(out_dir, record)
+        return read_json(out_dir / "test_metrics.json")
+    parsed = parse_arm(arm)
+    real_train, val = dataset.subset("train"), dataset.subset("val")
+    sealed_test = SealedTestSplit(dataset)
+    _check_splits(dataset)
+    images, labels, is_synthetic = training_set(parsed, real_train, synthetic, seed)
+    record["training_set"] = {"n_real": int((~is_synthetic).sum()), "n_synthetic": int(is_synthetic.sum()),
+                              "per_class": np.bincount(labels, minlength=dataset.n_classes).tolist()}
+    write_json(out_dir / "config.json", record)
+
+    fitted = fit(images, labels, val, dataset.n_classes, config, seed, augment=parsed.augment,
+                 epoch_images=len(real_train) if config.equal_steps else len(labels), log=log)
+    meta = {"arch": _arch(config, dataset), "class_names": list(dataset.class_names),
+            "image_size": dataset.size, "channels": dataset.channels,
+            "normalization": models.normalization(config.pretrained, dataset.channels),
+            "threshold": fitted.threshold, "arm": arm, "seed": seed, "data_source": dataset.source,
+            "val_metrics": fitted.val_metrics}
+    write_text(out_dir / "history.csv", _csv(fitted.history))
+    _save_model(out_dir / "model.pt", fitted.model, meta)
+    write_json(out_dir / "val_metrics.json", {"split": "val", "best_epoch": fitted.best_epoch, **fitted.val_metrics})
+    return evaluate_on_test(fitted.model, meta, sealed_test, out_dir)
+
+
+def fit(images: np.ndarray, labels: np.ndarray, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,
+        augment: bool = False, epoch_images: int | None = None, log: Callable[[str], None] | None = None) -> Fitted:
+    """Train from scratch (or ImageNet weights) on `images`; keep the epoch with the lowest real-val loss."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, log) -> Fitted:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    channels = images.shape[-1]
+    device = _device(config.device)
+    model = models.build(config.arch, n_classes, channels, config.width, config.batch_norm, config.dropout,
+                         config.pretrained).to(device)
+    norm = models.normalization(config.pretrained, channels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    weights = _class_weights(labels, n_classes).to(device) if config.class_weighting else None
+    batch = min(config.batch_size, len(labels))
+    steps = max(1, round((epoch_images or len(labels)) / batch))
+    transform = _augmentation(images.shape[1]) if augment else None
+    stream = _index_stream(len(labels), rng)
+    val_x = models.to_tensor(val.images, norm).to(device)
+
+    history, best_loss, best_state, best_epoch = [], math.inf, None, 0
+    for epoch in range(1, config.epochs + 1):
+        start, train_loss = time.perf_counter(), 0.0
+        model.train()
+        for _ in range(steps):
+            idx = np.array([next(stream) for _ in range(batch)])
+            x = _batch(images[idx], norm, transform).to(device)
+            loss = F.cross_entropy(model(x), torch.from_numpy(labels[idx]).to(device), weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.item() / steps
+        val_proba, val_loss = _evaluate(model, val_x, val.labels)
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_state, best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
+        val_auc = classification_metrics(val.labels, val_proba)["auc"]
+        history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
+                        "val_auc": None if val_auc is None else round(val_auc, 6),
+                        "seconds": round(time.perf_counter() - start, 2), "best": improved})
+        if log:
+            log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+                f"val AUC {val_auc if val_auc is None else round(val_auc, 4)}{' *' if improved else ''}")
+        if epoch - best_epoch >= config.patience:
+            break
+    if best_state is None:
+        raise MedsynError(f"training diverged: the validation loss was never finite ({history[-1]['val_loss']}); "
+                          f"lower the learning rate (--lr, now {config.lr:g}).")
+    model.load_state_dict(best_state)
+    model.cpu().eval()
+    val_proba, _ = _evaluate(model, val_x.cpu(), val.labels)
+    threshold = _choose_threshold(val.labels, val_proba)
+    val_metrics = classification_metrics(val.labels, val_proba, threshold["value"])
+    return Fitted(model, threshold, history, best_epoch, val_metrics)
+
+
+def evaluate_on_test(model: models.Classifier, meta: dict, sealed_test: SealedTestSplit, out_dir: Path) -> dict:
+    """The one read of the test split: metrics at the val-chosen threshold (and at 0.5), predictions.csv."""
+    test = sealed_test.open()
+    proba = models.predict_proba(model, meta, test.images)
+    threshold = meta["threshold"]["value"]
+    result = {"split": "test", "arm": meta["arm"], "seed": meta["seed"], "threshold_rule": meta["threshold"]["rule"],
+              **classification_metrics(test.labels, proba, threshold)}
+    if proba.shape[1] == 2:
+        result["at_threshold_0.5"] = classification_metrics(test.labels, proba, 0.5)
+    write_text(out_dir / "predictions.csv", _predictions_csv(test, proba, threshold, meta["class_names"]))
+    write_json(out_dir / "test_metrics.json", result)
+    return result
+
+
+def read_predictions(run_dir: Path) -> dict:
+    """{"y_true", "proba", "threshold"} of a finished run, the input `medsyn.evaluate.stats.summarize_arms` takes."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "test_metrics.json").is_file():
+        raise MedsynError(f"{run_dir} holds no finished classifier run (test_metrics.json is missing).")
+    with open(run_dir / "predictions.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = [c for c in rows[0] if c.startswith("p_")] if rows else []
+    return {"y_true": np.array([int(r["true"]) for r in rows]),
+            "proba": np.array([[float(r[c]) for c in columns] for r in rows]),
+            "threshold": read_json(run_dir / "test_metrics.json")["threshold"]}
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+def _augmentation(size: int):
+    """Traditional augmentation for chest X-rays: small rotations and shifts, mild zoom via random resized crops,
+    brightness/contrast. No flips: a flipped chest puts the heart on the wrong side."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+        v2.RandomAffine(degrees=10, translate=(0.06, 0.06), scale=(0.95, 1.05)),
+        v2.ColorJitter(brightness=0.2, contrast=0.2),
+    ])
+
+
+AUGMENT_GROUP = 4  # images per augmentation draw: a quarter of the per-image cost, still fresh draws every batch
+
+
+def _batch(images: np.ndarray, norm: dict, transform):
+    """A training batch as a normalized tensor. A v2 transform draws one set of random parameters per call, so it
+    is called on small groups of (shuffled) images rather than once per batch or once per image."""
+    import torch
+
+    if transform is not None:
+        tensors = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        groups = [transform(tensors[i:i + AUGMENT_GROUP]) for i in range(0, len(tensors), AUGMENT_GROUP)]
+        images = torch.cat(groups).permute(0, 2, 3, 1).numpy()
+    return models.to_tensor(images, norm)
+
+
+def _evaluate(model, x, labels) -> tuple[np.ndarray, float]:
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x[i:i + 256]) for i in range(0, len(x), 256)])
+    logits = logits.double().cpu()
+    loss = F.cross_entropy(logits, torch.from_numpy(np.asarray(labels, dtype=np.int64))).item()
+    return torch.softmax(logits, dim=1).numpy(), loss
+
+
+def _choose_threshold(val_labels: np.ndarray, val_proba: np.ndarray) -> dict:
+    if val_proba.shape[1] != 2:
+        return {"rule": "argmax", "value": None}
+    if len(np.unique(val_labels)) < 2:
+        return {"rule": "default_0.5 (val holds one class)", "value": 0.5}
+    return {"rule": "youden_j_on_val", "value": youden_threshold(val_labels, val_proba[:, 1])}
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MedsynError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu (or auto).")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise MedsynError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+
+
+def _class_weights(labels: np.ndarray, n_classes: int):
+    """n / (k * n_c): each class weighs the same in the training loss; absent classes weigh 0."""
+    import torch
+
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    weights = np.divide(len(labels), n_classes * counts, out=np.zeros(n_classes), where=counts > 0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _index_stream(n: int, rng: np.random.Generator):
+    """Endless shuffled passes over range(n): every image is used before any is repeated."""
+    while True:
+        yield from rng.permutation(n)
+
+
+def _arch(config: ClassifyConfig, dataset: ImageSet) -> dict:
+    return {"arch": config.arch, "n_classes": dataset.n_classes, "channels": dataset.channels,
+            "width": config.width, "batch_norm": config.batch_norm, "dropout": config.dropout}
+
+
+def _save_model(path: Path, model, meta: dict) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(models.checkpoint(model, meta), buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def _run_record(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, synthetic: ImageSet | None) -> dict:
+    uses_synthetic = synthetic is not None and parse_arm(arm).uses_synthetic
+    return {"arm": arm, "seed": seed, "classify": to_dict(config), "data_source": dataset.source,
+            "image_size": dataset.size, "channels": dataset.channels, "class_names": list(dataset.class_names),
+            "split_counts": dataset.counts(), "synthetic_source": synthetic.source if uses_synthetic else None}
+
+
+EXECUTION_ONLY = ("device", "threads")  # where a run ran, not what it is: a resume may change them
+
+
+def _check_same_run(out_dir: Path, record: dict) -> None:
+    saved = read_json(out_dir / "config.json") if (out_dir / "config.json").is_file() else {}
+    what = lambda r: {**r, "classify": {k: v for k, v in r.get("classify", {}).items() if k not in EXECUTION_ONLY}}
+    saved, record = what(saved), what(record)
+    differing = [k for k in record if saved.get(k) != record[k]]
+    if differing:
+        raise MedsynError(f"{out_dir} holds a finished run with a different {', '.join(differing)}; choose another "
+                          f"--out, or pass --overwrite to replace it.")
+
+
+def _check_splits(dataset: ImageSet) -> None:
+    counts = dataset.counts()
+    for split in ("train", "val", "test"):
+        if sum(counts[split]) == 0:
+            raise MedsynError(f"{dataset.source}: the {split} split is empty; a classifier run needs real train, "
+                              f"val and test images (see `medsyn data info`).")
+
+
+def _csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _predictions_csv(test: ImageSet, proba: np.ndarray, threshold: float | None, class_names: list[str]) -> str:
+    predicted = predict_labels(proba, threshold)
+    rows = [{"row": i, "path": str(test.paths[i]), "true": int(test.labels[i]),
+             "true_name": class_names[test.labels[i]],
+             **{f"p_{name}": f"{p:.8g}" for name, p in zip(class_names, proba[i])},
+             "predicted": int(predicted[i]), "predicted_name": class_names[predicted[i]]} for i in range(len(test))]
+    return _csv(rows)

@@ -1,0 +1,236 @@
+"""Classifier runs on real fixture X-rays: every arm, the test-split guard, resume, checkpoints, 3 classes, CLI.
+
+The GAN is another stage; here its output is replaced by a clearly labelled STAND-IN: noisy, horizontally flipped
+copies of the real train images, shaped like the GAN's synthetic.npz (every image in the train split)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from conftest import CHEST_XRAY_3CLASS, CHEST_XRAY_SMALL
+from medsyn import data
+from medsyn.classify import (ARMS, features, load_model, parse_arm, predict_proba, read_predictions, train_arm)
+from medsyn.classify import models as classify_models
+from medsyn.classify import train as classify_train
+from medsyn.classify.arms import training_set
+from medsyn.cli import main
+from medsyn.config import ClassifyConfig, DataConfig, preset
+from medsyn.errors import MedsynError
+from medsyn.evaluate.stats import summarize_arms
+
+TINY = ClassifyConfig(width=0.0625, epochs=1, batch_size=16, patience=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def chest():
+    return data.load(CHEST_XRAY_SMALL, DataConfig(size=28))
+
+
+def stand_in_synthetic(real: data.ImageSet, copies: int = 3, seed: int = 0) -> data.ImageSet:
+    """NOT GAN output: noisy, flipped copies of the real train images, standing in for synthetic.npz in tests."""
+    train = real.subset("train")
+    rng = np.random.default_rng(seed)
+    images = np.concatenate([train.images[:, :, ::-1]] * copies).astype(int)
+    images = np.clip(images + rng.normal(0, 12, images.shape), 0, 255).astype(np.uint8)
+    n = len(images)
+    return dataclasses.replace(
+        train, images=images, labels=np.tile(train.labels, copies), split=np.full(n, "train"),
+        groups=np.full(n, ""), paths=np.array([f"stand-in[{i}]" for i in range(n)]), given_split=None,
+        source="stand-in: noisy flipped copies of real train images")
+
+
+@pytest.fixture(scope="module")
+def synthetic(chest):
+    return stand_in_synthetic(chest)
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_every_arm_trains_and_is_scored_on_real_test(arm, chest, synthetic, tmp_path):
+    result = train_arm(chest, arm, 0, TINY, tmp_path, synthetic=synthetic)
+    assert {p.name for p in tmp_path.iterdir()} == set(classify_train.RUN_FILES)
+    n_test = sum(chest.counts()["test"])
+    assert result["split"] == "test" and result["n"] == n_test and result["arm"] == arm
+    assert 0 <= result["auc"] <= 1 and np.sum(result["confusion_matrix"]) == n_test
+    assert result["threshold_rule"] == "youden_j_on_val" and "at_threshold_0.5" in result
+    assert json.loads((tmp_path / "test_metrics.json").read_text()) == result
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == list(chest.subset("test").paths)
+    assert set(rows[0]) == {"row", "path", "true", "true_name", "p_NORMAL", "p_PNEUMONIA", "predicted",
+                            "predicted_name"}
+    seen = json.loads((tmp_path / "config.json").read_text())["training_set"]
+    real_counts = np.array(chest.counts()["train"])
+    parsed = parse_arm(arm)
+    assert seen["n_real"] == (real_counts.sum() if parsed.real else 0)
+    if parsed.balance:
+        assert seen["per_class"] == [real_counts.max()] * 2
+    elif parsed.synth_ratio:
+        assert seen["n_synthetic"] == round(parsed.synth_ratio * real_counts.sum())
+
+
+def test_arm_grammar_and_synthetic_draws(chest, synthetic):
+    assert parse_arm("real+aug+synth").synth_ratio == 1 and parse_arm("real+aug+synth").augment
+    assert parse_arm("synth@2").synth_ratio == 2 and not parse_arm("synth@2").real
+    for bad in ("reel", "real+synth@0", "aug", "real+real", "synth+balance", "real+synth@1+balance"):
+        with pytest.raises(MedsynError):
+            parse_arm(bad)
+    train = chest.subset("train")
+    images, labels, is_synth = training_set(parse_arm("real+synth@0.5"), train, synthetic, seed=0)
+    real_share = np.bincount(train.labels) / len(train)
+    assert is_synth.sum() == round(0.5 * len(train))
+    np.testing.assert_allclose(np.bincount(labels[is_synth]) / is_synth.sum(), real_share, atol=0.05)
+    same, _, _ = training_set(parse_arm("real+synth@0.5"), train, synthetic, seed=0)
+    other, _, _ = training_set(parse_arm("real+synth@0.5"), train, synthetic, seed=1)
+    assert np.array_equal(images, same) and not np.array_equal(images, other)
+    with pytest.raises(MedsynError, match="synthetic pool holds"):
+        training_set(parse_arm("real+synth@5"), train, synthetic, seed=0)
+    with pytest.raises(MedsynError, match="needs synthetic images"):
+        training_set(parse_arm("synth"), train, None, seed=0)
+    renamed = dataclasses.replace(synthetic, class_names=("A", "B"))
+    with pytest.raises(MedsynError, match="classes"):
+        training_set(parse_arm("synth"), train, renamed, seed=0)
+
+
+def test_test_split_is_read_once_after_the_model_is_saved(chest, tmp_path, monkeypatch):
+    """A spy on the sealed test split records every read and what the run folder held at that moment."""
+    reads = []
+    real_open = classify_train.SealedTestSplit.open
+
+    def spying_open(self):
+        reads.append(sorted(p.name for p in tmp_path.iterdir()))
+        return real_open(self)
+
+    monkeypatch.setattr(classify_train.SealedTestSplit, "open", spying_open)
+    train_arm(chest, "real+aug", 0, TINY, tmp_path)
+    assert reads == [["config.json", "history.csv", "model.pt", "val_metrics.json"]]
+    sealed = classify_train.SealedTestSplit(chest)
+    sealed.open()
+    with pytest.raises(RuntimeError, match="already read"):
+        sealed.open()
+
+
+def test_test_rows_do_not_influence_training_or_selection(chest, tmp_path):
+    """Replacing every test image by noise and every test label by its opposite changes nothing before the final
+    evaluation: same weights, history, threshold and validation metrics."""
+    is_test = chest.split == "test"
+    rng = np.random.default_rng(0)
+    scrambled = dataclasses.replace(
+        chest, images=np.where(is_test[:, None, None, None], rng.integers(0, 256, chest.images.shape, dtype=np.uint8),
+                               chest.images),
+        labels=np.where(is_test, 1 - chest.labels, chest.labels))
+    config = dataclasses.replace(TINY, epochs=2, patience=2)
+    first = train_arm(chest, "real", 3, config, tmp_path / "a")
+    second = train_arm(scrambled, "real", 3, config, tmp_path / "b")
+    model_a, meta_a = load_model(tmp_path / "a" / "model.pt")
+    model_b, meta_b = load_model(tmp_path / "b" / "model.pt")
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert meta_a["threshold"] == meta_b["threshold"] and meta_a["val_metrics"] == meta_b["val_metrics"]
+    history = lambda d: [r.split(",")[:4] for r in (tmp_path / d / "history.csv").read_text().splitlines()]  # not seconds
+    assert history("a") == history("b")
+    assert first["confusion_matrix"] != second["confusion_matrix"]  # the test rows themselves did change
+
+
+def test_finished_run_is_returned_without_retraining(chest, tmp_path, monkeypatch):
+    first = train_arm(chest, "real", 0, TINY, tmp_path)
+    stamp = (tmp_path / "model.pt").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(classify_train, "fit", no_training)
+    assert train_arm(chest, "real", 0, TINY, tmp_path) == first
+    assert train_arm(chest, "real", 0, dataclasses.replace(TINY, threads=2), tmp_path) == first  # where, not what
+    assert (tmp_path / "model.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(MedsynError, match="different"):
+        train_arm(chest, "real", 1, TINY, tmp_path)
+
+
+def test_checkpoint_reproduces_the_test_predictions(chest, tmp_path):
+    train_arm(chest, "real", 0, TINY, tmp_path)
+    model, meta = load_model(tmp_path / "model.pt")
+    assert not model.training
+    assert meta["format"] == "medsyn-classifier" and meta["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert meta["image_size"] == 28 and meta["channels"] == 1 and meta["arm"] == "real"
+    test = chest.subset("test")
+    saved = read_predictions(tmp_path)
+    np.testing.assert_allclose(predict_proba(model, meta, test.images), saved["proba"], atol=1e-6)
+    assert np.array_equal(saved["y_true"], test.labels)
+    assert features(model, meta, test.images).shape == (len(test), 32)
+    with pytest.raises(MedsynError, match="uint8 images shaped"):
+        predict_proba(model, meta, np.zeros((2, 32, 32, 1), np.uint8))
+    (tmp_path / "other.pt").write_bytes(b"not a model")
+    with pytest.raises(MedsynError, match="not a readable medsyn classifier"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_vgg16_is_torchvisions_conv_stack_and_the_original_head():
+    ours = classify_models.build("vgg16", 2, 3, width=1.0, batch_norm=False)
+    with torch.device("meta"):  # shapes only: skips allocating torchvision's 120M-parameter dense layers
+        reference = torchvision.models.vgg16(weights=None).features
+    assert [p.shape for p in ours.embed_net[0].parameters()] == [p.shape for p in reference.parameters()]
+    assert 14.7e6 < sum(p.numel() for p in ours.parameters()) < 14.9e6  # the original's ~14.8M
+    narrow = classify_models.build("vgg16", 3, 1, width=0.125)
+    x = torch.zeros(4, 1, 28, 28)  # under 32 px: upsampled inside the model
+    assert narrow.eval()(x).shape == (4, 3) and narrow.embed(x).shape == (4, 32)
+    assert classify_models.build("resnet18", 3, 1).eval()(x).shape == (4, 3)
+
+
+def test_pretrained_weights_come_only_from_the_torchvision_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MedsynError, match="not in the torchvision cache"):
+        classify_models.build("resnet18", 2, 1, pretrained=True)
+    with pytest.raises(MedsynError, match="width 1"):
+        classify_models.build("vgg16", 2, 1, width=0.5, pretrained=True)
+    # a weights file in the cache (random weights standing in for ImageNet's) is loaded; gray sums RGB kernels
+    saved = torchvision.models.resnet18(weights=None).state_dict()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(saved, cache / torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1])
+    model = classify_models.build("resnet18", 2, 1, pretrained=True)
+    assert torch.allclose(model.embed_net.conv1.weight, saved["conv1.weight"].sum(1, keepdim=True))
+    assert torch.equal(model.embed_net.layer4[1].conv2.weight, saved["layer4.1.conv2.weight"])
+
+
+def test_three_classes_end_to_end_through_the_cli(tmp_path, capsys):
+    three = data.load(CHEST_XRAY_3CLASS, DataConfig(size=28))
+    assert three.class_names == ("BACTERIA", "NORMAL", "VIRUS")
+    data.save_npz(stand_in_synthetic(three), tmp_path / "synth" / "synthetic.npz")
+    results = {}
+    for arm in ("real", "real+synth@1"):
+        for seed in (0, 1):
+            out = tmp_path / f"{arm}-{seed}"
+            assert main(["classify", "train", "--data", str(CHEST_XRAY_3CLASS), "--size", "28", "--arm", arm,
+                         "--seed", str(seed), "--out", str(out), "--synthetic", str(tmp_path / "synth"),
+                         "--preset", "smoke", "--batch-size", "16"]) == 0
+            results.setdefault(arm, {})[seed] = read_predictions(out)
+    printed = capsys.readouterr().out
+    assert "TEST split, n=20" in printed
+    metrics = json.loads((tmp_path / "real-0" / "test_metrics.json").read_text())
+    assert metrics["threshold"] is None and metrics["threshold_rule"] == "argmax"
+    assert np.shape(metrics["confusion_matrix"]) == (3, 3) and "at_threshold_0.5" not in metrics
+    assert results["real"][0]["proba"].shape == (20, 3)
+    summary = summarize_arms(results, n_bootstrap=100)
+    assert summary["comparisons"]["real"]["real+synth@1"]["delong"] is None
+    json.dumps(summary, allow_nan=False)
+
+
+def test_cli_rejects_bad_requests_with_a_message(tmp_path, capsys, monkeypatch):
+    assert main(["classify", "train", "--data", str(CHEST_XRAY_SMALL), "--arm", "real+sinth",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "cannot read 'sinth'" in capsys.readouterr().err
+    assert main(["classify", "train", "--data", str(CHEST_XRAY_SMALL), "--arm", "synth", "--preset", "smoke",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "--synthetic" in capsys.readouterr().err
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # offline, nothing cached
+    assert main(["classify", "train", "--data", str(CHEST_XRAY_SMALL), "--arm", "real", "--pretrained",
+                 "--out", str(tmp_path / "z")]) == 2
+    assert "not in the torchvision cache" in capsys.readouterr().err
+    assert preset("quick").classify.width == 0.125
