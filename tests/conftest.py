@@ -20,3 +20,87 @@ def _private_cache(tmp_path_factory):
     patch.setenv("MEDSYN_CACHE", str(tmp_path_factory.mktemp("medsyn-cache")))
     yield
     patch.undo()
+
+
+# ---------------------------------------------------------------- a trained run for the app tests (export, predict, serve)
+
+APP_SEEDS = (0, 1)
+
+
+@pytest.fixture(scope="session")
+def app_dataset():
+    """The bundled PneumoniaMNIST (28 px) with every 4th training image, and its full val and test splits."""
+    import numpy as np
+
+    from medsyn import data
+
+    full = data.load()
+    train_index = np.flatnonzero(full.split == "train")
+    keep = full.split != "train"
+    keep[train_index[::4]] = True
+    return full.select(keep)
+
+
+@pytest.fixture(scope="session")
+def app_run(app_dataset, tmp_path_factory):
+    """A run folder as `medsyn run` lays it out: arms/real/seed{0,1}/ from the real `train_arm` (one tiny epoch each),
+    and a results.json holding the arm's seed-aggregated test metrics (mean, std, 95% t-interval over the seeds)."""
+    import numpy as np
+    from scipy import stats
+
+    from medsyn import classify
+    from medsyn.config import ClassifyConfig
+    from medsyn.fileio import write_json
+
+    run = tmp_path_factory.mktemp("app-run")
+    config = ClassifyConfig(width=0.0625, epochs=1, batch_size=64)
+    per_seed = [classify.train_arm(app_dataset, "real", seed, config, run / "arms" / "real" / f"seed{seed}")
+                for seed in APP_SEEDS]
+    metrics = {}
+    for name in ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"):
+        values = np.array([m[name] for m in per_seed], dtype=float)
+        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+        metrics[name] = {"mean": values.mean(), "std": values.std(ddof=1),
+                         "ci_low": values.mean() - half, "ci_high": values.mean() + half}
+    write_json(run / "results.json", {"arms": {"real": {"n_seeds": len(APP_SEEDS), "metrics": metrics}}})
+    return run
+
+
+@pytest.fixture(scope="session")
+def app_model(app_run, tmp_path_factory):
+    """The exported model file of the run's best seed."""
+    from medsyn.app import export_model
+
+    path = tmp_path_factory.mktemp("app-model") / "model.pt"
+    export_model(app_run, path, arm="real")
+    return path
+
+
+@pytest.fixture(scope="session")
+def live_server(app_model):
+    """The real app on real uvicorn, on a free loopback port, in a background thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from medsyn.app.server import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(app_model), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    assert httpx.get(url + "/api/model").status_code == 200
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
