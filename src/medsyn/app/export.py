@@ -231,10 +231,13 @@ def require_onnx() -> None:
 
 def export_onnx(model_file: ModelFile, path: Path) -> None:
     """The network alone, input (N, C, H, W) float already normalized as in the card's preprocessing."""
+    import warnings
+
     import torch
 
     prep = model_file.card["preprocessing"]
     example = torch.zeros(1, prep["channels"], prep["image_size"], prep["image_size"])
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)   # the input size is fixed, as traced
         torch.onnx.export(model_file.model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)

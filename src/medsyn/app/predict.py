@@ -19,7 +19,7 @@ BATCH = 64
 def preprocess_image(image: np.ndarray, prep: dict) -> np.ndarray:
     """A decoded uint8 image (H, W) or (H, W, 3) -> (S, S, C) uint8, exactly as the data stage prepared training."""
     square = resize_square(image, prep["image_size"], prep["aspect"])
-    return to_channels(square, prep["channels"])
+    return np.array(to_channels(square, prep["channels"]))   # a writable copy: PIL's arrays are read-only
 
 
 def expand_paths(inputs) -> list[Path]:
