@@ -107,18 +107,20 @@ def choose(run_dir: Path, arm: str | None) -> tuple[Path, dict]:
 # ---------------------------------------------------------------- the model card
 
 def arm_results(run_dir: Path, arm: str) -> dict | None:
-    """The arm's seed-aggregated test metrics (mean, std, 95% CI) from results.json, read defensively."""
+    """The arm's seed-aggregated test metrics from results.json (`medsyn.evaluate.stats.summarize_arms`):
+    {metric: {mean, std, ci_low, ci_high, ...}} plus how the CIs were made; read defensively, None if absent."""
     path = run_dir / "results.json"
-    if not path.is_file():
-        return None
     try:
-        entry = read_json(path).get("arms", {}).get(arm)
+        results = read_json(path) if path.is_file() else {}
+        entry = results.get("arms", {}).get(arm)
     except (ValueError, AttributeError):
         return None
     if not isinstance(entry, dict):
         return None
-    metrics = entry.get("metrics", entry)
-    return {"source": str(path), "n_seeds": entry.get("n_seeds", entry.get("seeds")), "metrics": metrics}
+    metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else entry
+    return {"source": str(path), "split": results.get("split", "test"), "n_test": results.get("n_test"),
+            "seeds": results.get("seeds"), "ci_level": results.get("ci_level"), "ci_method": results.get("ci_method"),
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, dict)}}
 
 
 def build_card(seed_dir: Path, checkpoint: dict, selection: dict, aspect: str | None = None) -> dict:

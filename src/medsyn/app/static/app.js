@@ -86,8 +86,11 @@ function showCard(card) {
     $("test-note").textContent = "No test metrics in this model file.";
     return;
   }
+  const armInfo = card.arm_test_metrics || {};
   $("test-note").textContent = "Measured on the held-out real test split" + (seed.n ? " (" + seed.n + " images)" : "") +
-    ". The arm column is the mean over seeds with its 95% confidence interval.";
+    ". The arm column is the mean over seeds" + (armInfo.seeds ? " (" + armInfo.seeds.length + " seeds)" : "") +
+    " with its " + (armInfo.ci_level ? Math.round(100 * armInfo.ci_level) + "% " : "") + "confidence interval" +
+    (armInfo.ci_method ? " (" + armInfo.ci_method + ")." : ".");
   const rows = names.map((k) => "<tr><td>" + escapeHtml(k) + "</td><td>" + (k in seed ? metricCell(seed[k]) : "") +
     "</td><td>" + (k in arm ? metricCell(arm[k]) : "") + "</td></tr>");
   $("metrics").innerHTML = "<tr><th>metric</th><th>this model (seed " + escapeHtml(trained.seed) +
