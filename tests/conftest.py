@@ -43,26 +43,20 @@ def app_dataset():
 
 @pytest.fixture(scope="session")
 def app_run(app_dataset, tmp_path_factory):
-    """A run folder as `medsyn run` lays it out: arms/real/seed{0,1}/ from the real `train_arm` (one tiny epoch each),
-    and a results.json holding the arm's seed-aggregated test metrics (mean, std, 95% t-interval over the seeds)."""
-    import numpy as np
-    from scipy import stats
-
+    """A run folder as `medsyn run` lays it out: arms/real/seed{0,1}/ from the real `train_arm` (one tiny epoch each)
+    and results.json from `summarize_arms` over their test predictions."""
     from medsyn import classify
     from medsyn.config import ClassifyConfig
+    from medsyn.evaluate.stats import summarize_arms
     from medsyn.fileio import write_json
 
     run = tmp_path_factory.mktemp("app-run")
     config = ClassifyConfig(width=0.0625, epochs=1, batch_size=64)
-    per_seed = [classify.train_arm(app_dataset, "real", seed, config, run / "arms" / "real" / f"seed{seed}")
-                for seed in APP_SEEDS]
-    metrics = {}
-    for name in ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"):
-        values = np.array([m[name] for m in per_seed], dtype=float)
-        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-        metrics[name] = {"mean": values.mean(), "std": values.std(ddof=1),
-                         "ci_low": values.mean() - half, "ci_high": values.mean() + half}
-    write_json(run / "results.json", {"arms": {"real": {"n_seeds": len(APP_SEEDS), "metrics": metrics}}})
+    seed_dirs = {seed: run / "arms" / "real" / f"seed{seed}" for seed in APP_SEEDS}
+    for seed, folder in seed_dirs.items():
+        classify.train_arm(app_dataset, "real", seed, config, folder)
+    predictions = {"real": {seed: classify.read_predictions(folder) for seed, folder in seed_dirs.items()}}
+    write_json(run / "results.json", summarize_arms(predictions, n_bootstrap=200, seed=0))
     return run
 
 
