@@ -105,9 +105,9 @@ def analyse(model_file, data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
         "probabilities": {name: float(p) for name, p in zip(names, probs[0])},
         "threshold": model_file.card.get("threshold"),
         "image": {"type": kind, "width": int(image.shape[1]), "height": int(image.shape[0])},
-        "preview_png": png_data_url(overlay(view, np.zeros((1, 1), np.float32), alpha=0.0)),
+        "preview_png": png_data_url(overlay(view, np.zeros((1, 1), np.float32))),
         "heatmap_png": png_data_url(overlay(view, cam)),
-        "heatmap": {"method": "Grad-CAM, last convolution layer", "class": names[label],
+        "heatmap": {"method": "Grad-CAM", "class": names[label],
                     "resolution": list(cam.shape)},
         "notice": model_file.card.get("notice"),
     }

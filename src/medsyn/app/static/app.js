@@ -80,21 +80,24 @@ function showCard(card) {
   ].join("");
   const seed = card.test_metrics || {};
   const arm = (card.arm_test_metrics && card.arm_test_metrics.metrics) || {};
+  const notMetrics = new Set(["n", "seed", "threshold", "best_epoch"]);
   const names = [...new Set([...Object.keys(arm), ...Object.keys(seed)])]
-    .filter((k) => typeof seed[k] === "number" || (arm[k] && typeof arm[k] === "object"));
+    .filter((k) => !notMetrics.has(k) && (typeof seed[k] === "number" || (arm[k] && typeof arm[k] === "object")));
   if (!names.length) {
     $("test-note").textContent = "No test metrics in this model file.";
     return;
   }
   const armInfo = card.arm_test_metrics || {};
+  const hasArm = Object.keys(arm).length > 0;
   $("test-note").textContent = "Measured on the held-out real test split" + (seed.n ? " (" + seed.n + " images)" : "") +
-    ". The arm column is the mean over seeds" + (armInfo.seeds ? " (" + armInfo.seeds.length + " seeds)" : "") +
-    " with its " + (armInfo.ci_level ? Math.round(100 * armInfo.ci_level) + "% " : "") + "confidence interval" +
-    (armInfo.ci_method ? " (" + armInfo.ci_method + ")." : ".");
+    (hasArm ? ". The arm column is the mean over seeds" + (armInfo.seeds ? " (" + armInfo.seeds.length + " seeds)" : "") +
+      " with its " + (armInfo.ci_level ? Math.round(100 * armInfo.ci_level) + "% " : "") + "confidence interval" +
+      (armInfo.ci_method ? " (" + armInfo.ci_method + ")." : ".")
+      : ". This model file has no seed-aggregated results (no results.json in its run).");
   const rows = names.map((k) => "<tr><td>" + escapeHtml(k) + "</td><td>" + (k in seed ? metricCell(seed[k]) : "") +
-    "</td><td>" + (k in arm ? metricCell(arm[k]) : "") + "</td></tr>");
-  $("metrics").innerHTML = "<tr><th>metric</th><th>this model (seed " + escapeHtml(trained.seed) +
-    ")</th><th>arm " + escapeHtml(trained.arm) + ", all seeds</th></tr>" + rows.join("");
+    "</td>" + (hasArm ? "<td>" + (k in arm ? metricCell(arm[k]) : "") + "</td>" : "") + "</tr>");
+  $("metrics").innerHTML = "<tr><th>metric</th><th>this model (seed " + escapeHtml(trained.seed) + ")</th>" +
+    (hasArm ? "<th>arm " + escapeHtml(trained.arm) + ", all seeds</th>" : "") + "</tr>" + rows.join("");
 }
 
 $("file").addEventListener("change", (event) => upload(event.target.files[0]));
