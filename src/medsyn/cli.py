@@ -17,6 +17,7 @@ STAGE_CLIS = (
     "medsyn.data.cli",
     "medsyn.evaluate.audit_cli",
     "medsyn.classify.cli",
+    "medsyn.app.cli",
 )
 
 

@@ -1,0 +1,245 @@
+"""The portable model file: one trained classifier with everything needed to apply it and to judge it.
+
+A model file is the classifier's own self-describing checkpoint (`medsyn.classify`'s model.pt: weights,
+architecture, preprocessing, class names, threshold) plus a `model_card`: what data and arm it was trained on,
+how its seed was chosen (validation only, never test), its test metrics and the arm's confidence intervals.
+It holds only tensors and plain values, so it loads with `torch.load(weights_only=True)`: no pickled code runs.
+
+The best seed of an arm is the one with the best *validation* metric; the test split never chooses anything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsyn import __version__
+from medsyn.errors import MedsynError
+from medsyn.fileio import atomic_path, read_json, refuse_overwrite, sha256_file
+
+MODEL_FORMAT = "medsyn-model"
+MODEL_VERSION = 1
+NOTICE = ("Research use only. Not a medical device: not validated for diagnosis, and not to be used for clinical "
+          "decisions. The metrics below were measured on one held-out test split and may not hold on your images.")
+# Validation metrics that pick the best seed, in order of preference: (name, higher is better).
+SELECTION_METRICS = (("auroc", True), ("auc", True), ("roc_auc", True), ("balanced_accuracy", True),
+                     ("accuracy", True), ("f1", True), ("loss", False))
+
+
+@dataclass
+class ModelFile:
+    """A loaded model file: the network (eval mode), its checkpoint meta and its model card."""
+    model: Any
+    meta: dict
+    card: dict
+    path: Path
+    lock: Any = field(default=None, repr=False)   # set by the server: one forward/backward pass at a time
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+
+# ---------------------------------------------------------------- choosing the seed
+
+def metric_value(metrics: dict, name: str) -> float | None:
+    """A metric's point value from a metrics dict, whether stored as a number or as {"value"/"mean"/...: x}."""
+    for container in (metrics, metrics.get("metrics") if isinstance(metrics.get("metrics"), dict) else None):
+        if not container or name not in container:
+            continue
+        value = container[name]
+        if isinstance(value, dict):
+            value = next((value[k] for k in ("value", "estimate", "point", "mean") if k in value), None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def selection_metric(candidates: dict[str, dict]) -> tuple[str, bool]:
+    """The first preferred validation metric that every candidate has."""
+    for name, higher in SELECTION_METRICS:
+        if all(metric_value(m, name) is not None for m in candidates.values()):
+            return name, higher
+    have = sorted({k for m in candidates.values() for k in m})
+    raise MedsynError(f"no validation metric shared by all seeds to choose the best one; expected one of "
+                      f"{', '.join(n for n, _ in SELECTION_METRICS)}, found {', '.join(have) or 'none'}.")
+
+
+def seed_dirs(arm_dir: Path) -> list[Path]:
+    dirs = sorted((p for p in arm_dir.glob("seed*") if (p / "model.pt").is_file()),
+                  key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    return dirs
+
+
+def val_metrics(seed_dir: Path) -> dict:
+    path = seed_dir / "val_metrics.json"
+    if not path.is_file():
+        raise MedsynError(f"{path} is missing: the seed's validation metrics are needed to choose the best seed; "
+                          "re-run the classify stage for this arm (`medsyn run --resume`).")
+    return read_json(path)
+
+
+def choose(run_dir: Path, arm: str | None) -> tuple[Path, dict]:
+    """The seed folder to export and how it was chosen. A folder holding model.pt is taken as it is."""
+    run_dir = Path(run_dir)
+    if (run_dir / "model.pt").is_file():
+        return run_dir, {"rule": "the given seed folder", "metric": None, "candidates": {}}
+    arms_dir = run_dir / "arms"
+    arms = sorted(p.name for p in arms_dir.iterdir() if p.is_dir() and seed_dirs(p)) if arms_dir.is_dir() else []
+    if not arms:
+        raise MedsynError(f"{run_dir}: no trained classifier found; expected a run folder with "
+                          "arms/<arm>/seed<k>/model.pt (from `medsyn run`) or a seed folder holding model.pt.")
+    if arm is not None and arm not in arms:
+        raise MedsynError(f"{run_dir}: no trained arm {arm!r}; trained arms: {', '.join(arms)}.")
+    candidates = {f"{a}/{d.name}": val_metrics(d) for a in ([arm] if arm else arms) for d in seed_dirs(arms_dir / a)}
+    name, higher = selection_metric(candidates)
+    scores = {key: metric_value(m, name) for key, m in candidates.items()}
+    best = (max if higher else min)(scores, key=scores.get)   # ties: the first arm/seed in sorted order
+    rule = (f"best validation {name} among the seeds of arm {arm}" if arm
+            else f"best validation {name} among all arms and seeds")
+    return arms_dir / best, {"rule": rule, "metric": name, "higher_is_better": higher, "candidates": scores,
+                             "chosen": best}
+
+
+# ---------------------------------------------------------------- the model card
+
+def arm_results(run_dir: Path, arm: str) -> dict | None:
+    """The arm's seed-aggregated test metrics from results.json (`medsyn.evaluate.stats.summarize_arms`):
+    {metric: {mean, std, ci_low, ci_high, ...}} plus how the CIs were made; read defensively, None if absent."""
+    path = run_dir / "results.json"
+    try:
+        results = read_json(path) if path.is_file() else {}
+        entry = results.get("arms", {}).get(arm)
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else entry
+    return {"source": str(path), "split": results.get("split", "test"), "n_test": results.get("n_test"),
+            "seeds": results.get("seeds"), "ci_level": results.get("ci_level"), "ci_method": results.get("ci_method"),
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, dict)}}
+
+
+def build_card(seed_dir: Path, checkpoint: dict, selection: dict, aspect: str | None = None) -> dict:
+    run_dir = seed_dir.parent.parent.parent if seed_dir.parent.parent.name == "arms" else None
+    test_path = seed_dir / "test_metrics.json"
+    config_path = seed_dir / "config.json"
+    arm = checkpoint.get("arm")
+    return {
+        "notice": NOTICE,
+        "class_names": list(checkpoint["class_names"]),
+        "threshold": checkpoint.get("threshold"),
+        "preprocessing": preprocessing(checkpoint, aspect),
+        "trained_on": {"data_source": checkpoint.get("data_source"), "arm": arm, "seed": checkpoint.get("seed"),
+                       "arch": checkpoint.get("arch"),
+                       "config": read_json(config_path) if config_path.is_file() else None},
+        "selection": selection,
+        "validation_metrics": checkpoint.get("val_metrics"),
+        "test_metrics": read_json(test_path) if test_path.is_file() else None,
+        "test_metrics_note": "measured once on the held-out real test split, after the seed was chosen on validation",
+        "arm_test_metrics": arm_results(run_dir, arm) if run_dir is not None and arm else None,
+        "exported_from": {"path": str(seed_dir / "model.pt"), "sha256": sha256_file(seed_dir / "model.pt"),
+                          "medsyn_version": __version__},
+    }
+
+
+def preprocessing(meta: dict, aspect: str | None = None) -> dict:
+    """How a file becomes the network's input: decode, square resize, channels, then the checkpoint's normalization.
+
+    The aspect policy (how the data stage made images square) is taken from the checkpoint when it records one,
+    else from the caller, else the data stage's default, center-crop.
+    """
+    recorded = meta.get("aspect")
+    return {"image_size": int(meta["image_size"]), "channels": int(meta["channels"]),
+            "aspect": recorded or aspect or "center-crop",
+            "aspect_source": "checkpoint" if recorded else ("given at export" if aspect else "data stage default"),
+            "normalization": meta.get("normalization")}
+
+
+# ---------------------------------------------------------------- write and read
+
+def export_model(run_dir: str | Path, out: str | Path, arm: str | None = None, overwrite: bool = False,
+                 onnx: bool = False, aspect: str | None = None) -> dict:
+    """Write the model file for the best seed (by validation) of `arm` (or of the whole run). Returns its card."""
+    import torch
+
+    out = Path(out)
+    refuse_overwrite(out, overwrite)
+    onnx_path = out.with_suffix(".onnx")
+    if onnx:
+        require_onnx()
+        refuse_overwrite(onnx_path, overwrite)
+    seed_dir, selection = choose(Path(run_dir), arm)
+    checkpoint = read_checkpoint(seed_dir / "model.pt", "medsyn-classifier")
+    card = build_card(seed_dir, checkpoint, selection, aspect)
+    with atomic_path(out) as tmp:
+        torch.save({**checkpoint, "model_file": {"format": MODEL_FORMAT, "version": MODEL_VERSION},
+                    "model_card": card}, tmp)
+    if onnx:
+        export_onnx(load_model_file(out), onnx_path)
+        card = {**card, "onnx": str(onnx_path)}
+    return card
+
+
+def read_checkpoint(path: Path, expected_format: str | None = None) -> dict:
+    import torch
+
+    if not Path(path).is_file():
+        raise MedsynError(f"{path}: no such model file; create one with `medsyn export RUN_DIR --out {path}`.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling failure means: not a medsyn file
+        raise MedsynError(f"{path}: not a medsyn model file ({type(err).__name__}: {err}).") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "class_names" not in checkpoint:
+        raise MedsynError(f"{path}: not a medsyn model file (no state_dict and class_names); export one with "
+                          "`medsyn export RUN_DIR --out MODEL`.")
+    if expected_format and checkpoint.get("format") != expected_format:
+        raise MedsynError(f"{path}: format {checkpoint.get('format')!r}, expected {expected_format!r}.")
+    return checkpoint
+
+
+def load_model_file(path: str | Path) -> ModelFile:
+    """An exported model file (or a run's model.pt, with a minimal card) ready for `predict_files` and the server."""
+    from medsyn import classify
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    model, meta = classify.load_model(path)
+    card = checkpoint.get("model_card") or {
+        "notice": NOTICE, "class_names": list(checkpoint["class_names"]), "threshold": checkpoint.get("threshold"),
+        "preprocessing": preprocessing(checkpoint),
+        "trained_on": {"data_source": checkpoint.get("data_source"), "arm": checkpoint.get("arm"),
+                       "seed": checkpoint.get("seed"), "arch": checkpoint.get("arch")},
+        "validation_metrics": checkpoint.get("val_metrics"), "test_metrics": None,
+        "note": "a bare checkpoint, not an exported model file: no test metrics; use `medsyn export`"}
+    meta = {**checkpoint, **meta}
+    meta.pop("state_dict", None)
+    meta.pop("model_card", None)
+    return ModelFile(model=model, meta=meta, card=card, path=path)
+
+
+# ---------------------------------------------------------------- ONNX
+
+def require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError as err:
+        raise MedsynError("--onnx needs the `onnx` package, which is not installed: `pip install onnx`, "
+                          "or export without --onnx (the .pt model file is complete on its own).") from err
+
+
+def export_onnx(model_file: ModelFile, path: Path) -> None:
+    """The network alone, input (N, C, H, W) float already normalized as in the card's preprocessing."""
+    import warnings
+
+    import torch
+
+    prep = model_file.card["preprocessing"]
+    example = torch.zeros(1, prep["channels"], prep["image_size"], prep["image_size"])
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)   # the input size is fixed, as traced
+        torch.onnx.export(model_file.model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)

@@ -1,0 +1,251 @@
+"""export / predict / serve on a really trained tiny classifier, real chest X-rays and real uploads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import APP_SEEDS, CHEST_XRAY_SMALL, DICOM_DIR
+from medsyn import classify, data
+from medsyn.app import export_model, grad_cam, load_model_file, predict_files
+from medsyn.app.server import create_app
+from medsyn.cli import main
+from medsyn.config import DataConfig
+from medsyn.errors import MedsynError
+from medsyn.evaluate.metrics import classification_metrics
+from medsyn.fileio import read_json
+
+XRAY = CHEST_XRAY_SMALL / "test" / "PNEUMONIA" / sorted(p.name for p in (CHEST_XRAY_SMALL / "test" / "PNEUMONIA").iterdir())[0]
+DICOM = sorted(DICOM_DIR.rglob("*.dcm"))[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(app_model):
+    return load_model_file(app_model)
+
+
+@pytest.fixture(scope="module")
+def client(app_model):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(app_model)) as test_client:
+        yield test_client
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- export
+
+def test_export_picks_the_best_seed_on_validation_and_writes_the_card(app_run, model_file):
+    val_auc = {f"real/seed{s}": read_json(app_run / "arms" / "real" / f"seed{s}" / "val_metrics.json")["auc"]
+               for s in APP_SEEDS}
+    card = model_file.card
+    assert card["selection"]["metric"] == "auc" and card["selection"]["candidates"] == val_auc
+    best_seed = int(max(val_auc, key=val_auc.get).split("seed")[1])
+    assert card["trained_on"]["seed"] == best_seed and card["trained_on"]["arm"] == "real"
+    assert card["trained_on"]["data_source"].endswith("pneumoniamnist.npz")
+    assert card["test_metrics"] == read_json(app_run / "arms" / "real" / f"seed{best_seed}" / "test_metrics.json")
+    assert card["arm_test_metrics"]["metrics"]["auc"]["ci_low"] <= card["arm_test_metrics"]["metrics"]["auc"]["mean"]
+    assert "not a medical device" in card["notice"].lower()
+    assert card["preprocessing"]["image_size"] == 28 and card["preprocessing"]["channels"] == 1
+
+
+def test_exported_model_reproduces_the_run_test_metrics_exactly(model_file, app_dataset):
+    test = app_dataset.subset("test")
+    from medsyn.app.predict import predict_arrays
+
+    proba = predict_arrays(model_file, test.images)
+    threshold = model_file.card["threshold"]["value"]
+    saved = model_file.card["test_metrics"]
+    recomputed = classification_metrics(test.labels, proba, threshold)
+    assert recomputed == {k: saved[k] for k in recomputed}
+    assert recomputed["n"] == 624
+
+
+def test_export_refuses_what_it_cannot_do(app_run, app_model, tmp_path):
+    with pytest.raises(MedsynError, match="already exists"):
+        export_model(app_run, app_model)
+    with pytest.raises(MedsynError, match="no trained arm 'synth'.*real"):
+        export_model(app_run, tmp_path / "m.pt", arm="synth")
+    with pytest.raises(MedsynError, match="no trained classifier"):
+        export_model(tmp_path, tmp_path / "m.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(MedsynError, match="not a medsyn model file"):
+        load_model_file(tmp_path / "junk.pt")
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        with pytest.raises(MedsynError, match="pip install onnx"):
+            export_model(app_run, tmp_path / "m.pt", onnx=True)
+        assert not (tmp_path / "m.pt").exists()
+
+
+def test_export_cli_from_one_seed_folder(app_run, tmp_path, capsys):
+    out = tmp_path / "seed0.pt"
+    assert main(["export", str(app_run / "arms" / "real" / "seed0"), "--out", str(out)]) == 0
+    assert "seed 0" in capsys.readouterr().out
+    assert load_model_file(out).card["trained_on"]["seed"] == 0
+
+
+# ---------------------------------------------------------------- predict
+
+def test_predict_on_real_xrays_matches_the_in_memory_model(app_run, model_file):
+    """Files decoded and preprocessed by predict == the data stage's arrays through the run's own model.pt."""
+    seed = model_file.card["trained_on"]["seed"]
+    model, meta = classify.load_model(app_run / "arms" / "real" / f"seed{seed}" / "model.pt")
+    for source in (CHEST_XRAY_SMALL, DICOM_DIR):
+        dataset = data.load(source, DataConfig(size=28, channels=1))
+        expected = dict(zip(map(str, dataset.paths), classify.predict_proba(model, meta, dataset.images)))
+        rows = predict_files(model_file, [source])
+        assert len(rows) == len(expected) == len(dataset.paths)
+        for row in rows:
+            assert row["p_normal"] == pytest.approx(expected[row["path"]][0], abs=1e-6)
+            assert row["p_pneumonia"] == pytest.approx(expected[row["path"]][1], abs=1e-6)
+            positive = expected[row["path"]][1] >= model_file.card["threshold"]["value"]
+            assert row["label"] == ("pneumonia" if positive else "normal")
+
+
+def test_predict_cli_writes_csv_and_json(app_model, tmp_path, capsys):
+    out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
+    assert main(["predict", "--model", str(app_model), str(XRAY), str(DICOM), "--out", str(out_csv)]) == 0
+    printed = capsys.readouterr().out
+    assert XRAY.name in printed and "not a medical device" in printed.lower()
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [Path(r["path"]).name for r in rows] == [XRAY.name, DICOM.name]
+    assert main(["predict", "--model", str(app_model), str(XRAY), "--out", str(out_json)]) == 0
+    saved = json.loads(out_json.read_text())
+    assert saved["predictions"][0]["p_pneumonia"] == pytest.approx(float(rows[0]["p_pneumonia"]), abs=1e-6)
+    assert main(["predict", "--model", str(app_model), str(XRAY), "--out", str(out_json)]) == 2   # no overwrite
+
+
+def test_predict_reports_every_bad_file(app_model, tmp_path, capsys):
+    (tmp_path / "fake.png").write_text("not an image")
+    assert main(["predict", "--model", str(app_model), str(XRAY), str(tmp_path / "fake.png")]) == 2
+    assert "fake.png" in capsys.readouterr().err
+    assert main(["predict", "--model", str(app_model), str(XRAY), str(tmp_path / "fake.png"), "--skip-bad"]) == 0
+
+
+# ---------------------------------------------------------------- Grad-CAM
+
+def test_grad_cam_finds_the_evidence_in_a_known_network():
+    """A network whose class-1 score is the brightness it sees: the map must peak where the bright patch is."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        for conv in (model[0], model[2]):
+            conv.weight.fill_(1 / 9)
+            conv.bias.zero_()
+        model[6].weight.copy_(torch.tensor([[-1.0] * 4, [1.0] * 4]))
+        model[6].bias.zero_()
+    image = torch.zeros(1, 1, 16, 16)
+    image[..., 10:14, 2:6] = 1.0
+    cam = grad_cam(model.eval(), image, target=1)
+    assert cam.shape == (16, 16) and cam.max() == pytest.approx(1.0)
+    peak = np.unravel_index(cam.argmax(), cam.shape)
+    assert 9 <= peak[0] <= 14 and 1 <= peak[1] <= 6
+    assert cam[:6, 10:].max() == 0.0          # no evidence far from the patch
+    assert grad_cam(model, image, target=0).max() == 0.0   # class 0 is lowered by brightness: nothing raises it
+
+
+# ---------------------------------------------------------------- the API
+
+def test_api_predicts_a_real_jpeg_like_predict_does(client, model_file):
+    reply = client.post("/api/predict", files={"file": (XRAY.name, XRAY.read_bytes(), "image/jpeg")})
+    assert reply.status_code == 200
+    body = reply.json()
+    row = predict_files(model_file, [XRAY])[0]
+    assert body["label"] == row["label"] and body["probability"] == pytest.approx(row["probability"], abs=1e-6)
+    assert body["image"] == {"type": "jpeg", "width": 224, "height": 224}
+    heatmap = Image.open(io.BytesIO(__import__("base64").b64decode(body["heatmap_png"].split(",", 1)[1])))
+    assert heatmap.size == (320, 320) and heatmap.mode == "RGB"
+
+
+def test_api_reads_dicom_and_png_with_alpha(client, model_file, tmp_path):
+    reply = client.post("/api/predict", files={"file": ("scan.bin", DICOM.read_bytes(), "application/octet-stream")})
+    assert reply.status_code == 200 and reply.json()["image"]["type"] == "dicom"
+    assert reply.json()["probability"] == pytest.approx(predict_files(model_file, [DICOM])[0]["probability"], abs=1e-6)
+    rgba = Image.open(XRAY).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    (tmp_path / "alpha.png").write_bytes(png_bytes(rgba))
+    reply = client.post("/api/predict", files={"file": ("alpha.png", png_bytes(rgba), "image/png")})
+    assert reply.status_code == 200 and reply.json()["image"]["type"] == "png"
+    expected = predict_files(model_file, [tmp_path / "alpha.png"])[0]
+    assert reply.json()["probabilities"]["pneumonia"] == pytest.approx(expected["p_pneumonia"], abs=1e-6)
+
+
+@pytest.mark.parametrize("name, content, status, message", [
+    ("notes.png", b"just some text, named like an image", 415, "not a PNG, JPEG or DICOM"),
+    ("empty.png", b"", 400, "empty"),
+    ("cut.jpeg", XRAY.read_bytes()[: XRAY.stat().st_size // 2], 422, "truncated"),
+    ("header.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, 422, "cannot be decoded"),
+    ("fake.dcm", b"\x00" * 128 + b"DICM" + b"\x02" * 64, 422, "cannot be decoded"),
+])
+def test_api_rejects_bad_uploads_with_a_clear_4xx(client, name, content, status, message):
+    reply = client.post("/api/predict", files={"file": (name, content, "image/png")})
+    assert reply.status_code == status, reply.text
+    assert message in reply.json()["error"]
+
+
+def test_api_rejects_huge_images_and_bodies(app_model):
+    from fastapi.testclient import TestClient
+
+    huge = Image.new("L", (9000, 5000))      # 45 MP of black: a 44 kB PNG that decodes to 45 MB
+    with TestClient(create_app(app_model, max_upload_bytes=1_000_000)) as client:
+        reply = client.post("/api/predict", files={"file": ("huge.png", png_bytes(huge), "image/png")})
+        assert reply.status_code == 413 and "9000x5000" in reply.json()["error"]
+        reply = client.post("/api/predict", files={"file": ("big.jpeg", b"\xff\xd8\xff" + b"\x00" * 1_100_000)})
+        assert reply.status_code == 413 and "larger than the limit" in reply.json()["error"]
+
+
+def test_api_rejects_bodies_without_a_file(client):
+    assert client.post("/api/predict").status_code == 400
+    reply = client.post("/api/predict", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"})
+    assert reply.status_code == 400 and "multipart" in reply.json()["error"]
+    reply = client.post("/api/predict", data={"image": "text"})
+    assert reply.status_code == 400 and "'file'" in reply.json()["error"]
+
+
+def test_api_model_card(client, model_file):
+    card = client.get("/api/model").json()
+    assert card["trained_on"]["arm"] == "real" and card["test_metrics"]["n"] == 624
+    auc = card["arm_test_metrics"]["metrics"]["auc"]
+    assert auc["ci_low"] <= auc["mean"] <= auc["ci_high"] and card["arm_test_metrics"]["seeds"] == list(APP_SEEDS)
+    page = client.get("/")
+    assert page.status_code == 200 and "app.js" in page.text
+
+
+def test_live_server_answers_concurrent_mixed_requests(live_server):
+    """Real uvicorn on loopback: 24 concurrent valid and malformed uploads get the right answers, identical
+    images get identical predictions, and nothing is left in the temporary folder."""
+    jobs = [("x.jpeg", XRAY.read_bytes(), 200), ("d.dcm", DICOM.read_bytes(), 200),
+            ("t.png", b"text", 415), ("e.png", b"", 400)] * 6
+
+    def send(job):
+        name, content, _ = job
+        with httpx.Client(timeout=60) as http:
+            return http.post(live_server + "/api/predict", files={"file": (name, content)})
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(send, jobs))
+    assert [r.status_code for r in replies] == [status for _, _, status in jobs]
+    jpeg = {r.json()["probability"] for r, job in zip(replies, jobs) if job[0] == "x.jpeg"}
+    assert len(jpeg) == 1
+    assert httpx.get(live_server + "/api/model").status_code == 200
+    assert not list(Path(tempfile.gettempdir()).glob("medsyn-upload-*"))
