@@ -15,6 +15,7 @@ from medsyn.errors import MedsynError
 
 STAGE_CLIS = (
     "medsyn.data.cli",
+    "medsyn.gan.cli",
 )
 
 
