@@ -151,7 +151,7 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
             r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean() * (config.r1_gamma / 2 * R1_EVERY)
             _update(r1, opt_d, discriminator, None, rt)
             d_stats["r1"] = r1.detach()
-        augment.update(float(d_stats["real_sign"]) if augment.target > 0 else 0.0, config.batch_size,
+        augment.update(float(d_stats["real_sign"].detach()) if augment.target > 0 else 0.0, config.batch_size,
                        counters["step"] + 1)
 
         discriminator.requires_grad_(False)
