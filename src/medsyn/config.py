@@ -34,9 +34,9 @@ GAN_SIZES = (28, 32, 64, 128, 224)
 class GanConfig:
     model: str = "cgan"                # cgan | acgan
     size: int = 28
-    steps: int = 1500                  # generator steps
-    batch_size: int = 64               # images per step, summed over all processes
-    base_width: int = 16               # channel multiplier of both networks (acgan: filters of its last block)
+    steps: int = 800                   # generator steps
+    batch_size: int = 32               # images per step, summed over all processes
+    base_width: int = 8                # channel multiplier of both networks (acgan: filters of its last block)
     latent_dim: int = 100
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -45,7 +45,7 @@ class GanConfig:
     augment_p: float = 1.0             # probability of each augmentation per image (the start value when adaptive)
     ada_target: float = 0.0            # > 0: adapt augment_p so that E[sign D(real)] tracks this value (ADA)
     r1_gamma: float = 0.0              # R1 penalty on real images, applied lazily every 16 steps; 0 = off
-    snapshot_every: int = 250          # sample grid + checkpoint every K steps
+    snapshot_every: int = 200          # sample grid + checkpoint every K steps
     log_every: int = 10
     amp: bool = True                   # mixed precision (bfloat16, or float16 with loss scaling) on GPU
     device: str = "auto"               # auto | cpu | cuda
@@ -60,11 +60,11 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
     if name not in PRESETS:
         raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     sizes = {"smoke": dict(size=28, steps=20, batch_size=16, base_width=8, snapshot_every=10, log_every=5),
-             "quick": dict(size=28, steps=1500, batch_size=32, base_width=16, snapshot_every=250),
+             "quick": dict(size=28, steps=800, batch_size=32, base_width=8, snapshot_every=200),
              "full": dict(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000, log_every=50)}
     if model == "acgan":
         original = dict(lr_g=5e-5, lr_d=1e-4, ema_decay=0.0, diffaugment="")
-        widths = {"smoke": 4, "quick": 8, "full": 32}  # 32 = the original's 256-128-64-32 filters
+        widths = {"smoke": 4, "quick": 4, "full": 32}  # 32 = the original's 256-128-64-32 filters
         return GanConfig(model=model, **{**sizes[name], "base_width": widths[name]}, **original)
     return GanConfig(model=model, **sizes[name])
 

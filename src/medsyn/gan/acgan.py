@@ -14,8 +14,8 @@ Where scaling forced a change:
 - Resolution: the original projects to 28x28 (= 224 / 8) and upsamples three times. Here the projection is
   size / 8 (32 -> 4, 64 -> 8, 128 -> 16, 224 -> 28, as the original). 28 px is not divisible by 8, so at 28 px it
   projects to 7x7 and only the first two blocks (8w, 4w) have stride 2; the 2w block runs at stride 1 like w.
-- Width: `base_width` scales every filter count (the original is 32); the smoke/quick presets use 4/8 so that the
-  dense projection (the bulk of the parameters) and the 5x5 transposed convolutions fit a CPU.
+- Width: `base_width` scales every filter count (the original is 32); the smoke and quick presets use 4 so that the
+  dense projection (the bulk of the parameters) and the 5x5 transposed convolutions fit a CPU; full uses 32.
 - Channels and classes: any channel count (the original forced RGB) and any number of classes (the original
   had two); the class head has n_classes outputs.
 """
