@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from medsyn.config import GAN_MODELS, GAN_SIZES, PRESETS
@@ -62,6 +63,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, **overrides)
     dataset = data.load(args.src, dataclasses.replace(data_config(args), size=config.size))
     final = gan.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     rows = gan.read_log(args.out)
     speed = f", {rows[-1]['images_per_s']} images/s" if rows else ""
     print(f"wrote {final} ({config.model}, {config.size} px, {config.steps} steps{speed}); "

@@ -232,6 +232,8 @@ def _info(config: GanConfig, train_set: ImageSet, model) -> dict:
 
 def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
     """A new run needs an empty folder; a resumed one the same settings (steps and logging may change)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 checks and writes; torchrun stops the others if it fails
     config_path = out_dir / "config.json"
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:
@@ -245,8 +247,7 @@ def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
             if changed:
                 raise MedsynError(f"{out_dir} was trained with different settings ({', '.join(changed)}); resume "
                                   "with the same ones, or choose another --out.")
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_json(config_path, record)
+    write_json(config_path, record)
 
 
 def _runtime(config: GanConfig) -> Runtime:
