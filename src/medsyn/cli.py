@@ -18,6 +18,7 @@ STAGE_CLIS = (
     "medsyn.evaluate.audit_cli",
     "medsyn.classify.cli",
     "medsyn.app.cli",
+    "medsyn.gan.cli",
 )
 
 

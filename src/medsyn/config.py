@@ -26,21 +26,47 @@ class DataConfig:
     skip_bad: bool = False             # skip unreadable images (recorded) instead of failing
 
 
+GAN_MODELS = ("cgan", "acgan")
+GAN_SIZES = (28, 32, 64, 128, 224)
+
+
 @dataclass(frozen=True)
 class GanConfig:
     model: str = "cgan"                # cgan | acgan
-    size: int = 32
-    steps: int = 2000                  # generator steps
-    batch_size: int = 64
-    base_width: int = 32               # channel multiplier of both networks
+    size: int = 28
+    steps: int = 800                   # generator steps
+    batch_size: int = 32               # images per step, summed over all processes
+    base_width: int = 8                # channel multiplier of both networks (acgan: filters of its last block)
     latent_dim: int = 100
     lr_g: float = 2e-4
     lr_d: float = 2e-4
-    ema_decay: float = 0.999
-    diffaugment: str = "color,translation,cutout"
-    r1_gamma: float = 0.0
-    snapshot_every: int = 500
+    ema_decay: float = 0.99            # EMA of the generator weights; 0 = sample from the raw generator
+    diffaugment: str = "color,translation,cutout"  # applied to real and fake before D; "" = none
+    augment_p: float = 1.0             # probability of each augmentation per image (the start value when adaptive)
+    ada_target: float = 0.0            # > 0: adapt augment_p so that E[sign D(real)] tracks this value (ADA)
+    r1_gamma: float = 0.0              # R1 penalty on real images, applied lazily every 16 steps; 0 = off
+    snapshot_every: int = 200          # sample grid + checkpoint every K steps
+    log_every: int = 10
+    amp: bool = True                   # mixed precision (bfloat16, or float16 with loss scaling) on GPU
+    device: str = "auto"               # auto | cpu | cuda
     seed: int = 0
+
+
+def gan_preset(name: str, model: str = "cgan") -> GanConfig:
+    """GAN settings per preset and model. acgan keeps the original optimiser settings (RMSprop 1e-4 / 5e-5,
+    no augmentation, no EMA); only its width and resolution are scaled."""
+    if model not in GAN_MODELS:
+        raise MedsynError(f"unknown GAN model {model!r}; choose one of {', '.join(GAN_MODELS)}.")
+    if name not in PRESETS:
+        raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    sizes = {"smoke": dict(size=28, steps=20, batch_size=16, base_width=8, snapshot_every=10, log_every=5),
+             "quick": dict(size=28, steps=800, batch_size=32, base_width=8, snapshot_every=200),
+             "full": dict(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000, log_every=50)}
+    if model == "acgan":
+        original = dict(lr_g=5e-5, lr_d=1e-4, ema_decay=0.0, diffaugment="")
+        widths = {"smoke": 4, "quick": 4, "full": 32}  # 32 = the original's 256-128-64-32 filters
+        return GanConfig(model=model, **{**sizes[name], "base_width": widths[name]}, **original)
+    return GanConfig(model=model, **sizes[name])
 
 
 @dataclass(frozen=True)
@@ -94,6 +120,7 @@ class RunConfig:
     gan: GanConfig = field(default_factory=GanConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    gans: tuple[str, ...] = ("cgan",)  # every one is trained and audited; the first feeds the classifier arms
     arms: tuple[str, ...] = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2",
                              "real+balance", "real+aug+synth")
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -107,7 +134,7 @@ def preset(name: str = "quick") -> RunConfig:
         return RunConfig(
             preset=name,
             data=DataConfig(size=28),
-            gan=GanConfig(size=28, steps=30, batch_size=32, base_width=8, snapshot_every=15),
+            gan=gan_preset("smoke"),
             classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),  # one tiny epoch
             audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
                               max_samples=1000, n_memorization=1000, inception="off"),
@@ -117,13 +144,13 @@ def preset(name: str = "quick") -> RunConfig:
         )
     if name == "quick":
         # Inception-v3 at 299 px is minutes of CPU for 10k images: the quick preset measures with the domain encoder.
-        return RunConfig(preset=name, data=DataConfig(size=28), gan=GanConfig(size=28),
+        return RunConfig(preset=name, data=DataConfig(size=28), gan=gan_preset("quick"),
                          audit=AuditConfig(inception="off", kid_subsets=50))
     if name == "full":
         return RunConfig(
             preset=name,
             data=DataConfig(size=128),
-            gan=GanConfig(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000),
+            gan=gan_preset("full"),
             classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4, threads=0),  # a GPU
             audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
                               n_memorization=20_000),

@@ -118,7 +118,8 @@ def _generator_stages(dataset, config: configs.RunConfig, model: str, out: Path,
     from medsyn import gan, synth
     from medsyn.evaluate.audit import load_synthetic, run_audit
 
-    gan_config = dataclasses.replace(config.gan, model=model)
+    gan_config = config.gan if model == config.gan.model else dataclasses.replace(
+        configs.gan_preset(config.preset, model), size=config.gan.size, seed=config.gan.seed)
     with timer.stage(f"gan:{model}"):
         checkpoint = gan.train(dataset, gan_config, out / "gan" / model, resume=True)
     synthetic_dir = out / "synthetic" / model

@@ -1,0 +1,81 @@
+"""Training speed of acgan and cgan at 32 and 64 px on this machine, side by side.
+
+For each model x size: parameters (G + D), FLOPs of one training step (D update + G update, counted by
+torch.utils.flop_counter), training images/s over timed steps after warm-up, and the peak resident memory of a
+fresh process running it (ru_maxrss). Uses the bundled PneumoniaMNIST resized by the data layer, the preset
+`--preset` widths (default quick), batch 32. Run:  PYTHONPATH=src python benchmarks/gan_speed.py [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def measure(model: str, size: int, preset: str, steps: int) -> dict:
+    """Runs in a child process, so ru_maxrss is this configuration's own peak."""
+    import resource
+    import time
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from medsyn import data, gan
+    from medsyn.config import DataConfig, gan_preset
+
+    dataset = data.load(None, DataConfig(size=size))
+    config = dataclasses.replace(gan_preset(preset, model), size=size, batch_size=32, log_every=1,
+                                 snapshot_every=10**9)
+    from medsyn.gan.checkpoint import MODELS
+
+    g, d = MODELS[model].networks(size, 1, 2, config.latent_dim, config.base_width)
+    params = sum(p.numel() for p in g.parameters()), sum(p.numel() for p in d.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        with FlopCounterMode(display=False) as counter:
+            gan.train(dataset, dataclasses.replace(config, steps=1), Path(tmp) / "flops", progress=False)
+        flops = counter.get_total_flops()
+        start = time.perf_counter()
+        gan.train(dataset, dataclasses.replace(config, steps=steps + 3), Path(tmp) / "speed", progress=False)
+        wall = time.perf_counter() - start
+        rows = gan.read_log(Path(tmp) / "speed")[3:]  # skip warm-up steps
+    seconds = sum(r["images_per_s"] and config.batch_size / r["images_per_s"] for r in rows)
+    return {"model": model, "size": size, "width": config.base_width, "g_params": params[0], "d_params": params[1],
+            "gflops_per_step": flops / 1e9, "images_per_s": len(rows) * config.batch_size / seconds,
+            "steps_per_s": len(rows) / seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": torch.get_num_threads(), "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (after 3 warm-up)")
+    parser.add_argument("--preset", default="quick", choices=("smoke", "quick", "full"))
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.preset, args.steps)))
+        return
+    rows = []
+    for size in (32, 64):
+        for model in ("acgan", "cgan"):
+            out = subprocess.run([sys.executable, __file__, "--child", model, str(size), "--preset", args.preset,
+                                  "--steps", str(args.steps)], capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"GAN training speed, bundled PneumoniaMNIST resized, batch 32, preset {args.preset} widths, "
+          f"{rows[0]['threads']} torch threads, CPU; {args.steps} timed steps each")
+    header = f"{'model':6} {'px':>4} {'width':>5} {'G params':>10} {'D params':>10} {'GFLOP/step':>10} " \
+             f"{'img/s':>8} {'steps/s':>8} {'peak RSS MB':>11}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['model']:6} {r['size']:>4} {r['width']:>5} {r['g_params']:>10,} {r['d_params']:>10,} "
+              f"{r['gflops_per_step']:>10.2f} {r['images_per_s']:>8.1f} {r['steps_per_s']:>8.2f} "
+              f"{r['peak_rss_mb']:>11.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Self-describing checkpoints: the networks, optimisers and every piece of training state, plus what `generate`
+needs to rebuild the generator (model, size, channels, classes, normalisation, latent) without any other file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medsyn.errors import MedsynError
+from medsyn.fileio import atomic_path, sha256_file
+from medsyn.gan import acgan, cgan
+
+FORMAT = "medsyn-gan-checkpoint"
+VERSION = 1
+MODELS = {"acgan": acgan, "cgan": cgan}
+INFO_KEYS = ("model", "size", "channels", "class_names", "normalization", "latent", "latent_dim", "base_width")
+
+
+def save(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+
+
+def load(path: str | Path) -> dict:
+    """Read and check a checkpoint; every way it can be wrong is a MedsynError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedsynError(f"{path}: no such checkpoint file; `medsyn gan train --out RUN` writes RUN/final.pt "
+                          "(finished) and RUN/checkpoint.pt (latest).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, pickle errors, EOFError... for a damaged file
+        raise MedsynError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {str(err)[:120]}); the "
+                          "file is truncated or damaged, or not a medsyn checkpoint. Use RUN/final.pt or "
+                          "RUN/checkpoint.pt of a `medsyn gan train` run.") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise MedsynError(f"{path}: not a medsyn GAN checkpoint (no '{FORMAT}' marker); use RUN/final.pt or "
+                          "RUN/checkpoint.pt of a `medsyn gan train` run.")
+    if state.get("version", 0) > VERSION:
+        raise MedsynError(f"{path}: checkpoint format version {state['version']} is newer than this medsyn "
+                          f"understands ({VERSION}); upgrade medsyn.")
+    missing = [key for key in INFO_KEYS if key not in state.get("info", {})]
+    if missing or "generator_ema" not in state:
+        raise MedsynError(f"{path}: incomplete medsyn checkpoint (missing {', '.join(missing) or 'generator_ema'}).")
+    return state
+
+
+def build_generator(info: dict) -> nn.Module:
+    module = MODELS[info["model"]]
+    return module.Generator(info["size"], info["channels"], len(info["class_names"]), info["latent_dim"],
+                            info["base_width"])
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The generator to sample from (the EMA copy), in eval mode, and the checkpoint's info plus its sha256."""
+    state = load(path)
+    info = dict(state["info"])
+    generator = build_generator(info)
+    try:
+        generator.load_state_dict(state["generator_ema"])
+    except RuntimeError as err:
+        raise MedsynError(f"{path}: the generator weights do not match the model described in the checkpoint "
+                          f"({str(err)[:160]}).") from err
+    info["sha256"] = sha256_file(path)
+    info["step"] = state.get("step")
+    return generator.to(device).eval().requires_grad_(False), info

@@ -1,0 +1,86 @@
+"""`medsyn gan train` and `medsyn gan generate`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from medsyn.config import GAN_MODELS, GAN_SIZES, PRESETS
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("gan", help="train a class-conditional GAN, or generate labelled images from one")
+    sub = parser.add_subparsers(dest="gan_verb", metavar="ACTION")
+    sub.required = True
+
+    from medsyn.data.cli import add_data_arguments
+
+    train = sub.add_parser("train", help="train acgan or cgan on the train split; sample grids, log, checkpoints")
+    add_data_arguments(train)
+    train.add_argument("--model", choices=GAN_MODELS, default="cgan")
+    train.add_argument("--preset", choices=PRESETS, default="quick", help="default settings (default: quick)")
+    train.add_argument("--steps", type=int, help="generator steps (default: the preset's)")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--width", dest="base_width", type=int, help="channel multiplier of both networks")
+    train.add_argument("--snapshot-every", type=int, help="steps between sample grids and checkpoints")
+    train.add_argument("--r1", dest="r1_gamma", type=float, help="R1 penalty weight (0 = off)")
+    train.add_argument("--ada-target", type=float, help="adapt augmentation strength to this E[sign D(real)]")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    generate = sub.add_parser("generate", help="labelled synthetic images from a checkpoint")
+    generate.add_argument("--checkpoint", type=Path, required=True, help="RUN/final.pt or RUN/checkpoint.pt")
+    generate.add_argument("--n", type=int, help="number of images, split evenly over the classes")
+    generate.add_argument("--per-class", help="counts per class: 100,50 or NORMAL=100,PNEUMONIA=50")
+    generate.add_argument("--balance-to", metavar="SRC",
+                          help="top up each class of SRC's train split to its largest class (plus --n more)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--out", type=Path, required=True, help="output folder")
+    generate.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    generate.set_defaults(func=run_generate)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from medsyn import data, gan
+    from medsyn.config import gan_preset
+    from medsyn.data.cli import data_config
+    from medsyn.errors import MedsynError
+
+    config = gan_preset(args.preset, args.model)
+    overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "base_width", "snapshot_every",
+                                                        "r1_gamma", "ada_target", "device", "seed")
+                 if getattr(args, name) is not None}
+    if args.size is not None:
+        if args.size not in GAN_SIZES:
+            raise MedsynError(f"--size {args.size}: the GANs are built for {', '.join(map(str, GAN_SIZES))} px.")
+        overrides["size"] = args.size
+    config = dataclasses.replace(config, **overrides)
+    dataset = data.load(args.src, dataclasses.replace(data_config(args), size=config.size))
+    final = gan.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    rows = gan.read_log(args.out)
+    speed = f", {rows[-1]['images_per_s']} images/s" if rows else ""
+    print(f"wrote {final} ({config.model}, {config.size} px, {config.steps} steps{speed}); "
+          f"sample grids in {args.out / 'samples'}")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from medsyn import gan, synth
+
+    _, info = gan.load_generator(args.checkpoint)
+    names = info["class_names"]
+    per_class = synth.parse_per_class(args.per_class, names) if args.per_class else None
+    balance = synth.balance_counts(args.balance_to, names) if args.balance_to else None
+    counts = synth.plan_counts(len(names), n=args.n, per_class=per_class, balance_counts=balance)
+    out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite)
+    print(f"wrote {sum(counts)} images to {out} ({', '.join(f'{n} {c}' for n, c in zip(counts, names))}); "
+          f"data source: {out / 'synthetic.npz'}")
+    return 0

@@ -1,0 +1,349 @@
+"""The one training loop, for acgan and cgan, on CPU, one GPU, or several GPUs under torchrun.
+
+Per step: a batch of real training images, fakes for the model's fake labels, one discriminator update, optional
+lazy R1, one generator update on fresh noise with the same labels, an EMA update. Several processes (launched by
+`torchrun`) each take batch_size / world images and average gradients with torch.distributed (stylegan2-ada's
+approach; no DDP wrapper, so the discriminator can be frozen for the generator step). Mixed precision on GPU.
+Every `snapshot_every` steps rank 0 writes a sample grid and an atomic checkpoint holding everything a resume
+needs: weights, EMA, both optimisers, the loss scaler, augmentation state, counters and all RNG states.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, to_dict
+from medsyn.data import ImageSet
+from medsyn.errors import MedsynError
+from medsyn.fileio import atomic_path, read_json, write_json, write_text
+from medsyn.gan import checkpoint, sample
+from medsyn.gan.augment import DiffAugment, parse_policy
+
+R1_EVERY = 16          # lazy regularisation interval (StyleGAN2)
+GRID_COLUMNS = 8
+RESUMABLE_CHANGES = ("steps", "snapshot_every", "log_every", "device", "amp")  # may differ on --resume
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+class Sampler:
+    """Shuffled epochs over the training images; a batch may span two epochs (tiny datasets)."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        self.n, self.batch = n, batch
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.pos, self.epoch = torch.randperm(n, generator=self.generator), 0, 0
+
+    def next(self) -> torch.Tensor:
+        parts, need = [], self.batch
+        while need:
+            if self.pos == self.n:
+                self.order, self.pos, self.epoch = torch.randperm(self.n, generator=self.generator), 0, self.epoch + 1
+            take = min(need, self.n - self.pos)
+            parts.append(self.order[self.pos:self.pos + take])
+            self.pos, need = self.pos + take, need - take
+        return torch.cat(parts)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "pos": self.pos, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.pos, self.epoch = state["order"], state["pos"], state["epoch"]
+
+
+def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train on `dataset.subset("train")`; write config.json, log.jsonl, samples/grid-*.png, checkpoint.pt and
+    final.pt into out_dir; return final.pt. With resume=True continue from checkpoint.pt (or return a finished
+    final.pt of the same run when it already reached config.steps)."""
+    out_dir = Path(out_dir)
+    train_set = dataset.subset("train")
+    _check(config, train_set)
+    run_record = {"gan": to_dict(config), "data": _data_record(train_set)}
+    final_path, latest_path = out_dir / "final.pt", out_dir / "checkpoint.pt"
+    _check_run_dir(out_dir, run_record, resume)
+    if resume and final_path.exists() and checkpoint.load(final_path)["step"] >= config.steps:
+        return final_path
+
+    rt = _runtime(config)
+    _seed_everything(config.seed + 1_000_003 * rt.rank)
+    model = checkpoint.MODELS[config.model]
+    n_classes, local_batch = train_set.n_classes, config.batch_size // rt.world
+    images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous().to(rt.device)
+    labels = torch.from_numpy(train_set.labels).long().to(rt.device)
+    info = _info(config, train_set, model)
+    generator, discriminator = (net.to(rt.device) for net in model.networks(
+        config.size, train_set.channels, n_classes, config.latent_dim, config.base_width))
+    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    opt_g, opt_d = model.optimizers(generator, discriminator, config.lr_g, config.lr_d)
+    augment = DiffAugment(config.diffaugment, config.augment_p, config.ada_target)
+    sampler = Sampler(len(images), local_batch, config.seed + 1_000_003 * rt.rank)
+    use_amp = config.amp and rt.device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    counters = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
+
+    parts = dict(generator=generator, discriminator=discriminator, generator_ema=generator_ema, opt_g=opt_g,
+                 opt_d=opt_d, scaler=scaler, augment=augment, sampler=sampler)
+    if resume and latest_path.exists():
+        state = checkpoint.load(latest_path)
+        if state["step"] > config.steps:
+            raise MedsynError(f"{latest_path} is at step {state['step']}, beyond --steps {config.steps}; "
+                              "pass --steps of at least that to continue it.")
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+        counters = {key: state[key] for key in counters}
+        _set_rng(state["rng"], rt)
+        _truncate_log(out_dir / "log.jsonl", counters["step"])
+    elif rt.world > 1:
+        for net in (generator, discriminator, generator_ema):
+            for tensor in list(net.parameters()) + list(net.buffers()):
+                dist.broadcast(tensor.data, src=0)
+
+    def snapshot(path: Path, finished: bool) -> None:
+        rng = _rng_states(rt)
+        if not rt.main:
+            return
+        grid = sample.class_grid(generator_ema, info, GRID_COLUMNS, config.seed)
+        sample.save_png(grid, out_dir / "samples" / f"grid-{counters['step']:06d}.png")
+        state = {name: part.state_dict() for name, part in parts.items()}
+        checkpoint.save(path, {"info": info, "config": to_dict(config), **counters, **state, "rng": rng,
+                               "finished": finished})
+
+    bar = _progress(config.steps, counters["step"], progress and rt.main)
+    window_start, window_images = time.perf_counter(), 0
+    while counters["step"] < config.steps:
+        step_start = time.perf_counter()
+        idx = sampler.next().to(rt.device)
+        real, y_real = sample.to_model(images[idx], info["normalization"]), labels[idx]
+        y_fake = model.fake_labels(y_real, n_classes)
+
+        discriminator.requires_grad_(True)
+        with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=use_amp):
+            with torch.no_grad():
+                fake = generator(model.latent(local_batch, config.latent_dim, rt.device), y_fake)
+            d_loss, d_stats = model.discriminator_loss(discriminator, augment(real), augment(fake.float()),
+                                                       y_real, y_fake)
+        _update(d_loss, opt_d, discriminator, scaler, rt)
+        if config.r1_gamma > 0 and (counters["step"] + 1) % R1_EVERY == 0:
+            real_r1 = augment(real).detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(model.real_scores(discriminator, real_r1, y_real).sum(), real_r1,
+                                          create_graph=True)
+            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean() * (config.r1_gamma / 2 * R1_EVERY)
+            _update(r1, opt_d, discriminator, None, rt)
+            d_stats["r1"] = r1.detach()
+        augment.update(float(d_stats["real_sign"].detach()) if augment.target > 0 else 0.0, config.batch_size,
+                       counters["step"] + 1)
+
+        discriminator.requires_grad_(False)
+        with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=use_amp):
+            fake = generator(model.latent(local_batch, config.latent_dim, rt.device), y_fake)
+            g_loss, g_stats = model.generator_loss(generator, discriminator, augment(fake.float()), y_fake)
+        _update(g_loss, opt_g, generator, scaler, rt)
+        _ema(generator_ema, generator, config.ema_decay)
+        if scaler.is_enabled():
+            scaler.update()
+
+        counters["step"] += 1
+        counters["images_seen"] += config.batch_size
+        counters["train_seconds"] += time.perf_counter() - step_start
+        window_images += config.batch_size
+        step = counters["step"]
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            now = time.perf_counter()
+            row = {"step": step, "images_seen": counters["images_seen"],
+                   "train_seconds": round(counters["train_seconds"], 3),
+                   "images_per_s": round(window_images / (now - window_start), 1),
+                   "d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()),
+                   **{k: float(v.detach()) for k, v in {**d_stats, **g_stats}.items()}, "augment_p": augment.p}
+            window_start, window_images = now, 0
+            if rt.main:
+                with open(out_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(row) + "\n")
+            bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", img_s=row["images_per_s"])
+        if step % config.snapshot_every == 0 or step == config.steps:
+            snapshot(latest_path, finished=step == config.steps)
+    bar.close()
+    if rt.main:
+        with atomic_path(final_path) as tmp:
+            tmp.write_bytes(latest_path.read_bytes())
+    if rt.world > 1:
+        dist.barrier()
+    return final_path
+
+
+def read_log(out_dir: Path) -> list[dict]:
+    """The rows of out_dir/log.jsonl (one per `log_every` steps)."""
+    path = Path(out_dir) / "log.jsonl"
+    if not path.is_file():
+        raise MedsynError(f"{path}: no training log; is {out_dir} a `medsyn gan train` run folder?")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _check(config: GanConfig, train_set: ImageSet) -> None:
+    if config.model not in GAN_MODELS:
+        raise MedsynError(f"unknown GAN model {config.model!r}; choose one of {', '.join(GAN_MODELS)}.")
+    if config.size not in GAN_SIZES:
+        raise MedsynError(f"GAN size {config.size} is not supported; choose one of {GAN_SIZES}.")
+    if train_set.size != config.size:
+        raise MedsynError(f"the data is {train_set.size} px but the GAN is {config.size} px; load the data with "
+                          f"--size {config.size}.")
+    if len(train_set) == 0:
+        raise MedsynError(f"{train_set.source}: the train split is empty; the GAN trains on train images only.")
+    for name in ("steps", "batch_size", "base_width", "latent_dim", "snapshot_every", "log_every"):
+        if getattr(config, name) < 1:
+            raise MedsynError(f"GAN {name} must be at least 1, not {getattr(config, name)}.")
+    if not 0 <= config.ema_decay < 1:
+        raise MedsynError(f"ema_decay must be in [0, 1), not {config.ema_decay}.")
+    parse_policy(config.diffaugment)
+
+
+def _data_record(train_set: ImageSet) -> dict:
+    return {"source": train_set.source, "size": train_set.size, "channels": train_set.channels,
+            "class_names": list(train_set.class_names), "train_counts": train_set.counts()["train"]}
+
+
+def _info(config: GanConfig, train_set: ImageSet, model) -> dict:
+    return {"model": config.model, "size": config.size, "channels": train_set.channels,
+            "class_names": list(train_set.class_names), "normalization": model.NORMALIZATION,
+            "latent": model.LATENT, "latent_dim": config.latent_dim, "base_width": config.base_width,
+            "data_source": train_set.source, "train_counts": train_set.counts()["train"]}
+
+
+def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
+    """A new run needs an empty folder; a resumed one the same settings (steps and logging may change)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 checks and writes; torchrun stops the others if it fails
+    config_path = out_dir / "config.json"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not resume:
+            raise MedsynError(f"{out_dir} already holds files; pass --resume to continue that run, or choose "
+                              "another --out.")
+        if config_path.exists():
+            saved = read_json(config_path)
+            changed = [key for key, value in record["gan"].items()
+                       if key not in RESUMABLE_CHANGES and saved["gan"].get(key) != value]
+            changed += [f"data.{key}" for key, value in record["data"].items() if saved["data"].get(key) != value]
+            if changed:
+                raise MedsynError(f"{out_dir} was trained with different settings ({', '.join(changed)}); resume "
+                                  "with the same ones, or choose another --out.")
+    write_json(config_path, record)
+
+
+def _runtime(config: GanConfig) -> Runtime:
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise MedsynError(f"device {config.device!r}: choose auto, cpu or cuda.")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise MedsynError("device cuda requested but torch sees no CUDA GPU; use --device cpu or auto.")
+    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.batch_size % world:
+        raise MedsynError(f"batch size {config.batch_size} is not divisible by the {world} processes.")
+    if world == 1:
+        return Runtime(torch.device("cuda" if cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    return Runtime(device, dist.get_rank(), dist.get_world_size())
+
+
+def _update(loss: torch.Tensor, optimizer, module, scaler, rt: Runtime) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler is not None and scaler.is_enabled() else loss).backward()
+    if rt.world > 1:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= rt.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+    if scaler is not None and scaler.is_enabled():
+        scaler.step(optimizer)
+    else:
+        optimizer.step()
+
+
+@torch.no_grad()
+def _ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _rng_states(rt: Runtime) -> list[dict]:
+    """Every process's RNG states (gathered to all, so a resume on the same world size restores each)."""
+    if rt.world == 1:
+        return [_rng_state()]
+    states = [None] * rt.world
+    dist.all_gather_object(states, _rng_state())
+    return states
+
+
+def _set_rng(states: list[dict], rt: Runtime) -> None:
+    if len(states) != rt.world:
+        raise MedsynError(f"the checkpoint was written by {len(states)} process(es); resume it with the same "
+                          f"number, not {rt.world}.")
+    state = states[rt.rank]
+    random.setstate(state["python"])
+    numpy = state["numpy"]
+    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint a run resumes from, so no step is logged twice."""
+    if path.exists():
+        rows = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        write_text(path, "".join(row + "\n" for row in rows))
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
