@@ -13,12 +13,14 @@ import sys
 from medsyn import __version__
 from medsyn.errors import MedsynError
 
-STAGE_CLIS = (
+STAGE_CLIS = (  # in pipeline order, as `medsyn --help` lists them
     "medsyn.data.cli",
-    "medsyn.evaluate.audit_cli",
-    "medsyn.classify.cli",
-    "medsyn.app.cli",
     "medsyn.gan.cli",
+    "medsyn.classify.cli",
+    "medsyn.pipeline",
+    "medsyn.evaluate.audit_cli",
+    "medsyn.report.cli",
+    "medsyn.app.cli",
 )
 
 

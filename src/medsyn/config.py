@@ -6,7 +6,7 @@ A preset is a function of nothing: it returns a `RunConfig`. Command-line flags 
 
 from __future__ import annotations
 
-import dataclasses
+
 from dataclasses import asdict, dataclass, field
 
 from medsyn.errors import MedsynError
@@ -163,17 +163,3 @@ def preset(name: str = "quick") -> RunConfig:
 def to_dict(config) -> dict:
     return asdict(config)
 
-
-def from_dict(cls, values: dict):
-    """Rebuild a (possibly nested) config dataclass from `to_dict` output, ignoring unknown keys."""
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        value = values[f.name]
-        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-            value = from_dict(f.default_factory, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)

@@ -1,0 +1,235 @@
+"""`build_report(run_dir)`: report.html (self-contained, figures inline) and summary.md from a run folder's files."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from medsyn.fileio import read_json, write_text
+from medsyn.report import figures
+from medsyn.report.verdict import verdicts
+
+TABLE_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
+GRID_PER_CLASS = 10
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.verdict{padding:.8em 1em;
+border-left:5px solid #888;background:#f7f7f7;margin:.5em 0}.yes{border-color:#2a2}.no{border-color:#c80}
+.note{color:#555;font-size:12px}img{max-width:100%}.grids{display:flex;gap:2em;flex-wrap:wrap}"""
+
+
+def build_report(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    run = _RunFiles(run_dir)
+    sections = [_verdict_section(run), _data_section(run), _generator_sections(run), _arm_section(run),
+                _comparison_section(run), _curves_section(run), _audit_section(run), _timing_section(run)]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>medsyn report: {html.escape(run_dir.name)}"
+            f"</title><style>{CSS}</style></head><body><h1>medsyn report</h1>"
+            f"<p class='note'>run folder {html.escape(str(run_dir.resolve()))}; preset {run.config.get('preset')}; "
+            f"data {html.escape(str(run.data.get('source')))}. Every classifier number is measured on the held-out "
+            f"real TEST split, which no training or model choice saw.</p>{''.join(sections)}</body></html>")
+    write_text(run_dir / "report.html", page)
+    write_text(run_dir / "summary.md", _summary_markdown(run))
+    return run_dir / "report.html"
+
+
+class _RunFiles:
+    """The run folder's JSON files, read once."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.config = read_json(root / "config.json")
+        self.data = read_json(root / "data.json")
+        self.results = read_json(root / "results.json")
+        self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
+        self.gans = [g for g in self.config.get("gans", []) if (root / "gan" / g).is_dir()]
+        self.class_names = self.data["class_names"]
+
+    def predictions(self, arm: str) -> list[dict]:
+        from medsyn.classify import read_predictions
+
+        return [read_predictions(self.root / "arms" / arm / f"seed{s}") for s in self.results["seeds"]]
+
+
+# ---------------------------------------------------------------- sections
+
+def _verdict_section(run: _RunFiles) -> str:
+    items = verdicts(run.results, "auc")
+    if not items:
+        return "<h2>Verdict</h2><p>No synthetic arm was compared with a reference arm in this run.</p>"
+    boxes = "".join(f"<div class='verdict {'yes' if v['significant'] else 'no'}'>{html.escape(v['text'])}</div>"
+                    for v in items)
+    return (f"<h2>Verdict</h2>{boxes}<p class='note'>Differences are arm minus reference of the seed-averaged "
+            f"test metric; {html.escape(run.results['ci_method'])}. p-values: {html.escape(run.results['p_value_method'])}"
+            f"; a verdict of improvement needs the 95% CI to exclude 0 and the Holm-adjusted p &lt; 0.05.</p>")
+
+
+def _data_section(run: _RunFiles) -> str:
+    d = run.data
+    rows = [[split] + counts + [sum(counts)] for split, counts in d["counts"].items()]
+    table = _table(["split (used)"] + run.class_names + ["total"], rows)
+    given = d.get("given_counts")
+    if given and given != d["counts"]:
+        table = _table(["split (as given)"] + run.class_names + ["total"],
+                       [[s] + c + [sum(c)] for s, c in given.items()]) + table
+    dup = d["duplicates"]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in d.get("notes", []))
+    return (f"<h2>Data</h2><p>{d['n_images']} images, {d['image_size'][0]}x{d['image_size'][1]}, {d['channels']} "
+            f"channel(s), classes {', '.join(map(html.escape, run.class_names))}.</p>{table}"
+            f"<p>Pixel-identical duplicate groups: within splits {dup['groups_within_split']}, across splits "
+            f"{dup['groups_across_splits']}. Patients: {html.escape(str(d['patients']))}.</p><ul>{notes}</ul>")
+
+
+def _generator_sections(run: _RunFiles) -> str:
+    from medsyn import data, gan
+    from medsyn.config import DataConfig
+
+    real = _real_train(run)
+    parts = ["<h2>Generators</h2>"]
+    for model in run.gans:
+        synth_npz = run.root / "synthetic" / model / "synthetic.npz"
+        grids = []
+        if real is not None:
+            grids.append(("real (train split)", figures.class_grid(real.images, real.labels, len(run.class_names),
+                                                                  GRID_PER_CLASS)))
+        if synth_npz.exists():
+            synthetic = data.load(synth_npz, DataConfig(val="given")).subset("train")
+            grids.append((f"synthetic ({model})", figures.class_grid(synthetic.images, synthetic.labels,
+                                                                    len(run.class_names), GRID_PER_CLASS)))
+        cells = "".join(f"<figure><img src='{figures.array_uri(g)}' style='image-rendering:pixelated;width:"
+                        f"{min(520, g.shape[1] * 2)}px'><figcaption>{html.escape(t)}: one row per class "
+                        f"({', '.join(map(html.escape, run.class_names))})</figcaption></figure>" for t, g in grids)
+        log = gan.read_log(run.root / "gan" / model)
+        curves = f"<img src='{figures.loss_curves(log, f'{model} training losses')}'>" if log else ""
+        parts.append(f"<h3>{html.escape(model)}</h3><div class='grids'>{cells}</div>{curves}")
+    return "".join(parts)
+
+
+def _real_train(run: _RunFiles):
+    from medsyn import data
+    from medsyn.config import DataConfig
+    from medsyn.errors import MedsynError
+
+    try:
+        return data.load(run.data["source"], DataConfig(**run.config["data"])).subset("train")
+    except MedsynError:
+        return None  # the source moved: the report still renders, without the real grid
+
+
+def _arm_section(run: _RunFiles) -> str:
+    r = run.results
+    headers = ["arm"] + [f"{m} mean ± std [95% CI]" for m in TABLE_METRICS]
+    rows = [[arm] + [_estimate(s[m]) for m in TABLE_METRICS] for arm, s in r["arms"].items()]
+    return (f"<h2>Arms on the test split</h2><p class='note'>Real TEST split, n = {r['n_test']}; mean ± std over "
+            f"seeds {r['seeds']}; 95% CI: {html.escape(r['ci_method'])} ({r['n_bootstrap']} resamples). "
+            f"Binary metrics at each run's threshold chosen on the real validation split (Youden's J).</p>"
+            f"{_table(headers, rows)}")
+
+
+def _comparison_section(run: _RunFiles) -> str:
+    parts = ["<h2>Paired differences</h2>"]
+    for reference, comparisons in run.results.get("comparisons", {}).items():
+        rows, forest = [], []
+        for arm, c in comparisons.items():
+            auc, delong = c["auc"], c.get("delong")
+            rows.append([arm, _diff(auc), _p(auc["p_value"]), _diff(c["balanced_accuracy"]),
+                         _p(delong["p_value"]) if delong else "n/a"])
+            if auc["diff"] is not None and auc["ci_low"] is not None:
+                forest.append((arm, auc["diff"], auc["ci_low"], auc["ci_high"]))
+        table = _table(["arm", f"ΔAUC vs {reference} [95% CI]", "bootstrap p", "Δ balanced accuracy [95% CI]",
+                        "DeLong p"], rows)
+        plot = f"<img src='{figures.forest_plot(forest, 'AUC', reference)}'>" if forest else ""
+        parts.append(f"<h3>vs {html.escape(reference)}</h3>{table}{plot}")
+    return "".join(parts)
+
+
+def _curves_section(run: _RunFiles) -> str:
+    from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+    from medsyn.evaluate.metrics import predict_labels
+
+    curves, matrices = {}, {}
+    for arm in run.results["arms"]:
+        runs = run.predictions(arm)
+        y_true = runs[0]["y_true"]
+        proba = np.mean([r["proba"] for r in runs], axis=0)
+        positive = (y_true == 1) if proba.shape[1] == 2 else np.eye(proba.shape[1])[y_true].ravel().astype(bool)
+        score = proba[:, 1] if proba.shape[1] == 2 else proba.ravel()
+        fpr, tpr, _ = roc_curve(positive, score)
+        curves[arm] = (fpr, tpr, roc_auc_score(positive, score))
+        matrices[arm] = sum(confusion_matrix(r["y_true"], predict_labels(r["proba"], r.get("threshold")),
+                                             labels=range(len(run.class_names))) for r in runs)
+    kind = "" if len(run.class_names) == 2 else " (micro-averaged one-vs-rest)"
+    return (f"<h2>ROC curves and confusion matrices</h2><img src='{figures.roc_curves(curves, f'test split: ROC{kind} of seed-averaged probabilities')}'>"
+            f"<img src='{figures.confusion_matrices(matrices, run.class_names, 'test split, summed over seeds, at the val-chosen threshold')}'>")
+
+
+def _audit_section(run: _RunFiles) -> str:
+    from medsyn.evaluate.audit import table_rows
+
+    parts = ["<h2>Audit of the synthetic images</h2>"]
+    for model in run.gans:
+        path = run.root / "audit" / model / "audit.json"
+        if not path.exists():
+            continue
+        rows = table_rows(read_json(path))
+        columns = [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
+        table = _table(columns, [[_cell(r.get(c)) for c in columns] for r in rows])
+        gallery = run.root / "audit" / model / "nn_gallery.png"
+        image = f"<figure><img src='{figures.file_uri(gallery)}'><figcaption>closest synthetic / real-train pairs" \
+                f"</figcaption></figure>" if gallery.exists() else ""
+        parts.append(f"<h3>{html.escape(model)}</h3><p class='note'>Fidelity and diversity against the real TRAIN "
+                     f"split in the features named in each row; label accuracy by a classifier trained on real "
+                     f"train, next to its accuracy on the real test split; near-copies by pixel distance to the "
+                     f"nearest real training image (see audit.json for the threshold).</p>{table}{image}")
+    return "".join(parts)
+
+
+def _timing_section(run: _RunFiles) -> str:
+    rows = [[name, f"{e['seconds']:.1f}", f"{e['peak_rss_mib']:.0f}"] for name, e in run.timings.items()]
+    return "<h2>Timings</h2>" + _table(["stage", "seconds", "peak RSS MiB (process, so far)"], rows)
+
+
+def _summary_markdown(run: _RunFiles) -> str:
+    r = run.results
+    lines = ["# medsyn summary", "", f"Data: {run.data['source']}; test split n = {r['n_test']}; seeds {r['seeds']}.",
+             "", "## Verdict", ""]
+    lines += [f"- {v['text']}" for v in verdicts(r, "auc")] or ["- no synthetic arm was compared"]
+    lines += ["", "## Arms (real test split, mean ± std over seeds [95% bootstrap CI])", "",
+              "| arm | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
+    for arm, s in r["arms"].items():
+        lines.append(f"| {arm} | " + " | ".join(_estimate(s[m]) for m in TABLE_METRICS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- formatting
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _estimate(s: dict) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    std = f" ± {s['std']:.3f}" if s.get("std") is not None else ""
+    ci = f" [{s['ci_low']:.3f}, {s['ci_high']:.3f}]" if s.get("ci_low") is not None else ""
+    return f"{s['mean']:.3f}{std}{ci}"
+
+
+def _diff(c: dict) -> str:
+    if c["diff"] is None:
+        return "n/a"
+    ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c.get("ci_low") is not None else ""
+    return f"{c['diff']:+.3f}{ci}"
+
+
+def _p(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "" if value is None else str(value)
