@@ -9,8 +9,21 @@ Public API:
     image_grid(images, rows) -> uint8 (H', W', C); save_png(image, path)
 """
 
-from medsyn.gan.checkpoint import load_generator
-from medsyn.gan.sample import class_grid, generate as generate_images, grid as image_grid, save_png
-from medsyn.gan.train import read_log, train
+import importlib
 
-__all__ = ["class_grid", "generate_images", "image_grid", "load_generator", "read_log", "save_png", "train"]
+# the loop lives in trainer.py, not train.py, so that the function `medsyn.gan.train` is never shadowed by a module
+
+# name -> (module, attribute); imported on first use so that `medsyn --help` does not import torch
+_API = {"train": ("trainer", "train"), "read_log": ("trainer", "read_log"),
+        "load_generator": ("checkpoint", "load_generator"), "generate_images": ("sample", "generate"),
+        "class_grid": ("sample", "class_grid"), "image_grid": ("sample", "grid"), "save_png": ("sample", "save_png")}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'medsyn.gan' has no attribute {name!r}")
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(f"medsyn.gan.{module}"), attribute)
+    globals()[name] = value
+    return value

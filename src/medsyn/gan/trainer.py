@@ -123,6 +123,7 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
         rng = _rng_states(rt)
         if not rt.main:
             return
+        _recalibrate_batch_norm(generator_ema, info, labels, config.seed)
         grid = sample.class_grid(generator_ema, info, GRID_COLUMNS, config.seed)
         sample.save_png(grid, out_dir / "samples" / f"grid-{counters['step']:06d}.png")
         state = {name: part.state_dict() for name, part in parts.items()}
@@ -159,7 +160,8 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
             fake = generator(model.latent(local_batch, config.latent_dim, rt.device), y_fake)
             g_loss, g_stats = model.generator_loss(generator, discriminator, augment(fake.float()), y_fake)
         _update(g_loss, opt_g, generator, scaler, rt)
-        _ema(generator_ema, generator, config.ema_decay)
+        # EMA warm-up: a shorter average early on, while the generator still changes fast
+        _ema(generator_ema, generator, min(config.ema_decay, (1 + counters["step"]) / (10 + counters["step"])))
         if scaler.is_enabled():
             scaler.update()
 
@@ -294,6 +296,30 @@ def _ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
         p_ema.lerp_(p, 1 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
+
+
+@torch.no_grad()
+def _recalibrate_batch_norm(generator: torch.nn.Module, info: dict, labels: torch.Tensor, seed: int,
+                            batches: int = 8, batch: int = 64) -> None:
+    """Standing statistics: batch-norm running stats recomputed for the EMA weights (the ones copied from the
+    raw generator do not fit the averaged weights and wash its samples out). Own RNG, so training is unchanged."""
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    from medsyn.gan.checkpoint import MODELS
+
+    noise = torch.Generator().manual_seed(seed)
+    device = labels.device
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+    generator.train()
+    for _ in range(batches):
+        y = labels[torch.randint(0, len(labels), (batch,), generator=noise).to(device)]
+        generator(MODELS[info["model"]].latent(batch, info["latent_dim"], device, generator=noise), y)
+    for norm in norms:
+        norm.momentum = 0.1
+    generator.eval()
 
 
 def _seed_everything(seed: int) -> None:
