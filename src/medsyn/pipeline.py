@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False) -> Path
 
 def _prepare_folder(out: Path, config: configs.RunConfig, src, resume: bool) -> None:
     saved = out / "config.json"
-    record = {"source": str(src) if src else "bundled PneumoniaMNIST", **configs.to_dict(config)}
+    record = json.loads(json.dumps({"source": str(src) if src else "bundled PneumoniaMNIST",
+                                    **configs.to_dict(config)}))  # tuples as JSON lists, as saved
     if out.exists() and any(out.iterdir()):
         if not resume:
             raise MedsynError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
