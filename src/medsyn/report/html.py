@@ -16,7 +16,8 @@ GRID_PER_CLASS = 10
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.verdict{padding:.8em 1em;
-border-left:5px solid #888;background:#f7f7f7;margin:.5em 0}.yes{border-color:#2a2}.no{border-color:#c80}
+border-left:5px solid #888;background:#f7f7f7;margin:.5em 0}.better{border-color:#2a2}.worse{border-color:#c22}
+.none{border-color:#c80}
 .note{color:#555;font-size:12px}img{max-width:100%}.grids{display:flex;gap:2em;flex-wrap:wrap}"""
 
 
@@ -59,11 +60,16 @@ def _verdict_section(run: _RunFiles) -> str:
     items = verdicts(run.results, "auc")
     if not items:
         return "<h2>Verdict</h2><p>No synthetic arm was compared with a reference arm in this run.</p>"
-    boxes = "".join(f"<div class='verdict {'yes' if v['significant'] else 'no'}'>{html.escape(v['text'])}</div>"
-                    for v in items)
+    boxes = "".join(f"<div class='verdict {_verdict_class(v)}'>{html.escape(v['text'])}</div>" for v in items)
     return (f"<h2>Verdict</h2>{boxes}<p class='note'>Differences are arm minus reference of the seed-averaged "
             f"test metric; {html.escape(run.results['ci_method'])}. p-values: {html.escape(run.results['p_value_method'])}"
             f"; a verdict of improvement needs the 95% CI to exclude 0 and the Holm-adjusted p &lt; 0.05.</p>")
+
+
+def _verdict_class(verdict: dict) -> str:
+    if not verdict["significant"]:
+        return "none"
+    return "better" if verdict["diff"] > 0 else "worse"
 
 
 def _data_section(run: _RunFiles) -> str:
@@ -74,12 +80,18 @@ def _data_section(run: _RunFiles) -> str:
     if given and given != d["counts"]:
         table = _table(["split (as given)"] + run.class_names + ["total"],
                        [[s] + c + [sum(c)] for s, c in given.items()]) + table
-    dup = d["duplicates"]
+    dup, patients = d["duplicates"], d["patients"]
+    within = ", ".join(f"{split} {n}" for split, n in dup["groups_within_split"].items())
+    if patients["known"]:
+        shared = ", ".join(f"{pair.replace('&', ' and ')} {n}" for pair, n in patients["shared_across_splits"].items())
+        patient_text = f"Patients per split: {patients['n_patients']}; shared between splits: {shared}."
+    else:
+        patient_text = "The source gives no patient ids, so patient overlap between splits cannot be checked."
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in d.get("notes", []))
     return (f"<h2>Data</h2><p>{d['n_images']} images, {d['image_size'][0]}x{d['image_size'][1]}, {d['channels']} "
             f"channel(s), classes {', '.join(map(html.escape, run.class_names))}.</p>{table}"
-            f"<p>Pixel-identical duplicate groups: within splits {dup['groups_within_split']}, across splits "
-            f"{dup['groups_across_splits']}. Patients: {html.escape(str(d['patients']))}.</p><ul>{notes}</ul>")
+            f"<p>Pixel-identical duplicate groups: within a split {within}; across splits "
+            f"{dup['groups_across_splits']}. {html.escape(patient_text)}</p><ul>{notes}</ul>")
 
 
 def _generator_sections(run: _RunFiles) -> str:
