@@ -118,6 +118,31 @@ def test_predict_on_real_xrays_matches_the_in_memory_model(app_run, model_file):
             assert row["label"] == ("pneumonia" if positive else "normal")
 
 
+def test_the_training_aspect_policy_travels_with_the_model(tmp_path):
+    """A model trained on padded non-square X-rays pads them again in predict (center-crop would differ)."""
+    source = tmp_path / "wide"
+    for path in sorted(CHEST_XRAY_SMALL.rglob("*.jpeg")):
+        target = source / path.relative_to(CHEST_XRAY_SMALL)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).resize((320, 200)).save(target)            # real X-rays, made wide
+    dataset = data.load(source, DataConfig(size=32, aspect="pad"))
+    run = tmp_path / "run" / "arms" / "real" / "seed0"
+    classify.train_arm(dataset, "real", 0, classify_config(), run)
+    card = export_model(run, tmp_path / "model.pt")
+    assert card["preprocessing"]["aspect"] == "pad"
+    model, meta = classify.load_model(run / "model.pt")
+    expected = classify.predict_proba(model, meta, dataset.images)
+    rows = {r["path"]: r for r in predict_files(load_model_file(tmp_path / "model.pt"), [source])}
+    for path, proba in zip(map(str, dataset.paths), expected):
+        assert rows[path]["p_PNEUMONIA"] == pytest.approx(proba[1], abs=1e-6)
+
+
+def classify_config():
+    from medsyn.config import ClassifyConfig
+
+    return ClassifyConfig(width=0.0625, epochs=1, batch_size=16)
+
+
 def test_predict_cli_writes_csv_and_json(app_model, tmp_path, capsys):
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
     assert main(["predict", "--model", str(app_model), str(XRAY), str(DICOM), "--out", str(out_csv)]) == 0

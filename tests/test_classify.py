@@ -234,3 +234,13 @@ def test_cli_rejects_bad_requests_with_a_message(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "z")]) == 2
     assert "not in the torchvision cache" in capsys.readouterr().err
     assert preset("quick").classify.width == 0.125
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--batch-size", "0"), ("--lr", "-1")])
+def test_impossible_training_settings_are_refused(tmp_path, capsys, flag, value):
+    from medsyn.cli import main
+
+    code = main(["classify", "train", "--arm", "real", "--seed", "0", "--out", str(tmp_path / "r"), flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and "must be greater than 0" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "model.pt").exists()

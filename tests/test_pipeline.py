@@ -77,3 +77,15 @@ def test_resume_redoes_only_what_is_missing(smoke_run):
 def test_resume_with_another_config_is_refused(smoke_run, capsys):
     assert main(["run", "--preset", "quick", "--out", str(smoke_run), "--resume"]) == 2
     assert "different configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--gan", ","], "choose one or more of cgan, acgan"),
+    (["--gan", "dcgan"], "choose one or more of cgan, acgan"),
+    (["--size", "50"], "the GANs work at"),
+])
+def test_bad_run_flags_fail_before_any_folder_is_made(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "smoke", "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -160,6 +160,13 @@ def preset(name: str = "quick") -> RunConfig:
     raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
 
 
+def require_positive(config, names: tuple[str, ...], what: str) -> None:
+    """Raise a MedsynError naming the first of `names` that is not > 0."""
+    for name in names:
+        if not getattr(config, name) > 0:
+            raise MedsynError(f"{what} {name} must be greater than 0, not {getattr(config, name)}.")
+
+
 def to_dict(config) -> dict:
     return asdict(config)
 

@@ -68,6 +68,7 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False) -> Path
     from medsyn.timing import StageTimer
 
     out = Path(out)
+    validate(config)
     _prepare_folder(out, config, src, resume)
     timer = StageTimer(out / "timings.json")
     with timer.stage("data"):
@@ -90,6 +91,27 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False) -> Path
     print(timer.summary())
     print(f"report: {report}")
     return report
+
+
+def validate(config: configs.RunConfig) -> None:
+    """Everything that can be checked before a run folder is made, so a typo leaves nothing behind."""
+    from medsyn.classify import parse_arm
+
+    unknown = [g for g in config.gans if g not in configs.GAN_MODELS]
+    if not config.gans or unknown:
+        raise MedsynError(f"--gan {','.join(config.gans)}: choose one or more of {', '.join(configs.GAN_MODELS)}, "
+                          "comma-separated.")
+    if config.gan.size not in configs.GAN_SIZES:
+        raise MedsynError(f"--size {config.gan.size}: the GANs work at {', '.join(map(str, configs.GAN_SIZES))} px.")
+    if config.data.size not in (None, config.gan.size):
+        raise MedsynError(f"the data size {config.data.size} differs from the GAN size {config.gan.size}; "
+                          "set both with --size.")
+    for arm in config.arms:
+        parse_arm(arm)
+    configs.require_positive(config.classify, ("epochs", "patience", "batch_size", "lr"), "classifier")
+    configs.require_positive(config.gan, ("steps", "batch_size", "base_width"), "GAN")
+    if not config.seeds:
+        raise MedsynError("a run needs at least one seed.")
 
 
 def _prepare_folder(out: Path, config: configs.RunConfig, src, resume: bool) -> None:
@@ -118,7 +140,7 @@ def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[in
 
 def _generator_stages(dataset, config: configs.RunConfig, model: str, out: Path, timer):
     from medsyn import gan, synth
-    from medsyn.evaluate.audit import load_synthetic, run_audit
+    from medsyn.evaluate.audit import run_audit
 
     gan_config = config.gan if model == config.gan.model else dataclasses.replace(
         configs.gan_preset(config.preset, model), size=config.gan.size, seed=config.gan.seed)
@@ -130,7 +152,7 @@ def _generator_stages(dataset, config: configs.RunConfig, model: str, out: Path,
             train_counts = np.bincount(dataset.subset("train").labels, minlength=dataset.n_classes)
             synth.generate(checkpoint, synthetic_counts(train_counts, config.arms), seed=config.gan.seed,
                            out_dir=synthetic_dir, overwrite=True)
-    synthetic = load_synthetic(synthetic_dir, dataset)
+    synthetic = synth.load_synthetic(synthetic_dir, dataset)
     with timer.stage(f"audit:{model}"):
         if not (out / "audit" / model / "audit.json").exists():
             run_audit(dataset, synthetic, out / "audit" / model, config.audit, generator_name=model)

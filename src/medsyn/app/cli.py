@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medsyn.config import ASPECT_POLICIES
 
 
 def register(verbs) -> None:
@@ -13,8 +12,6 @@ def register(verbs) -> None:
     export.add_argument("run_dir", type=Path, help="a run folder (RUN/arms/<arm>/seed<k>/) or one seed folder")
     export.add_argument("--arm", default=None, help="the arm to export (default: the best arm and seed on validation)")
     export.add_argument("--out", required=True, type=Path, help="the model file to write, e.g. model.pt")
-    export.add_argument("--aspect", choices=ASPECT_POLICIES, default=None,
-                        help="how the data stage made images square in training, if not center-crop (the default)")
     export.add_argument("--onnx", action="store_true", help="also write the network as OUT with suffix .onnx "
                                                             "(needs the onnx package)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -38,8 +35,7 @@ def register(verbs) -> None:
 def run_export(args) -> int:
     from medsyn.app.export import export_model
 
-    card = export_model(args.run_dir, args.out, arm=args.arm, overwrite=args.overwrite, onnx=args.onnx,
-                        aspect=args.aspect)
+    card = export_model(args.run_dir, args.out, arm=args.arm, overwrite=args.overwrite, onnx=args.onnx)
     trained = card["trained_on"]
     print(f"wrote {args.out}: arm {trained['arm']}, seed {trained['seed']} ({card['selection']['rule']}), "
           f"classes {card['class_names']}")

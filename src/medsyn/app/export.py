@@ -123,7 +123,7 @@ def arm_results(run_dir: Path, arm: str) -> dict | None:
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, dict)}}
 
 
-def build_card(seed_dir: Path, checkpoint: dict, selection: dict, aspect: str | None = None) -> dict:
+def build_card(seed_dir: Path, checkpoint: dict, selection: dict) -> dict:
     run_dir = seed_dir.parent.parent.parent if seed_dir.parent.parent.name == "arms" else None
     test_path = seed_dir / "test_metrics.json"
     config_path = seed_dir / "config.json"
@@ -132,7 +132,7 @@ def build_card(seed_dir: Path, checkpoint: dict, selection: dict, aspect: str | 
         "notice": NOTICE,
         "class_names": list(checkpoint["class_names"]),
         "threshold": checkpoint.get("threshold"),
-        "preprocessing": preprocessing(checkpoint, aspect),
+        "preprocessing": preprocessing(checkpoint),
         "trained_on": {"data_source": checkpoint.get("data_source"), "arm": arm, "seed": checkpoint.get("seed"),
                        "arch": checkpoint.get("arch"),
                        "config": read_json(config_path) if config_path.is_file() else None},
@@ -146,23 +146,17 @@ def build_card(seed_dir: Path, checkpoint: dict, selection: dict, aspect: str | 
     }
 
 
-def preprocessing(meta: dict, aspect: str | None = None) -> dict:
-    """How a file becomes the network's input: decode, square resize, channels, then the checkpoint's normalization.
-
-    The aspect policy (how the data stage made images square) is taken from the checkpoint when it records one,
-    else from the caller, else the data stage's default, center-crop.
-    """
-    recorded = meta.get("aspect")
-    return {"image_size": int(meta["image_size"]), "channels": int(meta["channels"]),
-            "aspect": recorded or aspect or "center-crop",
-            "aspect_source": "checkpoint" if recorded else ("given at export" if aspect else "data stage default"),
+def preprocessing(meta: dict) -> dict:
+    """How a file becomes the network's input: decode, square resize with the training aspect policy, channels,
+    then the checkpoint's normalization."""
+    return {"image_size": int(meta["image_size"]), "channels": int(meta["channels"]), "aspect": meta["aspect"],
             "normalization": meta.get("normalization")}
 
 
 # ---------------------------------------------------------------- write and read
 
 def export_model(run_dir: str | Path, out: str | Path, arm: str | None = None, overwrite: bool = False,
-                 onnx: bool = False, aspect: str | None = None) -> dict:
+                 onnx: bool = False) -> dict:
     """Write the model file for the best seed (by validation) of `arm` (or of the whole run). Returns its card."""
     import torch
 
@@ -174,7 +168,7 @@ def export_model(run_dir: str | Path, out: str | Path, arm: str | None = None, o
         refuse_overwrite(onnx_path, overwrite)
     seed_dir, selection = choose(Path(run_dir), arm)
     checkpoint = read_checkpoint(seed_dir / "model.pt", "medsyn-classifier")
-    card = build_card(seed_dir, checkpoint, selection, aspect)
+    card = build_card(seed_dir, checkpoint, selection)
     with atomic_path(out) as tmp:
         torch.save({**checkpoint, "model_file": {"format": MODEL_FORMAT, "version": MODEL_VERSION},
                     "model_card": card}, tmp)

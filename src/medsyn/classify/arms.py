@@ -99,7 +99,7 @@ def _draw(pool_labels: np.ndarray, wanted: np.ndarray, seed: int, arm: str) -> n
         candidates = np.flatnonzero(pool_labels == cls)
         if n > len(candidates):
             raise MedsynError(f"arm {arm!r} needs {n} synthetic images of class {cls}, the synthetic pool holds "
-                              f"{len(candidates)}; generate more (medsyn synth --n) or use a smaller ratio.")
+                              f"{len(candidates)}; generate more (`medsyn gan generate --n`) or use a smaller ratio.")
         picked.append(rng.permutation(candidates)[:n])
     return np.sort(np.concatenate(picked)).astype(int) if picked else np.zeros(0, int)
 
@@ -107,7 +107,7 @@ def _draw(pool_labels: np.ndarray, wanted: np.ndarray, seed: int, arm: str) -> n
 def _check_pool(arm: Arm, real: ImageSet, synthetic: ImageSet | None) -> None:
     if synthetic is None:
         raise MedsynError(f"arm {arm.name!r} needs synthetic images; pass --synthetic DIR (a folder holding "
-                          f"synthetic.npz from `medsyn synth`) or an .npz file.")
+                          f"synthetic.npz from `medsyn gan generate`) or an .npz file.")
     if tuple(synthetic.class_names) != tuple(real.class_names):
         raise MedsynError(f"the synthetic classes {list(synthetic.class_names)} differ from the real data's "
                           f"{list(real.class_names)}; generate them from a GAN trained on this dataset.")

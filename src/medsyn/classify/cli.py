@@ -23,7 +23,7 @@ def register(verbs) -> None:
                     "test_metrics.json and predictions.csv into --out. A finished --out is kept and reported.")
     add_data_arguments(train)
     train.add_argument("--synthetic", type=Path, default=None,
-                       help="synthetic images: a folder holding synthetic.npz (from `medsyn synth`) or an .npz")
+                       help="synthetic images: a folder holding synthetic.npz (from `medsyn gan generate`) or an .npz")
     train.add_argument("--arm", required=True, help="real | real+aug | synth | real+synth@R | real+balance | "
                                                     "real+aug+synth (parts joined by '+')")
     train.add_argument("--seed", type=int, default=0)
@@ -67,7 +67,6 @@ def run_train(args) -> int:
     from medsyn.classify import parse_arm, train_arm
     from medsyn.classify.train import RUN_FILES
     from medsyn.config import preset
-    from medsyn.errors import MedsynError
 
     parse_arm(args.arm)  # a typo fails before any data is loaded
     config = classify_config(args)
@@ -77,11 +76,9 @@ def run_train(args) -> int:
     dataset = data.load(args.src, dconfig)
     synthetic = None
     if args.synthetic is not None:
-        path = args.synthetic / "synthetic.npz" if args.synthetic.is_dir() else args.synthetic
-        if not path.is_file():
-            raise MedsynError(f"--synthetic {args.synthetic}: no synthetic.npz there; point it at the output folder "
-                              f"of `medsyn synth` or at an .npz file.")
-        synthetic = data.load(path, dataclasses.replace(dconfig, size=dataset.size, channels=dataset.channels))
+        from medsyn.synth import load_synthetic
+
+        synthetic = load_synthetic(args.synthetic, dataset)
     if args.overwrite:
         for name in RUN_FILES:
             (args.out / name).unlink(missing_ok=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from medsyn.classify import models
 from medsyn.classify.arms import parse_arm, training_set
-from medsyn.config import ClassifyConfig, to_dict
+from medsyn.config import ClassifyConfig, require_positive, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.evaluate.metrics import classification_metrics, predict_labels, youden_threshold
@@ -58,6 +58,7 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
               synthetic: ImageSet | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train `arm` with `seed`, select on real val, evaluate once on real test; write the run folder and return
     the test metrics. A folder that already holds this run's test_metrics.json is returned as it is."""
+    require_positive(config, ("epochs", "patience", "batch_size", "lr"), "classifier")
     out_dir = Path(out_dir)
     record = _run_record(dataset, arm, seed, config, synthetic)
     if (out_dir / "test_metrics.json").is_file():
@@ -75,7 +76,7 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
     fitted = fit(images, labels, val, dataset.n_classes, config, seed, augment=parsed.augment,
                  epoch_images=len(real_train) if config.equal_steps else len(labels), log=log)
     meta = {"arch": _arch(config, dataset), "class_names": list(dataset.class_names),
-            "image_size": dataset.size, "channels": dataset.channels,
+            "image_size": dataset.size, "channels": dataset.channels, "aspect": dataset.aspect,
             "normalization": models.normalization(config.pretrained, dataset.channels),
             "threshold": fitted.threshold, "arm": arm, "seed": seed, "data_source": dataset.source,
             "val_metrics": fitted.val_metrics}

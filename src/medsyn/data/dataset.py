@@ -27,6 +27,7 @@ class ImageSet:
     groups: np.ndarray
     paths: np.ndarray
     source: str
+    aspect: str = "center-crop"        # how the images were made square: what a model trained on them must repeat
     given_split: np.ndarray | None = None  # the split the source itself gave ("" where none), for the record
     skipped: tuple[str, ...] = ()       # unreadable files skipped with --skip-bad
     ignored: int = 0                    # non-image files found beside the images and left out
@@ -62,9 +63,6 @@ class ImageSet:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         return self.select(self.split == split)
-
-    def with_split(self, split: np.ndarray) -> "ImageSet":
-        return replace(self, split=np.asarray(split, dtype="<U5"))
 
     def counts(self, given: bool = False) -> dict[str, list[int]]:
         """Images per class for each split: {split: [n_class0, n_class1, ...]}; `given`: the source's own splits."""

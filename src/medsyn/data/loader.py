@@ -39,17 +39,19 @@ def resolve(src: str | os.PathLike | None) -> Path:
     return path
 
 
-def load(src: str | os.PathLike | None = None, config: DataConfig = DataConfig()) -> ImageSet:
-    """Load, decode (once: later calls read the cache), split. `src=None` is the bundled PneumoniaMNIST."""
+def load(src: str | os.PathLike | None = None, config: DataConfig = DataConfig(), min_classes: int = 2) -> ImageSet:
+    """Load, decode (once: later calls read the cache), split. `src=None` is the bundled PneumoniaMNIST.
+
+    `min_classes=1` admits an npz in which only some of its classes occur (a minority-only synthetic top-up)."""
     _validate(config)
     path = resolve(src)
-    decoded, meta, entry = _decoded(path, config)
+    decoded, meta, entry = _decoded(path, config, min_classes)
     images = decoded["images"]
     split, notes = assign_splits(decoded["labels"], decoded["groups"], decoded["given_split"],
                                  len(meta["class_names"]), config.val, config.val_fraction, config.split_seed)
     dataset = ImageSet(images=images, labels=decoded["labels"], split=split,
                        class_names=tuple(meta["class_names"]), groups=decoded["groups"], paths=decoded["paths"],
-                       source=str(path), given_split=decoded["given_split"], skipped=tuple(meta["skipped"]), ignored=meta["ignored"],
+                       source=str(path), aspect=config.aspect, given_split=decoded["given_split"], skipped=tuple(meta["skipped"]), ignored=meta["ignored"],
                        notes=tuple(meta["notes"]) + tuple(notes))
     _save_split_file(entry, config, dataset)
     return dataset
@@ -88,14 +90,14 @@ def _cache_key(path: Path, config: DataConfig) -> dict:
             "channels": config.channels, "aspect": config.aspect, "skip_bad": config.skip_bad}
 
 
-def _decoded(path: Path, config: DataConfig) -> tuple[dict[str, np.ndarray], dict, Path]:
+def _decoded(path: Path, config: DataConfig, min_classes: int) -> tuple[dict[str, np.ndarray], dict, Path]:
     """Arrays (images, labels, given_split, groups, paths) and meta, from the cache or decoded now."""
     entry = cache.entry_dir(path.stem or path.name, _cache_key(path, config))
     hit = cache.load_entry(entry)
     if hit is not None:
         return hit[0], hit[1], entry
     if path.is_file() and path.suffix.lower() == ".npz":
-        arrays, meta = _decode_npz(path, config)
+        arrays, meta = _decode_npz(path, config, min_classes)
     elif path.is_file() and path.suffix.lower() == ".csv":
         arrays, meta = _decode_listing(list_manifest(path), config)
     elif path.is_dir():
@@ -106,8 +108,8 @@ def _decoded(path: Path, config: DataConfig) -> tuple[dict[str, np.ndarray], dic
     return arrays, meta, entry
 
 
-def _decode_npz(path: Path, config: DataConfig) -> tuple[dict, dict]:
-    raw = read_npz(path)
+def _decode_npz(path: Path, config: DataConfig, min_classes: int) -> tuple[dict, dict]:
+    raw = read_npz(path, min_classes)
     images = raw.images if raw.images.ndim == 4 else raw.images[..., None]
     channels = config.channels or images.shape[3]
     size = config.size or images.shape[1]

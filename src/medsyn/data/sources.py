@@ -50,7 +50,7 @@ def fingerprint_files(paths) -> str:
 
 # ---------------------------------------------------------------- npz
 
-def read_npz(path: Path) -> NpzArrays:
+def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
@@ -79,7 +79,7 @@ def read_npz(path: Path) -> NpzArrays:
                           "3D MedMNIST volumes are not supported.")
     all_labels = np.concatenate(labels).astype(np.int64)
     class_names = names or medmnist_class_names(path) or _numbered_classes(all_labels)
-    _check_label_range(all_labels, len(class_names), path)
+    _check_label_range(all_labels, len(class_names), path, min_classes)
     all_images = np.concatenate([x.reshape((-1,) + shape) for x in images]).astype(np.uint8, copy=False)
     return NpzArrays(all_images, all_labels, np.array(split, dtype="<U5"), class_names)
 
@@ -109,12 +109,12 @@ def _numbered_classes(labels: np.ndarray) -> tuple[str, ...]:
     return tuple(f"class_{i}" for i in range(int(labels.max()) + 1 if len(labels) else 0))
 
 
-def _check_label_range(labels: np.ndarray, n_classes: int, path: Path) -> None:
+def _check_label_range(labels: np.ndarray, n_classes: int, path: Path, min_classes: int) -> None:
     bad = (labels < 0) | (labels >= n_classes)
     if bad.any():
         raise MedsynError(f"{path}: {int(bad.sum())} label(s) outside [0, {n_classes}) (for example "
                           f"{int(labels[bad][0])}); fix the labels or the class list.")
-    if len(np.unique(labels)) < 2:
+    if len(np.unique(labels)) < min_classes:
         raise MedsynError(f"{path}: only one class is present; a classifier needs at least two.")
 
 

@@ -150,19 +150,6 @@ def as_synthetic(images: np.ndarray, labels: np.ndarray, class_names, source: st
                     paths=np.array([f"{source}[{i}]" for i in range(n)]), source=source)
 
 
-def load_synthetic(folder: Path, real: ImageSet) -> ImageSet:
-    """A generator's output folder (`synthetic.npz` inside, or the npz itself) at the real data's size."""
-    from medsyn import data
-    from medsyn.config import DataConfig
-
-    folder = Path(folder)
-    path = folder / "synthetic.npz" if folder.is_dir() else folder
-    if not path.is_file():
-        raise MedsynError(f"{path}: no synthetic.npz; give the folder that `medsyn synth` wrote (or the npz).")
-    synthetic = data.load(path, DataConfig(size=real.size, channels=real.channels, val="given"))
-    return synthetic.subset("train")
-
-
 def _check_compatible(real: ImageSet, synthetic: ImageSet) -> None:
     if len(synthetic) == 0:
         raise MedsynError(f"{synthetic.source}: no synthetic images to audit.")

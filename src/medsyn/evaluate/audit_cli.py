@@ -18,7 +18,7 @@ def register(verbs) -> None:
                     "trained (once, cached) on the real data. Writes audit.json, nn_gallery.png, "
                     "nearest_neighbours.csv and config.json.")
     parser.add_argument("--synthetic", required=True, type=Path,
-                        help="the folder `medsyn synth` wrote (holding synthetic.npz), or the npz itself")
+                        help="the folder `medsyn gan generate` wrote (holding synthetic.npz), or the npz itself")
     parser.add_argument("--real", dest="src", default=None, help="the real data (same as --data; default: bundled)")
     add_data_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SYNTHETIC/audit)")
@@ -34,7 +34,8 @@ def register(verbs) -> None:
 def run(args: argparse.Namespace) -> int:
     from medsyn import data
     from medsyn.config import preset
-    from medsyn.evaluate.audit import load_synthetic, run_audit
+    from medsyn.evaluate.audit import run_audit
+    from medsyn.synth import load_synthetic
 
     config = preset(args.preset).audit
     if args.seed is not None:

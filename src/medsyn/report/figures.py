@@ -37,19 +37,18 @@ def file_uri(path) -> str:
         return "data:image/png;base64," + base64.b64encode(handle.read()).decode()
 
 
-def class_grid(images: np.ndarray, labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0,
-               pad: int = 2) -> np.ndarray:
+def class_grid(images: np.ndarray, labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0) -> np.ndarray:
     """One row per class of `per_class` randomly chosen images (uint8 NHWC in, uint8 HWC out)."""
+    from medsyn.gan import image_grid
+
     rng = np.random.default_rng(seed)
-    _, h, w, c = images.shape
-    grid = np.full((n_classes * (h + pad) + pad, per_class * (w + pad) + pad, c), 255, dtype=np.uint8)
-    for row in range(n_classes):
-        members = np.flatnonzero(labels == row)
-        chosen = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
-        for col, index in enumerate(chosen):
-            y, x = pad + row * (h + pad), pad + col * (w + pad)
-            grid[y:y + h, x:x + w] = images[index]
-    return grid
+    blank = np.zeros_like(images[:1])
+    rows = []
+    for label in range(n_classes):
+        members = np.flatnonzero(labels == label)
+        chosen = images[rng.choice(members, size=min(per_class, len(members)), replace=False)]
+        rows.append(np.concatenate([chosen] + [blank] * (per_class - len(chosen))))
+    return image_grid(np.concatenate(rows), rows=n_classes)
 
 
 def loss_curves(rows: list[dict], title: str) -> str:

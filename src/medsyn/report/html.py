@@ -14,7 +14,7 @@ from medsyn.report.verdict import verdicts
 TABLE_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
 GRID_PER_CLASS = 10
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px;display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.verdict{padding:.8em 1em;
 border-left:5px solid #888;background:#f7f7f7;margin:.5em 0}.better{border-color:#2a2}.worse{border-color:#c22}
 .none{border-color:#c80}
@@ -67,9 +67,9 @@ def _verdict_section(run: _RunFiles) -> str:
 
 
 def _verdict_class(verdict: dict) -> str:
-    if not verdict["significant"]:
-        return "none"
-    return "better" if verdict["diff"] > 0 else "worse"
+    if verdict["significant"] and verdict["diff"] > 0:
+        return "better"
+    return "worse" if verdict["significantly_worse"] else "none"
 
 
 def _data_section(run: _RunFiles) -> str:
@@ -84,7 +84,8 @@ def _data_section(run: _RunFiles) -> str:
     within = ", ".join(f"{split} {n}" for split, n in dup["groups_within_split"].items())
     if patients["known"]:
         shared = ", ".join(f"{pair.replace('&', ' and ')} {n}" for pair, n in patients["shared_across_splits"].items())
-        patient_text = f"Patients per split: {patients['n_patients']}; shared between splits: {shared}."
+        per_split = ", ".join(f"{split} {n}" for split, n in patients["n_patients"].items())
+        patient_text = f"Patients per split: {per_split}; shared between splits: {shared}."
     else:
         patient_text = "The source gives no patient ids, so patient overlap between splits cannot be checked."
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in d.get("notes", []))
@@ -95,8 +96,7 @@ def _data_section(run: _RunFiles) -> str:
 
 
 def _generator_sections(run: _RunFiles) -> str:
-    from medsyn import data, gan
-    from medsyn.config import DataConfig
+    from medsyn import gan, synth
 
     real = _real_train(run)
     parts = ["<h2>Generators</h2>"]
@@ -107,7 +107,7 @@ def _generator_sections(run: _RunFiles) -> str:
             grids.append(("real (train split)", figures.class_grid(real.images, real.labels, len(run.class_names),
                                                                   GRID_PER_CLASS)))
         if synth_npz.exists():
-            synthetic = data.load(synth_npz, DataConfig(val="given")).subset("train")
+            synthetic = synth.load_synthetic(synth_npz)
             grids.append((f"synthetic ({model})", figures.class_grid(synthetic.images, synthetic.labels,
                                                                     len(run.class_names), GRID_PER_CLASS)))
         cells = "".join(f"<figure><img src='{figures.array_uri(g)}' style='image-rendering:pixelated;width:"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-SYNTHETIC_MARK = "synth"
-
 
 def holm(p_values: list[float]) -> list[float]:
     """Holm's step-down adjustment (controls the family-wise error rate over the comparisons)."""
@@ -16,34 +14,47 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def verdicts(results: dict, metric: str = "auc") -> list[dict]:
-    """One verdict per reference arm: the best synthetic arm's paired difference in `metric`, with its CI and the
-    Holm-adjusted p-value over every synthetic arm compared with that reference."""
+    """One verdict per reference arm over every arm that uses synthetic images: the largest significant improvement
+    (95% CI above 0 and Holm-adjusted p < 0.05 over those arms) if there is one, else the largest difference,
+    stated as not significant; arms that significantly worsened the metric are named either way."""
+    from medsyn.classify import parse_arm
+
     out = []
     for reference, comparisons in results.get("comparisons", {}).items():
         rows = [(arm, c[metric]) for arm, c in comparisons.items()
-                if SYNTHETIC_MARK in arm and c.get(metric, {}).get("diff") is not None]
+                if parse_arm(arm).uses_synthetic and c.get(metric, {}).get("diff") is not None]
         if not rows:
             continue
-        adjusted = holm([r[1]["p_value"] if r[1]["p_value"] is not None else 1.0 for r in rows])
-        best = max(range(len(rows)), key=lambda i: rows[i][1]["diff"])
-        arm, stats = rows[best]
-        significant = stats["ci_low"] is not None and (stats["ci_low"] > 0 or stats["ci_high"] < 0) \
-            and adjusted[best] < 0.05
-        out.append({"reference": reference, "arm": arm, "metric": metric, "diff": stats["diff"],
+        adjusted = holm([s["p_value"] if s["p_value"] is not None else 1.0 for _, s in rows])
+        candidates = [dict(arm=arm, stats=s, p_holm=p, significant=_excludes_zero(s) and p < 0.05)
+                      for (arm, s), p in zip(rows, adjusted)]
+        better = [c for c in candidates if c["significant"] and c["stats"]["diff"] > 0]
+        worse = [c["arm"] for c in candidates if c["significant"] and c["stats"]["diff"] < 0]
+        pick = max(better or candidates, key=lambda c: c["stats"]["diff"])
+        stats = pick["stats"]
+        out.append({"reference": reference, "arm": pick["arm"], "metric": metric, "diff": stats["diff"],
                     "ci_low": stats["ci_low"], "ci_high": stats["ci_high"], "p_value": stats["p_value"],
-                    "p_holm": adjusted[best], "n_compared": len(rows), "significant": significant,
-                    "text": _sentence(arm, reference, metric, stats, adjusted[best], significant, len(rows),
-                                      results)})
+                    "p_holm": pick["p_holm"], "n_compared": len(rows), "significant": pick["significant"],
+                    "significantly_worse": worse,
+                    "text": _sentence(pick, reference, metric, len(rows), worse, results)})
     return out
 
 
-def _sentence(arm, reference, metric, stats, p_holm, significant, n, results) -> str:
+def _excludes_zero(stats: dict) -> bool:
+    return stats["ci_low"] is not None and (stats["ci_low"] > 0 or stats["ci_high"] < 0)
+
+
+def _sentence(pick: dict, reference: str, metric: str, n: int, worse: list[str], results: dict) -> str:
+    stats, arm = pick["stats"], pick["arm"]
     label = metric.upper() if metric == "auc" else metric.replace("_", " ")
     where = f"on the held-out real test split (n={results['n_test']}, mean of {len(results['seeds'])} seeds)"
     effect = f"{stats['diff']:+.3f} [95% CI {stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]"
-    if significant:
-        direction = "improved" if stats["diff"] > 0 else "worsened"
-        return (f"{arm} {direction} test {label} by {effect} over {reference} {where}; "
-                f"Holm-adjusted p = {p_holm:.3g} over {n} synthetic arms.")
-    return (f"No significant improvement over {reference}: the best synthetic arm, {arm}, changed test {label} by "
-            f"{effect} {where}; Holm-adjusted p = {p_holm:.3g} over {n} synthetic arms.")
+    holm_text = f"Holm-adjusted p = {pick['p_holm']:.3g} over {n} arms with synthetic images"
+    if pick["significant"] and stats["diff"] > 0:
+        text = f"{arm} improved test {label} by {effect} over {reference} {where}; {holm_text}."
+    else:
+        text = (f"No significant improvement over {reference}: the best arm with synthetic images, {arm}, changed "
+                f"test {label} by {effect} {where}; {holm_text}.")
+    if worse:
+        text += f" Significantly worse than {reference}: {', '.join(worse)}."
+    return text

@@ -4,9 +4,11 @@ Public API:
     generate(checkpoint, per_class, seed, out_dir, overwrite=False) -> Path   out_dir
     sample_grid(checkpoint, n_per_class, seed) -> uint8 (H, W, C)             one row per class
     parse_per_class(text, class_names), balance_counts(src, class_names) -> list[int]   CLI helpers
+    load_synthetic(path, real=None) -> ImageSet                               a generated set, all in train
     plan_counts(n_classes, n=None, per_class=None, balance_counts=None) -> list[int]
 """
 
+from medsyn.synth.dataset import load_synthetic
 from medsyn.synth.generate import balance_counts, generate, parse_per_class, plan_counts, sample_grid
 
-__all__ = ["balance_counts", "generate", "parse_per_class", "plan_counts", "sample_grid"]
+__all__ = ["balance_counts", "generate", "load_synthetic", "parse_per_class", "plan_counts", "sample_grid"]
