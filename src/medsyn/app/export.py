@@ -25,8 +25,7 @@ MODEL_VERSION = 1
 NOTICE = ("Research use only. Not a medical device: not validated for diagnosis, and not to be used for clinical "
           "decisions. The metrics below were measured on one held-out test split and may not hold on your images.")
 # Validation metrics that pick the best seed, in order of preference: (name, higher is better).
-SELECTION_METRICS = (("auroc", True), ("auc", True), ("roc_auc", True), ("balanced_accuracy", True),
-                     ("accuracy", True), ("f1", True), ("loss", False))
+SELECTION_METRICS = (("auc", True), ("balanced_accuracy", True), ("accuracy", True))
 
 
 @dataclass
@@ -46,16 +45,9 @@ class ModelFile:
 # ---------------------------------------------------------------- choosing the seed
 
 def metric_value(metrics: dict, name: str) -> float | None:
-    """A metric's point value from a metrics dict, whether stored as a number or as {"value"/"mean"/...: x}."""
-    for container in (metrics, metrics.get("metrics") if isinstance(metrics.get("metrics"), dict) else None):
-        if not container or name not in container:
-            continue
-        value = container[name]
-        if isinstance(value, dict):
-            value = next((value[k] for k in ("value", "estimate", "point", "mean") if k in value), None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    return None
+    """A metric of val_metrics.json, or None where it is undefined (e.g. AUC of a one-class val split)."""
+    value = metrics.get(name)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def selection_metric(candidates: dict[str, dict]) -> tuple[str, bool]:
@@ -108,19 +100,15 @@ def choose(run_dir: Path, arm: str | None) -> tuple[Path, dict]:
 
 def arm_results(run_dir: Path, arm: str) -> dict | None:
     """The arm's seed-aggregated test metrics from results.json (`medsyn.evaluate.stats.summarize_arms`):
-    {metric: {mean, std, ci_low, ci_high, ...}} plus how the CIs were made; read defensively, None if absent."""
+    {metric: {mean, std, ci_low, ci_high, ...}} plus how the CIs were made; None before the run's statistics."""
     path = run_dir / "results.json"
-    try:
-        results = read_json(path) if path.is_file() else {}
-        entry = results.get("arms", {}).get(arm)
-    except (ValueError, AttributeError):
+    if not path.is_file():
         return None
-    if not isinstance(entry, dict):
+    results = read_json(path)
+    if arm not in results["arms"]:
         return None
-    metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else entry
-    return {"source": str(path), "split": results.get("split", "test"), "n_test": results.get("n_test"),
-            "seeds": results.get("seeds"), "ci_level": results.get("ci_level"), "ci_method": results.get("ci_method"),
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, dict)}}
+    return {"source": str(path), "split": results["split"], "n_test": results["n_test"], "seeds": results["seeds"],
+            "ci_level": results["ci_level"], "ci_method": results["ci_method"], "metrics": results["arms"][arm]}
 
 
 def build_card(seed_dir: Path, checkpoint: dict, selection: dict) -> dict:

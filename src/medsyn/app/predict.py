@@ -38,11 +38,9 @@ def expand_paths(inputs) -> list[Path]:
     return paths
 
 
-def threshold_value(threshold) -> float | None:
-    """The decision threshold on the positive (last) class's probability, from a number or a dict."""
-    if isinstance(threshold, dict):
-        threshold = next((threshold[k] for k in ("value", "threshold", "t") if k in threshold), None)
-    return float(threshold) if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) else None
+def threshold_value(threshold: dict | None) -> float | None:
+    """The val-chosen threshold on p(class 1) of a binary model; None (argmax) for several classes."""
+    return None if threshold is None or threshold.get("value") is None else float(threshold["value"])
 
 
 def decide(probs: np.ndarray, threshold) -> np.ndarray:
