@@ -28,7 +28,7 @@ def register(verbs) -> None:
     serve = verbs.add_parser("serve", help="a web page and JSON API to apply a model file to uploaded images")
     serve.add_argument("--model", required=True, type=Path, help="a model file from `medsyn export`")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(func=run_serve)
 
 

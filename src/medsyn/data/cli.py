@@ -25,7 +25,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
                         help="keep the source's val split (given), carve one from train (carve), or carve only when "
                              "the given one is too small (auto, default)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved as val (default 0.1)")
-    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the splits medsyn carves")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (recorded) instead of failing")
 
 
@@ -52,7 +52,7 @@ def register(verbs) -> None:
 
     download = sub.add_parser("download", help="download an official MedMNIST 2D file (needs the internet)")
     download.add_argument("flag", help="dataset flag, e.g. pneumoniamnist, bloodmnist, dermamnist")
-    download.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224))
+    download.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224), help="image size (default 28)")
     download.add_argument("--root", type=Path, default=Path("."), help="folder to save into (default: here)")
     download.set_defaults(func=run_download)
 
