@@ -4,7 +4,6 @@ copies of training images (memorized), real test images (genuinely new), blurred
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -59,7 +59,8 @@ def refuse_overwrite(path: str | os.PathLike, overwrite: bool, hint: str = "pass
     """Raise if `path` exists and the user did not ask to replace it."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise MedsynError(f"{path} already exists; medsyn never replaces results silently: {hint}, or choose another path.")
+        raise MedsynError(f"{path} already exists; medsyn never replaces results silently: {hint}, or choose "
+                          "another path.")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -38,7 +38,8 @@ def register(verbs) -> None:
     train.add_argument("--pretrained", action="store_true", default=None,
                        help="start from ImageNet weights in the torchvision cache (needs --width 1)")
     train.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping on real val)")
-    train.add_argument("--patience", type=int, default=None, help="epochs without a lower real-val loss before stopping")
+    train.add_argument("--patience", type=int, default=None,
+                       help="epochs without a lower real-val loss before stopping")
     train.add_argument("--batch-size", type=int, default=None, help="images per step")
     train.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     train.add_argument("--class-weighting", action="store_true", default=None,
@@ -61,7 +62,6 @@ def classify_config(args: argparse.Namespace):
 
 
 def run_train(args) -> int:
-    import shutil
 
     from medsyn import data
     from medsyn.classify import parse_arm, train_arm
@@ -93,7 +93,8 @@ def format_result(result: dict) -> str:
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    threshold = "" if result["threshold"] is None else f", threshold {result['threshold']:.3f} ({result['threshold_rule']})"
+    threshold = "" if result["threshold"] is None else \
+        f", threshold {result['threshold']:.3f} ({result['threshold_rule']})"
     return (f"{result['arm']} seed {result['seed']}: TEST split, n={result['n']}{threshold}\n"
             f"  accuracy {fmt(result['accuracy'])}  balanced accuracy {fmt(result['balanced_accuracy'])}  "
             f"AUC {fmt(result['auc'])}\n  sensitivity {fmt(result['sensitivity'])}  specificity "

@@ -51,7 +51,8 @@ def load(src: str | os.PathLike | None = None, config: DataConfig = DataConfig()
                                  len(meta["class_names"]), config.val, config.val_fraction, config.split_seed)
     dataset = ImageSet(images=images, labels=decoded["labels"], split=split,
                        class_names=tuple(meta["class_names"]), groups=decoded["groups"], paths=decoded["paths"],
-                       source=str(path), aspect=config.aspect, given_split=decoded["given_split"], skipped=tuple(meta["skipped"]), ignored=meta["ignored"],
+                       source=str(path), aspect=config.aspect, given_split=decoded["given_split"],
+                       skipped=tuple(meta["skipped"]), ignored=meta["ignored"],
                        notes=tuple(meta["notes"]) + tuple(notes))
     _save_split_file(entry, config, dataset)
     return dataset

@@ -19,7 +19,8 @@ def register(verbs) -> None:
 
     train = sub.add_parser("train", help="train acgan or cgan on the train split; sample grids, log, checkpoints")
     add_data_arguments(train)
-    train.add_argument("--model", choices=GAN_MODELS, default="cgan", help="cgan: data-efficient (default); acgan: the original design")
+    train.add_argument("--model", choices=GAN_MODELS, default="cgan",
+                       help="cgan: data-efficient (default); acgan: the original design")
     train.add_argument("--preset", choices=PRESETS, default="quick", help="default settings (default: quick)")
     train.add_argument("--steps", type=int, help="generator steps (default: the preset's)")
     train.add_argument("--batch-size", type=int, help="images per step, over all processes (default: preset)")
@@ -40,7 +41,8 @@ def register(verbs) -> None:
     generate.add_argument("--per-class", help="counts per class: 100,50 or NORMAL=100,PNEUMONIA=50")
     generate.add_argument("--balance-to", metavar="SRC",
                           help="top up each class of SRC's train split to its largest class (plus --n more)")
-    generate.add_argument("--seed", type=int, default=0, help="noise and label seed: the same seed gives the same images")
+    generate.add_argument("--seed", type=int, default=0,
+                          help="noise and label seed: the same seed gives the same images")
     generate.add_argument("--out", type=Path, required=True, help="output folder")
     generate.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     generate.set_defaults(func=run_generate)

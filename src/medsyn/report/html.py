@@ -14,7 +14,8 @@ from medsyn.report.verdict import verdicts
 TABLE_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
 GRID_PER_CLASS = 10
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px;display:block;overflow-x:auto}th,td{border:1px solid #ccc;padding:3px 7px;
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px;display:block;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.verdict{padding:.8em 1em;
 border-left:5px solid #888;background:#f7f7f7;margin:.5em 0}.better{border-color:#2a2}.worse{border-color:#c22}
 .none{border-color:#c80}
@@ -62,7 +63,8 @@ def _verdict_section(run: _RunFiles) -> str:
         return "<h2>Verdict</h2><p>No synthetic arm was compared with a reference arm in this run.</p>"
     boxes = "".join(f"<div class='verdict {_verdict_class(v)}'>{html.escape(v['text'])}</div>" for v in items)
     return (f"<h2>Verdict</h2>{boxes}<p class='note'>Differences are arm minus reference of the seed-averaged "
-            f"test metric; {html.escape(run.results['ci_method'])}. p-values: {html.escape(run.results['p_value_method'])}"
+            f"test metric; {html.escape(run.results['ci_method'])}. "
+            f"p-values: {html.escape(run.results['p_value_method'])}"
             f"; a verdict of improvement needs the 95% CI to exclude 0 and the Holm-adjusted p &lt; 0.05.</p>")
 
 
@@ -174,8 +176,10 @@ def _curves_section(run: _RunFiles) -> str:
         matrices[arm] = sum(confusion_matrix(r["y_true"], predict_labels(r["proba"], r.get("threshold")),
                                              labels=range(len(run.class_names))) for r in runs)
     kind = "" if len(run.class_names) == 2 else " (micro-averaged one-vs-rest)"
-    return (f"<h2>ROC curves and confusion matrices</h2><img src='{figures.roc_curves(curves, f'test split: ROC{kind} of seed-averaged probabilities')}'>"
-            f"<img src='{figures.confusion_matrices(matrices, run.class_names, 'test split, summed over seeds, at the val-chosen threshold')}'>")
+    roc = figures.roc_curves(curves, f"test split: ROC{kind} of seed-averaged probabilities")
+    confusion = figures.confusion_matrices(matrices, run.class_names,
+                                           "test split, summed over seeds, at the val-chosen threshold")
+    return f"<h2>ROC curves and confusion matrices</h2><img src='{roc}'><img src='{confusion}'>"
 
 
 def _audit_section(run: _RunFiles) -> str:

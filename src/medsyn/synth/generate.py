@@ -100,7 +100,8 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
             "checkpoint_step": info["step"], "model": info["model"], "seed": seed, "size": info["size"],
             "channels": info["channels"], "class_names": class_names, "counts": counts, "total": n,
             "normalization": info["normalization"], "npz": "synthetic.npz",
-            "note": "all images are in the train split of synthetic.npz; load it with medsyn.data.load(DIR/synthetic.npz)"})
+            "note": "all images are in the train split of synthetic.npz; read it with "
+                    "medsyn.synth.load_synthetic(DIR)"})
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         staging.rename(out_dir)
