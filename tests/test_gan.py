@@ -100,6 +100,16 @@ def test_resume_is_bitwise_identical(model, bundled, tmp_path):
     assert (tmp_path / "twice" / "final.pt").stat().st_mtime_ns == mtime
 
 
+def test_a_run_killed_before_its_first_checkpoint_restarts_its_log(bundled, tmp_path):
+    config = tiny("cgan", steps=4, snapshot_every=4)
+    run = tmp_path / "run"
+    gan.train(bundled, config, run, progress=False)
+    for name in ("checkpoint.pt", "final.pt"):          # as if killed after logging, before the first snapshot
+        (run / name).unlink()
+    gan.train(bundled, config, run, resume=True, progress=False)
+    assert [r["step"] for r in gan.read_log(run)] == [1, 2, 3, 4]
+
+
 def test_run_folder_is_never_silently_reused(bundled, checkpoint):
     run = checkpoint.parent
     with pytest.raises(MedsynError, match="--resume"):

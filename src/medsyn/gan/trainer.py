@@ -113,11 +113,12 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
             part.load_state_dict(state[name])
         counters = {key: state[key] for key in counters}
         _set_rng(state["rng"], rt)
-        _truncate_log(out_dir / "log.jsonl", counters["step"])
     elif rt.world > 1:
         for net in (generator, discriminator, generator_ema):
             for tensor in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(tensor.data, src=0)
+    if rt.main:  # rows past the restart point (all of them, on a fresh start) belong to a run that was lost
+        _truncate_log(out_dir / "log.jsonl", counters["step"])
 
     def snapshot(path: Path, finished: bool) -> None:
         rng = _rng_states(rt)
