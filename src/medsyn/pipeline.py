@@ -95,21 +95,20 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False) -> Path
 
 def validate(config: configs.RunConfig) -> None:
     """Everything that can be checked before a run folder is made, so a typo leaves nothing behind."""
-    from medsyn.classify import parse_arm
+    from medsyn import classify, gan
 
     unknown = [g for g in config.gans if g not in configs.GAN_MODELS]
     if not config.gans or unknown:
         raise MedsynError(f"--gan {','.join(config.gans)}: choose one or more of {', '.join(configs.GAN_MODELS)}, "
                           "comma-separated.")
-    if config.gan.size not in configs.GAN_SIZES:
-        raise MedsynError(f"--size {config.gan.size}: the GANs work at {', '.join(map(str, configs.GAN_SIZES))} px.")
+    for model in config.gans:
+        gan.check_config(_gan_config(config, model))
     if config.data.size not in (None, config.gan.size):
         raise MedsynError(f"the data size {config.data.size} differs from the GAN size {config.gan.size}; "
                           "set both with --size.")
     for arm in config.arms:
-        parse_arm(arm)
-    configs.require_positive(config.classify, ("epochs", "patience", "batch_size", "lr"), "classifier")
-    configs.require_positive(config.gan, ("steps", "batch_size", "base_width"), "GAN")
+        classify.parse_arm(arm)
+    classify.check_config(config.classify)
     if not config.seeds:
         raise MedsynError("a run needs at least one seed.")
 
@@ -138,14 +137,19 @@ def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[in
     return [int(max(np.ceil(ratio * n), b, 1)) for n, b in zip(train_counts, balance)]
 
 
+def _gan_config(config: configs.RunConfig, model: str) -> configs.GanConfig:
+    """The run's GAN settings for `model`: its own preset at the run's size and seed, unless it is the primary."""
+    if model == config.gan.model:
+        return config.gan
+    return dataclasses.replace(configs.gan_preset(config.preset, model), size=config.gan.size, seed=config.gan.seed)
+
+
 def _generator_stages(dataset, config: configs.RunConfig, model: str, out: Path, timer):
     from medsyn import gan, synth
     from medsyn.evaluate.audit import run_audit
 
-    gan_config = config.gan if model == config.gan.model else dataclasses.replace(
-        configs.gan_preset(config.preset, model), size=config.gan.size, seed=config.gan.seed)
     with timer.stage(f"gan:{model}"):
-        checkpoint = gan.train(dataset, gan_config, out / "gan" / model, resume=True)
+        checkpoint = gan.train(dataset, _gan_config(config, model), out / "gan" / model, resume=True)
     synthetic_dir = out / "synthetic" / model
     with timer.stage(f"synth:{model}"):
         if not (synthetic_dir / "manifest.json").exists():

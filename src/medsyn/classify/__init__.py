@@ -3,6 +3,7 @@
 Public API:
     ARMS, parse_arm(name) -> Arm                         the default arms and the arm grammar (see arms.py)
     train_arm(dataset, arm, seed, config, out_dir, synthetic=None) -> dict   one run; returns the test metrics
+    check_config(config)                                  MedsynError for untrainable settings
     read_predictions(run_dir) -> {"y_true", "proba", "threshold"}          a finished run's test predictions
     load_model(path) -> (model, meta)                     a saved model.pt, in eval mode
     predict_proba(model, meta, images_uint8_NHWC) -> (N, n_classes)      with the training preprocessing
@@ -15,7 +16,8 @@ from medsyn.classify.arms import ARMS, Arm, parse_arm
 
 _LAZY = {
     "train_arm": "medsyn.classify.train", "read_predictions": "medsyn.classify.train",
-    "evaluate_on_test": "medsyn.classify.train", "fit": "medsyn.classify.train",
+    "evaluate_on_test": "medsyn.classify.train", "check_config": "medsyn.classify.train",
+    "fit": "medsyn.classify.train",
     "load_model": "medsyn.classify.models", "predict_proba": "medsyn.classify.models",
     "features": "medsyn.classify.models", "build": "medsyn.classify.models",
 }

@@ -58,7 +58,7 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
               synthetic: ImageSet | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train `arm` with `seed`, select on real val, evaluate once on real test; write the run folder and return
     the test metrics. A folder that already holds this run's test_metrics.json is returned as it is."""
-    require_positive(config, ("epochs", "patience", "batch_size", "lr"), "classifier")
+    check_config(config)
     out_dir = Path(out_dir)
     record = _run_record(dataset, arm, seed, config, synthetic)
     if (out_dir / "test_metrics.json").is_file():
@@ -84,6 +84,11 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
     _save_model(out_dir / "model.pt", fitted.model, meta)
     write_json(out_dir / "val_metrics.json", {"split": "val", "best_epoch": fitted.best_epoch, **fitted.val_metrics})
     return evaluate_on_test(fitted.model, meta, sealed_test, out_dir)
+
+
+def check_config(config: ClassifyConfig) -> None:
+    """Raise a MedsynError for settings no classifier can train with."""
+    require_positive(config, ("epochs", "patience", "batch_size", "lr"), "classifier")
 
 
 def fit(images: np.ndarray, labels: np.ndarray, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,

@@ -4,6 +4,7 @@ split, with sample grids, JSONL logs and exactly resumable, self-describing chec
 Public API:
     train(dataset, config, out_dir, resume=False, progress=True) -> Path    the final checkpoint
     read_log(out_dir) -> list[dict]                                          log.jsonl rows
+    check_config(config)                                                     MedsynError for untrainable settings
     load_generator(checkpoint, device="cpu") -> (generator, info)           EMA generator in eval mode
     generate_images(generator, info, labels, seed) -> uint8 (N, H, W, C)    seeded, deterministic
     image_grid(images, rows) -> uint8 (H', W', C); save_png(image, path)
@@ -15,6 +16,7 @@ import importlib
 
 # name -> (module, attribute); imported on first use so that `medsyn --help` does not import torch
 _API = {"train": ("trainer", "train"), "read_log": ("trainer", "read_log"),
+        "check_config": ("trainer", "check_config"),
         "load_generator": ("checkpoint", "load_generator"), "generate_images": ("sample", "generate"),
         "class_grid": ("sample", "class_grid"), "image_grid": ("sample", "grid"), "save_png": ("sample", "save_png")}
 __all__ = sorted(_API)

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from medsyn.config import GAN_MODELS, GAN_SIZES, PRESETS
+from medsyn.config import GAN_MODELS, PRESETS
 
 
 def register(verbs) -> None:
@@ -52,17 +52,15 @@ def run_train(args: argparse.Namespace) -> int:
     from medsyn import data, gan
     from medsyn.config import gan_preset
     from medsyn.data.cli import data_config
-    from medsyn.errors import MedsynError
 
     config = gan_preset(args.preset, args.model)
     overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "base_width", "snapshot_every",
                                                         "r1_gamma", "ada_target", "device", "seed")
                  if getattr(args, name) is not None}
     if args.size is not None:
-        if args.size not in GAN_SIZES:
-            raise MedsynError(f"--size {args.size}: the GANs are built for {', '.join(map(str, GAN_SIZES))} px.")
         overrides["size"] = args.size
     config = dataclasses.replace(config, **overrides)
+    gan.check_config(config)  # before any data is decoded
     dataset = data.load(args.src, dataclasses.replace(data_config(args), size=config.size))
     final = gan.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -203,22 +203,27 @@ def read_log(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _check(config: GanConfig, train_set: ImageSet) -> None:
+def check_config(config: GanConfig) -> None:
+    """Raise a MedsynError for settings no GAN can train with; callers check before loading data or making folders."""
     if config.model not in GAN_MODELS:
         raise MedsynError(f"unknown GAN model {config.model!r}; choose one of {', '.join(GAN_MODELS)}.")
     if config.size not in GAN_SIZES:
-        raise MedsynError(f"GAN size {config.size} is not supported; choose one of {GAN_SIZES}.")
-    if train_set.size != config.size:
-        raise MedsynError(f"the data is {train_set.size} px but the GAN is {config.size} px; load the data with "
-                          f"--size {config.size}.")
-    if len(train_set) == 0:
-        raise MedsynError(f"{train_set.source}: the train split is empty; the GAN trains on train images only.")
+        raise MedsynError(f"--size {config.size}: the GANs work at {', '.join(map(str, GAN_SIZES))} px.")
     for name in ("steps", "batch_size", "base_width", "latent_dim", "snapshot_every", "log_every"):
         if getattr(config, name) < 1:
             raise MedsynError(f"GAN {name} must be at least 1, not {getattr(config, name)}.")
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"ema_decay must be in [0, 1), not {config.ema_decay}.")
     parse_policy(config.diffaugment)
+
+
+def _check(config: GanConfig, train_set: ImageSet) -> None:
+    check_config(config)
+    if train_set.size != config.size:
+        raise MedsynError(f"the data is {train_set.size} px but the GAN is {config.size} px; load the data with "
+                          f"--size {config.size}.")
+    if len(train_set) == 0:
+        raise MedsynError(f"{train_set.source}: the train split is empty; the GAN trains on train images only.")
 
 
 def _data_record(train_set: ImageSet) -> dict:
