@@ -101,13 +101,12 @@ def _generator_sections(run: _RunFiles) -> str:
     from medsyn import gan, synth
 
     real = _real_train(run)
+    real_grid = [] if real is None else [
+        ("real (train split)", figures.class_grid(real.images, real.labels, len(run.class_names), GRID_PER_CLASS))]
     parts = ["<h2>Generators</h2>"]
     for model in run.gans:
         synth_npz = run.root / "synthetic" / model / "synthetic.npz"
-        grids = []
-        if real is not None:
-            grids.append(("real (train split)", figures.class_grid(real.images, real.labels, len(run.class_names),
-                                                                  GRID_PER_CLASS)))
+        grids = list(real_grid)
         if synth_npz.exists():
             synthetic = synth.load_synthetic(synth_npz)
             grids.append((f"synthetic ({model})", figures.class_grid(synthetic.images, synthetic.labels,
