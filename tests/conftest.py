@@ -22,6 +22,17 @@ def _private_cache(tmp_path_factory):
     patch.undo()
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`medsyn run --preset smoke` on the bundled data, in this process (the sequential executor): the reference
+    the other executors are compared with."""
+    from medsyn.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "smoke"
+    assert main(["run", "--preset", "smoke", "--executor", "sequential", "--out", str(out)]) == 0
+    return out
+
+
 # ---------------------------------------------------------------- a trained run for the app tests (export, predict, serve)
 
 APP_SEEDS = (0, 1)
@@ -56,7 +67,7 @@ def app_run(app_dataset, tmp_path_factory):
     for seed, folder in seed_dirs.items():
         classify.train_arm(app_dataset, "real", seed, config, folder)
     predictions = {"real": {seed: classify.read_predictions(folder) for seed, folder in seed_dirs.items()}}
-    write_json(run / "results.json", summarize_arms(predictions, n_bootstrap=200, seed=0))
+    write_json(run / "results.json", summarize_arms(predictions, {}, n_bootstrap=200, seed=0))
     return run
 
 

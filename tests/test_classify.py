@@ -19,10 +19,11 @@ from medsyn import data
 from medsyn.classify import (ARMS, features, load_model, parse_arm, predict_proba, read_predictions, train_arm)
 from medsyn.classify import models as classify_models
 from medsyn.classify import train as classify_train
-from medsyn.classify.arms import training_set
+from medsyn.classify.arms import training_data
 from medsyn.cli import main
 from medsyn.config import ClassifyConfig, DataConfig, preset
 from medsyn.errors import MedsynError
+from medsyn.evaluate.metrics import METRICS
 from medsyn.evaluate.stats import summarize_arms
 
 TINY = ClassifyConfig(width=0.0625, epochs=1, batch_size=16, patience=1, threads=1)
@@ -82,20 +83,24 @@ def test_arm_grammar_and_synthetic_draws(chest, synthetic):
         with pytest.raises(MedsynError):
             parse_arm(bad)
     train = chest.subset("train")
-    images, labels, is_synth = training_set(parse_arm("real+synth@0.5"), train, synthetic, seed=0)
+    mixed = training_data(parse_arm("real+synth@0.5"), train, synthetic, seed=0)
     real_share = np.bincount(train.labels) / len(train)
-    assert is_synth.sum() == round(0.5 * len(train))
-    np.testing.assert_allclose(np.bincount(labels[is_synth]) / is_synth.sum(), real_share, atol=0.05)
-    same, _, _ = training_set(parse_arm("real+synth@0.5"), train, synthetic, seed=0)
-    other, _, _ = training_set(parse_arm("real+synth@0.5"), train, synthetic, seed=1)
-    assert np.array_equal(images, same) and not np.array_equal(images, other)
+    assert np.array_equal(mixed.stream_images, train.images)  # real-passes: real train is the stream
+    assert mixed.n_synthetic == len(mixed.ride_labels) == round(0.5 * len(train))
+    np.testing.assert_allclose(np.bincount(mixed.ride_labels) / mixed.n_synthetic, real_share, atol=0.05)
+    same = training_data(parse_arm("real+synth@0.5"), train, synthetic, seed=0)
+    other = training_data(parse_arm("real+synth@0.5"), train, synthetic, seed=1)
+    assert np.array_equal(mixed.ride_images, same.ride_images)
+    assert not np.array_equal(mixed.ride_images, other.ride_images)
+    pooled = training_data(parse_arm("real+synth@0.5"), train, synthetic, seed=0, exposure="equal-steps")
+    assert len(pooled.stream_labels) == len(train) + mixed.n_synthetic and len(pooled.ride_labels) == 0
     with pytest.raises(MedsynError, match="synthetic pool holds"):
-        training_set(parse_arm("real+synth@5"), train, synthetic, seed=0)
+        training_data(parse_arm("real+synth@5"), train, synthetic, seed=0)
     with pytest.raises(MedsynError, match="needs synthetic images"):
-        training_set(parse_arm("synth"), train, None, seed=0)
+        training_data(parse_arm("synth"), train, None, seed=0)
     renamed = dataclasses.replace(synthetic, class_names=("A", "B"))
     with pytest.raises(MedsynError, match="classes"):
-        training_set(parse_arm("synth"), train, renamed, seed=0)
+        training_data(parse_arm("synth"), train, renamed, seed=0)
 
 
 def test_test_split_is_read_once_after_the_model_is_saved(chest, tmp_path, monkeypatch):
@@ -212,13 +217,13 @@ def test_three_classes_end_to_end_through_the_cli(tmp_path, capsys):
                          "--preset", "smoke", "--batch-size", "16"]) == 0
             results.setdefault(arm, {})[seed] = read_predictions(out)
     printed = capsys.readouterr().out
-    assert "TEST split, n=20" in printed
+    assert "VALIDATION split" in printed and "TEST" not in printed
     metrics = json.loads((tmp_path / "real-0" / "test_metrics.json").read_text())
     assert metrics["threshold"] is None and metrics["threshold_rule"] == "argmax"
     assert np.shape(metrics["confusion_matrix"]) == (3, 3) and "at_threshold_0.5" not in metrics
     assert results["real"][0]["proba"].shape == (20, 3)
-    summary = summarize_arms(results, n_bootstrap=100)
-    assert summary["comparisons"]["real"]["real+synth@1"]["delong"] is None
+    summary = summarize_arms(results, {"real+synth@1": "real"}, n_bootstrap=100)
+    assert [(c["arm"], c["control"]) for c in summary["comparisons"]] == [("real+synth@1", "real")] * len(METRICS)
     json.dumps(summary, allow_nan=False)
 
 
@@ -244,3 +249,46 @@ def test_impossible_training_settings_are_refused(tmp_path, capsys, flag, value)
     err = capsys.readouterr().err
     assert code == 2 and "must be greater than 0" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "model.pt").exists()
+
+
+def _conv_weights(run_dir):
+    state = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("embed_net.0.") and k.endswith("weight") and v.ndim == 4}
+
+
+def test_arms_of_one_replicate_start_from_identical_weights(chest, synthetic, tmp_path):
+    # a learning rate of 1e-12 leaves every weight within about 1e-10 of where it started
+    still = dataclasses.replace(TINY, lr=1e-12)
+    runs = {arm: tmp_path / arm for arm in ("real", "real+synth@1", "real+aug")}
+    for arm, folder in runs.items():
+        train_arm(chest, arm, 3, still, folder, synthetic=synthetic)
+    train_arm(chest, "real", 4, still, tmp_path / "other-seed")
+    reference = _conv_weights(runs["real"])
+    assert len(reference) == 13                                   # VGG16's 13 conv layers
+    for folder in runs.values():
+        for name, weight in _conv_weights(folder).items():
+            torch.testing.assert_close(weight, reference[name], atol=1e-8, rtol=0)
+    other = _conv_weights(tmp_path / "other-seed")
+    assert not torch.allclose(other[next(iter(other))], reference[next(iter(other))], atol=1e-3)
+
+
+def test_every_arm_sees_every_real_image_equally_often_by_default(chest, synthetic, tmp_path):
+    two = dataclasses.replace(TINY, epochs=2, patience=5)
+    seen = {}
+    for arm in ("real", "real+synth@2", "real+balance", "synth"):
+        train_arm(chest, arm, 0, two, tmp_path / arm, synthetic=synthetic)
+        seen[arm] = json.loads((tmp_path / arm / "val_metrics.json").read_text())
+    n_real = sum(chest.counts()["train"])
+    batch = min(TINY.batch_size, n_real)
+    steps = max(1, round(n_real / batch))
+    for arm in ("real", "real+synth@2", "real+balance"):
+        epochs = seen[arm]["best_epoch"]
+        assert seen[arm]["real_passes"] == pytest.approx(epochs * steps * batch / n_real, abs=1e-4)
+    assert seen["real"]["synthetic_seen"] == 0 and seen["synth"]["real_passes"] == 0
+    assert seen["real+synth@2"]["synthetic_seen"] == seen["real+synth@2"]["best_epoch"] * 2 * n_real
+    counts = np.array(chest.counts()["train"])
+    assert seen["real+balance"]["synthetic_seen"] == seen["real+balance"]["best_epoch"] * (counts.max() - counts).sum()
+    pooled = dataclasses.replace(two, exposure="equal-steps")
+    train_arm(chest, "real+synth@2", 0, pooled, tmp_path / "pooled", synthetic=synthetic)
+    old = json.loads((tmp_path / "pooled" / "val_metrics.json").read_text())
+    assert old["real_passes"] < 0.5 * old["best_epoch"]          # the old rule: about 1/3 of a pass per epoch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -11,33 +12,36 @@ import pytest
 from medsyn.cli import main
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    assert main(["run", "--preset", "smoke", "--out", str(out)]) == 0
-    return out
-
-
 def test_smoke_run_writes_every_stage(smoke_run):
     for name in ("config.json", "data.json", "results.json", "timings.json", "report.html", "summary.md",
-                 "gan/cgan/final.pt", "synthetic/cgan/synthetic.npz", "audit/cgan/audit.json"):
+                 "gan/cgan/g0/final.pt", "gan/cgan/g1/final.pt", "synthetic/cgan/g1/synthetic.npz",
+                 "audit/cgan/g0/audit.json", "logs/arms_real_seed0.log"):
         assert (smoke_run / name).exists(), name
     config = json.loads((smoke_run / "config.json").read_text())
     results = json.loads((smoke_run / "results.json").read_text())
     assert results["split"] == "test" and results["n_test"] == 624
     assert set(results["arms"]) == set(config["arms"])
-    assert results["seeds"] == config["seeds"]
+    assert results["replicates"] == config["seeds"]
     for arm in config["arms"]:
         auc = results["arms"][arm]["auc"]
-        assert 0 <= auc["ci_low"] <= auc["ci_high"] <= 1 and len(auc["per_seed"]) == len(config["seeds"])
-    timings = json.loads((smoke_run / "timings.json").read_text())
-    assert {"data", "gan:cgan", "synth:cgan", "audit:cgan", "classify", "evaluate", "report"} <= set(timings)
+        assert auc["ci_low"] < auc["mean"] < auc["ci_high"] and len(auc["per_replicate"]) == len(config["seeds"])
+    pairs = {(c["arm"], c["control"]) for c in results["comparisons"]}
+    assert pairs == {("synth", "real"), ("real+synth@1", "real")}      # real+aug uses no synthetic images
+    keys = {"arm", "control", "metric", "diff", "ci_low", "ci_high", "p_value", "p_adjusted", "n_replicates",
+            "between_replicate_sd", "test_sampling_sd", "verdict"}
+    assert all(keys <= set(c) for c in results["comparisons"])
+    assert results["generators"] == {"0": "cgan g0", "1": "cgan g1"}
+    timings = json.loads((smoke_run / "timings.json").read_text())["jobs"]
+    assert len(timings) == 17 and {j["kind"] for j in timings.values()} == {
+        "data", "generator", "synthesize", "audit", "classify", "evaluate", "report"}
 
 
 def test_report_holds_verdict_arm_table_and_figures(smoke_run):
     page = (smoke_run / "report.html").read_text()
     results = json.loads((smoke_run / "results.json").read_text())
-    assert "Verdict" in page and ("No significant improvement" in page or "improved test AUC" in page)
+    from medsyn.report.verdict import headline
+
+    assert "Verdict" in page and html.escape(headline(results)) in page
     real_auc = results["arms"]["real"]["auc"]
     assert f"{real_auc['mean']:.3f}" in page                       # the arm table is computed from results.json
     for arm in results["arms"]:
@@ -64,12 +68,12 @@ def test_existing_run_is_not_overwritten_without_resume(smoke_run, capsys):
 def test_resume_redoes_only_what_is_missing(smoke_run):
     config = json.loads((smoke_run / "config.json").read_text())
     kept = smoke_run / "arms" / "real" / "seed0" / "test_metrics.json"
-    gan_checkpoint = smoke_run / "gan" / "cgan" / "final.pt"
-    audit = smoke_run / "audit" / "cgan" / "audit.json"
+    gan_checkpoint = smoke_run / "gan" / "cgan" / "g1" / "final.pt"
+    audit = smoke_run / "audit" / "cgan" / "g1" / "audit.json"
     stamps = {p: p.stat().st_mtime_ns for p in (kept, gan_checkpoint, audit)}
     lost = smoke_run / "arms" / config["arms"][-1] / f"seed{config['seeds'][-1]}"
     shutil.rmtree(lost)                                             # as if the run was killed during this arm
-    assert main(["run", "--preset", "smoke", "--out", str(smoke_run), "--resume"]) == 0
+    assert main(["run", "--preset", "smoke", "--executor", "sequential", "--out", str(smoke_run), "--resume"]) == 0
     assert (lost / "test_metrics.json").exists()
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps      # finished work was not redone
 

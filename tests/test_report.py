@@ -1,46 +1,41 @@
-"""The verdict's logic on hand-made comparisons, and Holm's adjustment against its definition."""
+"""The verdict's words on hand-made comparison records: what improved, what got worse, what is unresolved and
+what would resolve it."""
 
 from __future__ import annotations
 
-import pytest
-
-from medsyn.report.verdict import holm, verdicts
+from medsyn.report.verdict import headline, sentence
 
 
-def test_holm_matches_its_definition():
-    p = [0.01, 0.04, 0.03, 0.005]
-    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max keeps 0.06
-    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+def _record(arm, diff, low, high, verdict, control="real", needed=None, between=0.01, test_sd=0.003):
+    return {"arm": arm, "control": control, "metric": "auc", "diff": diff, "ci_low": low, "ci_high": high,
+            "p_value": 0.01, "p_adjusted": 0.03, "n_replicates": 5, "between_replicate_sd": between,
+            "test_sampling_sd": test_sd, "verdict": verdict, "replicates_needed": needed}
 
 
-def _results(**arms):
-    """arms: name -> (diff, ci_low, ci_high, p) against `real`."""
-    comparisons = {name: {"auc": {"diff": d, "ci_low": lo, "ci_high": hi, "p_value": p}}
-                   for name, (d, lo, hi, p) in arms.items()}
-    return {"n_test": 624, "seeds": [0, 1, 2], "comparisons": {"real": comparisons}}
+def _results(*records):
+    return {"n_test": 624, "replicates": [0, 1, 2, 3, 4], "min_effect": 0.01, "comparisons": list(records)}
 
 
-def test_a_significant_gain_is_reported_even_when_a_larger_noisy_one_exists():
-    results = _results(**{"real+synth@1": (0.020, 0.010, 0.030, 0.001),
-                          "real+synth@2": (0.030, -0.050, 0.110, 0.40),
-                          "real+aug": (0.050, 0.040, 0.060, 0.001)})      # no synthetic images: not in the family
-    (verdict,) = verdicts(results)
-    assert verdict["arm"] == "real+synth@1" and verdict["significant"]
-    assert verdict["n_compared"] == 2 and verdict["p_holm"] == pytest.approx(0.002)
-    assert verdict["text"].startswith("real+synth@1 improved test AUC by +0.020 [95% CI +0.010, +0.030] over real")
+def test_headline_names_gains_losses_and_unresolved_comparisons():
+    results = _results(_record("real+synth@1", 0.02, 0.01, 0.03, "improved"),
+                       _record("synth", -0.08, -0.1, -0.06, "worse"),
+                       _record("real+aug+synth", 0.001, -0.02, 0.022, "inconclusive", control="real+aug", needed=9))
+    text = headline(results)
+    assert text.startswith("Improved AUC: real+synth@1 vs real +0.020 [95% CI +0.010, +0.030], Holm p = 0.03")
+    assert "Worse AUC: synth vs real -0.080" in text
+    assert "Inconclusive (the 95% CI is wider than the smallest effect of interest, ±0.01): real+aug+synth vs " \
+           "real+aug" in text
+    assert "5 replicates, Holm-adjusted over 3 comparisons" in text
 
 
-def test_balance_arm_counts_as_synthetic_and_losses_are_named():
-    results = _results(**{"real+balance": (-0.004, -0.010, 0.002, 0.20),
-                          "synth": (-0.080, -0.100, -0.060, 0.001)})
-    (verdict,) = verdicts(results)
-    assert verdict["n_compared"] == 2 and verdict["arm"] == "real+balance" and not verdict["significant"]
-    assert verdict["text"].startswith("No significant improvement over real")
-    assert verdict["significantly_worse"] == ["synth"] and "Significantly worse than real: synth." in verdict["text"]
-
-
-def test_holm_can_take_away_a_nominal_gain():
-    results = _results(**{f"real+synth@{r}": (0.01, 0.001, 0.02, 0.04) for r in (0.5, 1, 2)})
-    (verdict,) = verdicts(results)
-    assert not verdict["significant"] and verdict["p_holm"] == pytest.approx(0.12)
+def test_no_gain_is_said_plainly_and_inconclusive_says_what_would_decide():
+    results = _results(_record("real+synth@1", 0.002, -0.004, 0.008, "no difference"),
+                       _record("real+balance", 0.004, -0.02, 0.028, "inconclusive", needed=12))
+    text = headline(results)
+    assert text.startswith("No arm with synthetic images improved test AUC over its matched control. No difference "
+                           "larger than ±0.01: real+synth@1 vs real.")
+    wide = sentence(results["comparisons"][1], results)
+    assert "between-replicate sd 0.0100, test-sampling sd 0.0030: inconclusive" in wide
+    assert "about 12 replicates would narrow the CI below ±0.01" in wide
+    small_test = _record("synth", 0.0, -0.03, 0.03, "inconclusive", test_sd=0.008)
+    assert "test split about 2.5 times larger" in sentence(small_test, results)

@@ -7,7 +7,7 @@ A preset is a function of nothing: it returns a `RunConfig`. Command-line flags 
 from __future__ import annotations
 
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from medsyn.errors import MedsynError
 
@@ -70,7 +70,8 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
     # over width 8 x 800 steps (FID 1.91 -> 0.34, label fidelity 0.77 -> 0.97) and over width 16 x 2000 steps in
     # the same time: more steps beat more width. At 28 px cutout (half the side) hides most of the chest, so only
     # colour and translation are applied; a longer EMA for the longer run.
-    tuned = {"quick": dict(steps=2800, base_width=12, snapshot_every=700, diffaugment="color,translation",
+    # Two generators per quick run (one per generator seed) share the budget: 1000 steps each.
+    tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="color,translation",
                            ema_decay=0.995)}
     return GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
 
@@ -90,7 +91,9 @@ class ClassifyConfig:
     weight_decay: float = 0.0
     dropout: float = 0.4               # the head's three dropouts (vgg16)
     class_weighting: bool = False      # weight the training loss by inverse class frequency
-    equal_steps: bool = True           # every arm gets the same optimizer steps per epoch (real train size / batch)
+    exposure: str = "real-passes"      # real-passes: an epoch is one pass over real train, synthetic images ride
+                                       # along at the arm's ratio; equal-steps: one pooled stream, the same steps
+    ema_decay: float = 0.0             # > 0: select and keep an exponential moving average of the weights
     device: str = "auto"               # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     threads: int = 1                   # CPU threads for torch while training (0: torch's default); small models on
                                        # a shared 2-core CPU run far faster on 1 thread than on 2 contended ones
@@ -129,8 +132,16 @@ class RunConfig:
     gans: tuple[str, ...] = ("cgan",)  # every one is trained and audited; the first feeds the classifier arms
     arms: tuple[str, ...] = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2",
                              "real+balance", "real+aug+synth")
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2)  # one replicate per seed: the classifier seed of every arm
+    gan_seeds: int = 1                 # generators of the primary model: replicate r uses generator r mod gan_seeds
+    min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
     n_bootstrap: int = 2000
+
+    def gan_config(self, model: str, seed: int) -> GanConfig:
+        """The GAN settings of `model` with `seed`: the run's own for the primary model, else that model's preset
+        at the run's size."""
+        base = self.gan if model == self.gan.model else replace(gan_preset(self.preset, model), size=self.gan.size)
+        return replace(base, seed=seed)
 
 
 def preset(name: str = "quick") -> RunConfig:
@@ -146,12 +157,18 @@ def preset(name: str = "quick") -> RunConfig:
                               max_samples=1000, n_memorization=1000, inception="off"),
             arms=("real", "real+aug", "synth", "real+synth@1"),
             seeds=(0, 1),
+            gan_seeds=2,
             n_bootstrap=200,
         )
     if name == "quick":
-        # Inception-v3 at 299 px is minutes of CPU for 10k images: the quick preset measures with the domain encoder.
+        # Sized for about 11 minutes on 2 CPU cores (benchmarks/run_quick.py): two generators of 1000 steps side by
+        # side, then 5 arms x 4 replicates on both cores. Inception-v3 at 299 px is minutes of CPU: the quick
+        # preset measures with the domain encoder.
         return RunConfig(preset=name, data=DataConfig(size=28), gan=gan_preset("quick"),
-                         audit=AuditConfig(inception="off", kid_subsets=50))
+                         classify=ClassifyConfig(epochs=6, patience=2),
+                         audit=AuditConfig(inception="off", kid_subsets=50),
+                         arms=("real", "real+aug", "synth", "real+synth@1", "real+balance"),
+                         seeds=(0, 1, 2, 3), gan_seeds=2)
     if name == "full":
         return RunConfig(
             preset=name,
@@ -160,7 +177,8 @@ def preset(name: str = "quick") -> RunConfig:
             classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4, threads=0),  # a GPU
             audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
                               n_memorization=20_000),
-            seeds=(0, 1, 2, 3, 4),
+            seeds=tuple(range(10)),
+            gan_seeds=3,
             n_bootstrap=10_000,
         )
     raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

@@ -1,7 +1,8 @@
-"""`medsyn run`: data -> GAN -> synthesis -> audit -> classifier arms x seeds -> statistics -> report.
+"""`medsyn run`: data -> generators -> synthesis -> audit -> classifier arms x replicates -> statistics -> report.
 
-Every stage writes its files into the run folder and is skipped when they are already there, so a killed run
-continues with `--resume` and never redoes a finished stage or arm.
+The run is a plan of jobs (medsyn.study) executed on every core (or on a Ray cluster). Every job writes its files
+into the run folder and is skipped when they are already there, so a killed run continues with `--resume` and
+never redoes a finished job.
 """
 
 from __future__ import annotations
@@ -12,38 +13,57 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from medsyn import config as configs
 from medsyn.errors import MedsynError
 from medsyn.fileio import read_json, write_json
 
 RUN_LAYOUT = """RUN/
-  config.json            the full RunConfig of this run
-  data.json              dataset summary (counts, duplicates, patients, notes)
-  gan/<model>/           GAN checkpoints, sample grids, log.jsonl
-  synthetic/<model>/     synthetic.npz, <CLASS>/*.png, manifest.json
-  audit/<model>/         audit.json, nn_gallery.png
-  arms/<arm>/seed<k>/    model.pt, predictions.csv, val_metrics.json, test_metrics.json
-  results.json           statistics over seeds and the paired comparisons (test split)
-  timings.json           wall time and peak memory per stage
+  config.json              the full RunConfig of this run
+  data.json                dataset summary (counts, duplicates, patients, notes)
+  gan/<model>/g<k>/        generator k: checkpoints, sample grids, log.jsonl
+  synthetic/<model>/g<k>/  its synthetic pool: synthetic.npz, <CLASS>/*.png, manifest.json
+  audit/<model>/g<k>/      audit.json, nn_gallery.png
+  arms/<arm>/seed<s>/      model.pt, predictions.csv, val_metrics.json, test_metrics.json
+  results.json             statistics over replicates, `comparisons` with each arm's matched control (test split)
+  timings.json, logs/      seconds, CPU seconds and peak memory per job; each job's printed output
   report.html, summary.md"""
 
 
 def register(verbs) -> None:
     from medsyn.data.cli import add_data_arguments
+    from medsyn.study import EXECUTORS
 
-    parser = verbs.add_parser("run", help="the whole study: GAN, synthesis, audit, all arms x seeds, report",
+    parser = verbs.add_parser("run", help="the whole study: GANs, synthesis, audit, all arms x replicates, report",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=RUN_LAYOUT)
     add_data_arguments(parser)
     parser.add_argument("--preset", choices=configs.PRESETS, default="quick",
-                        help="smoke (about a minute, for tests), quick (default, <15 min on 2 CPU cores), full (GPU)")
+                        help="smoke (about a minute, for tests), quick (default, about 12 min on 2 CPU cores), "
+                             "full (GPU)")
     parser.add_argument("--gan", default=None,
-                        help="generator(s), comma-separated: cgan, acgan or cgan,acgan (default: the preset's); "
+                        help="generator model(s), comma-separated: cgan, acgan or cgan,acgan (default: the preset's); "
                              "the first one feeds the classifier arms, every one is audited")
+    parser.add_argument("--arms", default=None,
+                        help="classifier arms, comma-separated (default: the preset's), e.g. "
+                             "real,real+aug,real+synth@1; every arm with synthetic images needs its matched control")
+    parser.add_argument("--seeds", default=None,
+                        help="replicates, as a list or a range: 0,1,2 or 10-14 (default: the preset's); replicate "
+                             "seed s is the classifier seed of every arm")
+    parser.add_argument("--gan-seeds", type=int, default=None,
+                        help="generators of the first model, K (default: the preset's); replicate r uses generator "
+                             "r mod K, trained with the seed of replicate k")
+    parser.add_argument("--min-effect", type=float, default=None,
+                        help="smallest difference of interest (default 0.01): a wider 95%% CI is 'inconclusive'")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue a run folder, skipping finished work")
+    parser.add_argument("--resume", action="store_true", help="continue a run folder, skipping finished jobs")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; write nothing")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local worker processes (default), sequential (in this process) or ray")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local worker processes (default: the CPU cores this process may use)")
+    parser.add_argument("--ray-address", default=None,
+                        help="a running Ray cluster (default: start a local instance); the run folder must be on "
+                             "a filesystem every node sees")
     parser.set_defaults(func=_run_cli)
 
 
@@ -58,39 +78,69 @@ def _run_cli(args) -> int:
         config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, size=args.size))
     if args.gan:
         config = dataclasses.replace(config, gans=tuple(g.strip() for g in args.gan.split(",") if g.strip()))
+    if args.arms:
+        config = dataclasses.replace(config, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()))
+    if args.seeds is not None:
+        config = dataclasses.replace(config, seeds=parse_seeds(args.seeds))
+    for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect")):
+        if getattr(args, flag) is not None:
+            config = dataclasses.replace(config, **{field: getattr(args, flag)})
+    if args.workers is not None and args.workers < 1:
+        raise MedsynError(f"--workers {args.workers}: give at least 1.")
     out = args.out or Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run(config, args.src, out, resume=args.resume)
+    if args.dry_run:
+        print(dry_run(config, args.src, args.workers))
+        return 0
+    run(config, args.src, out, resume=args.resume, executor=args.executor, workers=args.workers,
+        ray_address=args.ray_address)
     return 0
 
 
-def run(config: configs.RunConfig, src, out: Path, resume: bool = False) -> Path:
-    from medsyn import data
-    from medsyn.timing import StageTimer
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2' or '10-14' (or a mix: '0-2,7') -> a tuple of distinct seeds in the given order."""
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            low, _, high = part.partition("-") if not part.startswith("-") else (part, "", "")
+            seeds += range(int(low), int(high) + 1) if high else [int(low)]
+    except ValueError:
+        raise MedsynError(f"--seeds {text!r}: give non-negative integers as a list or a range, e.g. 0,1,2 or "
+                          "10-14.") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise MedsynError(f"--seeds {text!r}: give distinct non-negative seeds, e.g. 0,1,2 or 10-14.")
+    return tuple(seeds)
+
+
+def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executor: str = "local",
+        workers: int | None = None, ray_address: str | None = None, progress: bool = True) -> Path:
+    from medsyn import study
 
     out = Path(out)
     validate(config)
+    n_train = _train_size(src, config)
     _prepare_folder(out, config, src, resume)
-    timer = StageTimer(out / "timings.json")
-    with timer.stage("data"):
-        dataset = data.load(src, config.data)
-        write_json(out / "data.json", data.summarize(dataset))
-    print(f"data: {dataset.source}: {dataset.size}x{dataset.size}x{dataset.channels}, "
-          f"{ {s: sum(c) for s, c in dataset.counts().items()} }")
-    synthetic_sets = {}
-    for model in config.gans:
-        synthetic_sets[model] = _generator_stages(dataset, config, model, out, timer)
-    primary = synthetic_sets[config.gans[0]]
-    with timer.stage("classify"):
-        _classifier_stage(dataset, primary, config, out)
-    with timer.stage("evaluate"):
-        evaluate_run(out, config)
-    with timer.stage("report"):
-        from medsyn.report import build_report
+    plan = study.build_plan(config, n_train)
+    start = time.perf_counter()
+    study.execute(plan, study.Study(config, None if src is None else str(src), out), executor, workers, ray_address,
+                  progress)
+    print(f"study finished in {(time.perf_counter() - start) / 60:.1f} min")
+    print(f"report: {out / 'report.html'}")
+    return out / "report.html"
 
-        report = build_report(out)
-    print(timer.summary())
-    print(f"report: {report}")
-    return report
+
+def dry_run(config: configs.RunConfig, src, workers: int | None) -> str:
+    """The plan `run` would execute, with job counts and an estimated time; nothing is written."""
+    from medsyn import study
+
+    validate(config)
+    workers = workers or study.default_workers()
+    return study.describe(study.build_plan(config, _train_size(src, config)), workers)
+
+
+def _train_size(src, config: configs.RunConfig) -> int:
+    from medsyn import data
+
+    return int(sum(data.load(src, config.data).counts()["train"]))
 
 
 def validate(config: configs.RunConfig) -> None:
@@ -102,7 +152,7 @@ def validate(config: configs.RunConfig) -> None:
         raise MedsynError(f"--gan {','.join(config.gans)}: choose one or more of {', '.join(configs.GAN_MODELS)}, "
                           "comma-separated.")
     for model in config.gans:
-        gan.check_config(_gan_config(config, model))
+        gan.check_config(config.gan_config(model, config.seeds[0] if config.seeds else 0))
     if config.data.size not in (None, config.gan.size):
         raise MedsynError(f"the data size {config.data.size} differs from the GAN size {config.gan.size}; "
                           "set both with --size.")
@@ -111,6 +161,16 @@ def validate(config: configs.RunConfig) -> None:
     classify.check_config(config.classify)
     if not config.seeds:
         raise MedsynError("a run needs at least one seed.")
+    if not 1 <= config.gan_seeds <= len(config.seeds):
+        raise MedsynError(f"--gan-seeds {config.gan_seeds}: give between 1 and the number of replicates "
+                          f"({len(config.seeds)}); generator k is trained with the seed of replicate k.")
+    if not 0 < config.min_effect < 1:
+        raise MedsynError(f"--min-effect {config.min_effect}: give a difference between 0 and 1, e.g. 0.01.")
+    controls = {classify.parse_arm(a).control for a in config.arms} - {None}
+    missing = sorted(controls - set(config.arms))
+    if missing:
+        raise MedsynError(f"the arms compare with their matched controls {', '.join(missing)}, which are not in the "
+                          "run; add them to the arms.")
 
 
 def _prepare_folder(out: Path, config: configs.RunConfig, src, resume: bool) -> None:
@@ -125,62 +185,3 @@ def _prepare_folder(out: Path, config: configs.RunConfig, src, resume: bool) -> 
                               "preset and flags, or choose another --out.")
     out.mkdir(parents=True, exist_ok=True)
     write_json(saved, record)
-
-
-def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[int]:
-    """Images per class that every arm's draw can be served from: the largest real+synth ratio, and the
-    minority top-up of real+balance."""
-    from medsyn.classify import parse_arm
-
-    ratio = max([parse_arm(a).synth_ratio for a in arms] + [1.0])
-    balance = train_counts.max() - train_counts
-    return [int(max(np.ceil(ratio * n), b, 1)) for n, b in zip(train_counts, balance)]
-
-
-def _gan_config(config: configs.RunConfig, model: str) -> configs.GanConfig:
-    """The run's GAN settings for `model`: its own preset at the run's size and seed, unless it is the primary."""
-    if model == config.gan.model:
-        return config.gan
-    return dataclasses.replace(configs.gan_preset(config.preset, model), size=config.gan.size, seed=config.gan.seed)
-
-
-def _generator_stages(dataset, config: configs.RunConfig, model: str, out: Path, timer):
-    from medsyn import gan, synth
-    from medsyn.evaluate.audit import run_audit
-
-    with timer.stage(f"gan:{model}"):
-        checkpoint = gan.train(dataset, _gan_config(config, model), out / "gan" / model, resume=True)
-    synthetic_dir = out / "synthetic" / model
-    with timer.stage(f"synth:{model}"):
-        if not (synthetic_dir / "manifest.json").exists():
-            train_counts = np.bincount(dataset.subset("train").labels, minlength=dataset.n_classes)
-            synth.generate(checkpoint, synthetic_counts(train_counts, config.arms), seed=config.gan.seed,
-                           out_dir=synthetic_dir, overwrite=True)
-    synthetic = synth.load_synthetic(synthetic_dir, dataset)
-    with timer.stage(f"audit:{model}"):
-        if not (out / "audit" / model / "audit.json").exists():
-            run_audit(dataset, synthetic, out / "audit" / model, config.audit, generator_name=model)
-    return synthetic
-
-
-def _classifier_stage(dataset, synthetic, config: configs.RunConfig, out: Path) -> None:
-    from medsyn.classify import train_arm
-
-    for arm in config.arms:
-        for seed in config.seeds:
-            metrics = train_arm(dataset, arm, seed, config.classify, out / "arms" / arm / f"seed{seed}",
-                                synthetic=synthetic)
-            print(f"  {arm:>16} seed {seed}: test AUC {metrics.get('auc', float('nan')):.3f} "
-                  f"acc {metrics.get('accuracy', float('nan')):.3f}")
-
-
-def evaluate_run(out: Path, config: configs.RunConfig) -> dict:
-    """Statistics over seeds from the predictions files, written to results.json."""
-    from medsyn.classify import read_predictions
-    from medsyn.evaluate.stats import summarize_arms
-
-    results = {arm: {seed: read_predictions(out / "arms" / arm / f"seed{seed}") for seed in config.seeds}
-               for arm in config.arms}
-    summary = summarize_arms(results, n_bootstrap=config.n_bootstrap, seed=0)
-    write_json(out / "results.json", summary)
-    return summary

@@ -107,7 +107,8 @@ def arm_results(run_dir: Path, arm: str) -> dict | None:
     results = read_json(path)
     if arm not in results["arms"]:
         return None
-    return {"source": str(path), "split": results["split"], "n_test": results["n_test"], "seeds": results["seeds"],
+    return {"source": str(path), "split": results["split"], "n_test": results["n_test"],
+            "replicates": results["replicates"],
             "ci_level": results["ci_level"], "ci_method": results["ci_method"], "metrics": results["arms"][arm]}
 
 

@@ -4,6 +4,9 @@ Arm names are `+`-joined parts: `real` (the real train split), `aug` (traditiona
 image), `synth` or `synth@R` (synthetic images; with `real`, R synthetic per real image, default 1; alone, R times
 as many synthetic images as the real train split holds, i.e. synthetic-only), `balance` (with `real`: synthetic
 images for the minority classes only, up to the majority class's count). Examples: `real+aug`, `real+synth@0.5`.
+
+Every arm with synthetic images has a matched control, the arm without them (`Arm.control`): the comparison that
+isolates what the synthetic images did.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ class Arm:
     def uses_synthetic(self) -> bool:
         return self.synth_ratio > 0 or self.balance
 
+    @property
+    def control(self) -> str | None:
+        """The arm that differs from this one only by the synthetic images (real+aug+synth -> real+aug,
+        real+synth@R, real+balance and synth -> real); None for an arm without synthetic images."""
+        if not self.uses_synthetic:
+            return None
+        return "real+aug" if self.augment else "real"
+
 
 def parse_arm(name: str) -> Arm:
     """`real+synth@2` -> Arm(real=True, synth_ratio=2.0, ...); a MedsynError names what is wrong."""
@@ -61,27 +72,64 @@ def parse_arm(name: str) -> Arm:
     return Arm(name=name.strip(), real=real, augment=augment, synth_ratio=ratio, balance=balance)
 
 
-def training_set(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(images uint8 NHWC, labels, is_synthetic) the arm trains on; synthetic images drawn without replacement
-    from the pool with `seed`. The same seed draws the same synthetic images for every arm with the same needs."""
+EXPOSURES = ("real-passes", "equal-steps")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What one run trains on. An epoch is one shuffled pass over `stream`; `ride_along` images (synthetic) are
+    spread over the epoch's batches so that each of them is also seen once per epoch."""
+    stream_images: np.ndarray
+    stream_labels: np.ndarray
+    ride_images: np.ndarray
+    ride_labels: np.ndarray
+    n_real: int
+    n_synthetic: int
+
+
+def training_data(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int,
+                  exposure: str = "real-passes") -> TrainingData:
+    """The arm's images. real-passes (default): the real train split is the stream, so every arm sees every real
+    image once per epoch, in the same order for the same seed, and synthetic images ride along at the arm's
+    ratio. equal-steps: real and synthetic images are pooled into one stream of as many batches per epoch as the
+    real split alone gives, so an arm with R synthetic images per real one sees each real image 1/(1+R) as often.
+    Synthetic images are drawn without replacement from the pool with `seed` (the same draw for every arm with the
+    same needs)."""
+    if exposure not in EXPOSURES:
+        raise MedsynError(f"exposure {exposure!r}: choose one of {', '.join(EXPOSURES)}.")
+    empty = real_train.images[:0], real_train.labels[:0]
     if not arm.uses_synthetic:
-        return real_train.images, real_train.labels, np.zeros(len(real_train), bool)
-    _check_pool(arm, real_train, synthetic)
-    real_counts = np.bincount(real_train.labels, minlength=real_train.n_classes)
+        return TrainingData(real_train.images, real_train.labels, *empty, len(real_train), 0)
+    synth_images, synth_labels = _synthetic_draw(arm, real_train, synthetic, seed)
+    if not arm.real:
+        return TrainingData(synth_images, synth_labels, *empty, 0, len(synth_labels))
+    if exposure == "equal-steps":
+        return TrainingData(np.concatenate([real_train.images, synth_images]),
+                            np.concatenate([real_train.labels, synth_labels]), *empty, len(real_train),
+                            len(synth_labels))
+    return TrainingData(real_train.images, real_train.labels, synth_images, synth_labels, len(real_train),
+                        len(synth_labels))
+
+
+def synthetic_need(arm: Arm, real_counts: np.ndarray) -> np.ndarray:
+    """Synthetic images per class the arm draws: R times the real train split in its class proportions, or the
+    minority top-up to the majority count for balance."""
     if arm.balance:
-        wanted = real_counts.max() - real_counts
-    else:
-        wanted = _proportional(real_counts, round(arm.synth_ratio * len(real_train)))
+        return top_up_to_majority(real_counts)
+    return _proportional(real_counts, round(arm.synth_ratio * int(real_counts.sum())))
+
+
+def top_up_to_majority(counts: np.ndarray) -> np.ndarray:
+    """Images per class that bring every class up to the largest class's count."""
+    counts = np.asarray(counts)
+    return counts.max() - counts
+
+
+def _synthetic_draw(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int):
+    _check_pool(arm, real_train, synthetic)
+    wanted = synthetic_need(arm, np.bincount(real_train.labels, minlength=real_train.n_classes))
     picked = _draw(synthetic.labels, wanted, seed, arm.name)
-    images, labels = synthetic.images[picked], synthetic.labels[picked]
-    if arm.real:
-        images = np.concatenate([real_train.images, images])
-        labels = np.concatenate([real_train.labels, labels])
-    is_synthetic = np.ones(len(labels), bool)
-    if arm.real:
-        is_synthetic[:len(real_train)] = False
-    return images, labels, is_synthetic
+    return synthetic.images[picked], synthetic.labels[picked]
 
 
 def _proportional(counts: np.ndarray, total: int) -> np.ndarray:

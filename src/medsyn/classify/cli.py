@@ -51,6 +51,7 @@ def register(verbs) -> None:
 def classify_config(args: argparse.Namespace):
     """The preset's ClassifyConfig with the flags the user gave replacing single fields."""
     from medsyn.config import preset
+    from medsyn.fileio import read_json
 
     config = preset(args.preset).classify
     given = {name: getattr(args, name) for name in ("arch", "width", "batch_norm", "pretrained", "epochs",
@@ -84,18 +85,21 @@ def run_train(args) -> int:
             (args.out / name).unlink(missing_ok=True)
     elif (args.out / "test_metrics.json").is_file():
         print(f"{args.out} holds a finished run; reporting it (pass --overwrite to retrain).")
-    result = train_arm(dataset, args.arm, args.seed, config, args.out, synthetic, log=print)
-    print(format_result(result))
+    train_arm(dataset, args.arm, args.seed, config, args.out, synthetic, log=print)
+    print(format_result({"arm": args.arm, "seed": args.seed, **read_json(args.out / "val_metrics.json")}))
+    print(f"test metrics: {args.out / 'test_metrics.json'} (read them once you are done choosing; they are not "
+          "printed, so that nothing is tuned on them)")
     return 0
 
 
 def format_result(result: dict) -> str:
+    """A run's VALIDATION metrics: what a user may look at while choosing settings."""
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    threshold = "" if result["threshold"] is None else \
-        f", threshold {result['threshold']:.3f} ({result['threshold_rule']})"
-    return (f"{result['arm']} seed {result['seed']}: TEST split, n={result['n']}{threshold}\n"
+    threshold = "" if result["threshold"] is None else f", threshold {result['threshold']:.3f}"
+    return (f"{result['arm']} seed {result['seed']}: VALIDATION split, n={result['n']}{threshold}, best epoch "
+            f"{result.get('best_epoch')}\n"
             f"  accuracy {fmt(result['accuracy'])}  balanced accuracy {fmt(result['balanced_accuracy'])}  "
             f"AUC {fmt(result['auc'])}\n  sensitivity {fmt(result['sensitivity'])}  specificity "
             f"{fmt(result['specificity'])}  precision {fmt(result['precision'])}  F1 {fmt(result['f1'])}")

@@ -142,10 +142,14 @@ CHECKPOINT_VERSION = 1
 
 def to_tensor(images: np.ndarray, norm: dict) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float (N, C, H, W): scaled to [0, 1], then (x - mean) / std per channel."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / norm["scale"]
+    return normalize(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), norm)
+
+
+def normalize(images: torch.Tensor, norm: dict) -> torch.Tensor:
+    """uint8 (N, C, H, W) tensor -> float, scaled to [0, 1], then (x - mean) / std per channel."""
     mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return (images.float() / norm["scale"] - mean) / std
 
 
 def checkpoint(model: Classifier, meta: dict) -> dict:

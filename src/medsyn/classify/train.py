@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from medsyn.classify import models
-from medsyn.classify.arms import parse_arm, training_set
+from medsyn.classify.arms import EXPOSURES, TrainingData, parse_arm, training_data
 from medsyn.config import ClassifyConfig, require_positive, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
@@ -52,6 +52,7 @@ class Fitted:
     history: list[dict]
     best_epoch: int
     val_metrics: dict
+    exposure: dict           # best epoch, epochs run, real passes and synthetic images seen by the selected model
 
 
 def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, out_dir: Path,
@@ -68,13 +69,14 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
     real_train, val = dataset.subset("train"), dataset.subset("val")
     sealed_test = SealedTestSplit(dataset)
     _check_splits(dataset)
-    images, labels, is_synthetic = training_set(parsed, real_train, synthetic, seed)
-    record["training_set"] = {"n_real": int((~is_synthetic).sum()), "n_synthetic": int(is_synthetic.sum()),
-                              "per_class": np.bincount(labels, minlength=dataset.n_classes).tolist()}
+    data = training_data(parsed, real_train, synthetic, seed, config.exposure)
+    record["training_set"] = {"n_real": data.n_real, "n_synthetic": data.n_synthetic,
+                              "per_class": np.bincount(np.concatenate([data.stream_labels, data.ride_labels]),
+                                                       minlength=dataset.n_classes).tolist()}
     write_json(out_dir / "config.json", record)
 
-    fitted = fit(images, labels, val, dataset.n_classes, config, seed, augment=parsed.augment,
-                 epoch_images=len(real_train) if config.equal_steps else len(labels), log=log)
+    fitted = fit(data, val, dataset.n_classes, config, seed, augment=parsed.augment,
+                 steps_per_epoch=_steps_per_epoch(len(real_train), config.batch_size), log=log)
     meta = {"arch": _arch(config, dataset), "class_names": list(dataset.class_names),
             "image_size": dataset.size, "channels": dataset.channels, "aspect": dataset.aspect,
             "normalization": models.normalization(config.pretrained, dataset.channels),
@@ -82,64 +84,71 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
             "val_metrics": fitted.val_metrics}
     write_text(out_dir / "history.csv", _csv(fitted.history))
     _save_model(out_dir / "model.pt", fitted.model, meta)
-    write_json(out_dir / "val_metrics.json", {"split": "val", "best_epoch": fitted.best_epoch, **fitted.val_metrics})
+    write_json(out_dir / "val_metrics.json", {"split": "val", **fitted.exposure, **fitted.val_metrics})
     return evaluate_on_test(fitted.model, meta, sealed_test, out_dir)
 
 
 def check_config(config: ClassifyConfig) -> None:
     """Raise a MedsynError for settings no classifier can train with."""
     require_positive(config, ("epochs", "patience", "batch_size", "lr"), "classifier")
+    if config.exposure not in EXPOSURES:
+        raise MedsynError(f"classifier exposure {config.exposure!r}: choose one of {', '.join(EXPOSURES)}.")
+    if not 0 <= config.ema_decay < 1:
+        raise MedsynError(f"classifier ema_decay {config.ema_decay}: use 0 (off) or a value in (0, 1), e.g. 0.999.")
 
 
-def fit(images: np.ndarray, labels: np.ndarray, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,
-        augment: bool = False, epoch_images: int | None = None, log: Callable[[str], None] | None = None) -> Fitted:
-    """Train from scratch (or ImageNet weights) on `images`; keep the epoch with the lowest real-val loss."""
+def fit(data: TrainingData, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,
+        augment: bool = False, steps_per_epoch: int | None = None, log: Callable[[str], None] | None = None) -> Fitted:
+    """Train from scratch (or ImageNet weights) on `data`; keep the epoch with the lowest real-val loss.
+    Common random numbers: the initial weights and the order of the stream's batches depend on `seed` alone, so
+    two arms of one replicate start from identical weights and, with the same stream, see the same batches."""
     import torch
 
     previous = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, log)
+        return _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log)
     finally:
         torch.set_num_threads(previous)
 
 
-def _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, log) -> Fitted:
+def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log) -> Fitted:
     import torch
     import torch.nn.functional as F
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    channels = images.shape[-1]
     device = _device(config.device)
-    model = models.build(config.arch, n_classes, channels, config.width, config.batch_norm, config.dropout,
-                         config.pretrained).to(device)
-    norm = models.normalization(config.pretrained, channels)
+    model = models.build(config.arch, n_classes, data.stream_images.shape[-1], config.width, config.batch_norm,
+                         config.dropout, config.pretrained).to(device)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) \
+        if config.ema_decay else None
+    norm = models.normalization(config.pretrained, data.stream_images.shape[-1])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    weights = _class_weights(labels, n_classes).to(device) if config.class_weighting else None
-    batch = min(config.batch_size, len(labels))
-    steps = max(1, round((epoch_images or len(labels)) / batch))
-    transform = _augmentation(images.shape[1]) if augment else None
-    stream = _index_stream(len(labels), rng)
+    all_labels = np.concatenate([data.stream_labels, data.ride_labels])
+    weights = _class_weights(all_labels, n_classes).to(device) if config.class_weighting else None
+    batches = _Batches(data, min(config.batch_size, len(data.stream_labels)), steps_per_epoch, seed,
+                       _augmentation(data.stream_images.shape[1]) if augment else None, norm)
     val_x = models.to_tensor(val.images, norm).to(device)
+    scored = averaged.module if averaged else model
 
     history, best_loss, best_state, best_epoch = [], math.inf, None, 0
     for epoch in range(1, config.epochs + 1):
         start, train_loss = time.perf_counter(), 0.0
         model.train()
-        for _ in range(steps):
-            idx = np.array([next(stream) for _ in range(batch)])
-            x = _batch(images[idx], norm, transform).to(device)
-            loss = F.cross_entropy(model(x), torch.from_numpy(labels[idx]).to(device), weight=weights)
+        for x, y in batches.epoch():
+            loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            train_loss += loss.item() / steps
-        val_proba, val_loss = _evaluate(model, val_x, val.labels)
+            if averaged:
+                averaged.update_parameters(model)
+            train_loss += loss.item() / batches.steps
+        val_proba, val_loss = _evaluate(scored, val_x, val.labels)
         improved = val_loss < best_loss
         if improved:
-            best_loss, best_state, best_epoch = val_loss, copy.deepcopy(model.state_dict()), epoch
+            best_loss, best_state, best_epoch = val_loss, copy.deepcopy(scored.state_dict()), epoch
         val_auc = classification_metrics(val.labels, val_proba)["auc"]
         history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6),
                         "val_auc": None if val_auc is None else round(val_auc, 6),
@@ -152,12 +161,68 @@ def _fit(images, labels, val, n_classes, config, seed, augment, epoch_images, lo
     if best_state is None:
         raise MedsynError(f"training diverged: the validation loss was never finite ({history[-1]['val_loss']}); "
                           f"lower the learning rate (--lr, now {config.lr:g}).")
-    model.load_state_dict(best_state)
-    model.cpu().eval()
-    val_proba, _ = _evaluate(model, val_x.cpu(), val.labels)
+    scored.load_state_dict(best_state)
+    scored.cpu().eval()
+    val_proba, _ = _evaluate(scored, val_x.cpu(), val.labels)
     threshold = _choose_threshold(val.labels, val_proba)
     val_metrics = classification_metrics(val.labels, val_proba, threshold["value"])
-    return Fitted(model, threshold, history, best_epoch, val_metrics)
+    exposure = {"best_epoch": best_epoch, "epochs_run": len(history), "epoch_cap": config.epochs,
+                "stopped_early": len(history) < config.epochs, "exposure_rule": config.exposure,
+                **batches.seen(best_epoch)}
+    return Fitted(scored, threshold, history, best_epoch, val_metrics, exposure)
+
+
+class _Batches:
+    """The training batches of one run. An epoch is `steps` batches drawn from shuffled passes over the stream;
+    the ride-along images are spread evenly over the same steps, one pass per epoch. The stream's order comes from
+    `seed` alone (common random numbers across arms); the ride-along order from a separate generator. Real images
+    come first in the stream (`TrainingData`), which is how the real ones are counted."""
+
+    def __init__(self, data: TrainingData, batch: int, steps: int | None, seed: int, transform, norm: dict):
+        import torch
+
+        self.data, self.batch, self.transform, self.norm = data, batch, transform, norm
+        self.steps = steps or _steps_per_epoch(len(data.stream_labels), batch)
+        self.stream = _index_stream(len(data.stream_labels), np.random.default_rng(seed))
+        self.ride = _index_stream(len(data.ride_labels), np.random.default_rng([seed, 1]))
+        self.images = torch.from_numpy(np.concatenate([data.stream_images, data.ride_images])).permute(0, 3, 1, 2)
+        self.labels = torch.from_numpy(np.concatenate([data.stream_labels, data.ride_labels]).astype(np.int64))
+        self.offset = len(data.stream_labels)
+        self.counts: list[tuple[int, int]] = []   # (real, synthetic) images seen per epoch
+
+    def epoch(self):
+        import torch
+
+        n_ride, real, synthetic = len(self.data.ride_labels), 0, 0
+        for step in range(self.steps):
+            k = (step + 1) * n_ride // self.steps - step * n_ride // self.steps
+            drawn = np.fromiter((next(self.stream) for _ in range(self.batch)), np.int64, self.batch)
+            ride = np.fromiter((self.offset + next(self.ride) for _ in range(k)), np.int64, k)
+            n_real = int((drawn < self.data.n_real).sum())
+            real, synthetic = real + n_real, synthetic + self.batch - n_real + k
+            idx = torch.from_numpy(np.concatenate([drawn, ride]))
+            yield self._tensor(idx), self.labels[idx]
+        self.counts.append((real, synthetic))
+
+    def _tensor(self, idx):
+        import torch
+
+        images = self.images[idx]
+        if self.transform is not None:
+            images = torch.cat([self.transform(images[i:i + AUGMENT_GROUP])
+                                for i in range(0, len(images), AUGMENT_GROUP)])
+        return models.normalize(images, self.norm)
+
+    def seen(self, epochs: int) -> dict:
+        """Real passes and synthetic images seen up to the end of `epochs` (the selected model)."""
+        real = sum(r for r, _ in self.counts[:epochs])
+        synthetic = sum(s for _, s in self.counts[:epochs])
+        return {"real_passes": round(real / self.data.n_real, 4) if self.data.n_real else 0.0,
+                "synthetic_seen": int(synthetic)}
+
+
+def _steps_per_epoch(n: int, batch: int) -> int:
+    return max(1, round(n / min(batch, n)))
 
 
 def evaluate_on_test(model: models.Classifier, meta: dict, sealed_test: SealedTestSplit, out_dir: Path) -> dict:
@@ -202,18 +267,6 @@ def _augmentation(size: int):
 
 
 AUGMENT_GROUP = 4  # images per augmentation draw: a quarter of the per-image cost, still fresh draws every batch
-
-
-def _batch(images: np.ndarray, norm: dict, transform):
-    """A training batch as a normalized tensor. A v2 transform draws one set of random parameters per call, so it
-    is called on small groups of (shuffled) images rather than once per batch or once per image."""
-    import torch
-
-    if transform is not None:
-        tensors = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        groups = [transform(tensors[i:i + AUGMENT_GROUP]) for i in range(0, len(tensors), AUGMENT_GROUP)]
-        images = torch.cat(groups).permute(0, 2, 3, 1).numpy()
-    return models.to_tensor(images, norm)
 
 
 def _evaluate(model, x, labels) -> tuple[np.ndarray, float]:

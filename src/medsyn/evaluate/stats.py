@@ -1,25 +1,24 @@
-"""Statistics across arms and seeds on one shared real test split: seed mean/std, bootstrap CIs, paired
-differences against reference arms, and DeLong's test for binary AUC.
+"""Statistics across arms and training replicates on one shared real test split.
 
-What the numbers mean (all on the real TEST split; `results[arm][seed]` = that run's test labels/probabilities):
-- `mean`, `std`: mean and sample standard deviation (ddof 1) over seeds of the metric on the full test split.
-  `std` is the training-run (seed) variability; it says nothing about test-set sampling.
-- `ci_low`, `ci_high` (per arm): a 95% percentile bootstrap CI of the SEED-AVERAGED metric under case resampling
-  of the test images: each replicate draws N test images with replacement, computes the metric of every seed's
-  model on those same images (with that run's own val-chosen threshold), and averages over seeds. It covers the
-  uncertainty from the finite test sample, with the trained models held fixed; it does not cover retraining with
-  new seeds (that is `std`) or a different training set.
-- paired differences (arm minus reference): the same replicates (the same resampled test indices for both arms)
-  give the bootstrap distribution of the difference of seed-averaged metrics; `ci_low`/`ci_high` are its 2.5 and
-  97.5 percentiles and `p_value` is the two-sided bootstrap p-value 2 * min(P(d <= 0), P(d >= 0)) (with +1
-  smoothing, at most 1), which is below 0.05 exactly when the 95% CI excludes 0 (up to ties). Not adjusted for
-  multiple comparisons.
-- `delong` (two classes only): DeLong's test of AUC(arm) = AUC(reference) on the same test cases, computed with the
-  fast algorithm of Sun & Xu (2014) on each arm's SEED-AVERAGED probability of class 1 (one ensemble score per
-  arm, so both arms are single scorers on the same cases as the test requires). Its AUCs are of those averaged
-  scores and may differ slightly from `mean`, the mean of per-seed AUCs.
-Replicates in which a metric is undefined (e.g. a resample without any positive case, for AUC) are left out and
-counted in `n_valid`.
+The unit of replication is a *replicate*: one draw of every source of training randomness (the classifier's seed
+and, for arms with synthetic images, the generator seed that made their pool). Every arm runs on the same
+replicates, so arm r and its matched control r form a pair. `results[arm][replicate]` holds that run's test labels
+and probabilities.
+
+What each interval covers. The quantity estimated is the recipe's expected test metric (or the expected paired
+difference arm - control), expected over new training replicates AND a new test sample from the same population.
+Its estimate is the mean over replicates of the metric on the whole test split; its variance has two parts:
+- between-replicate: the sample variance over replicates of the per-replicate metric (or per-replicate paired
+  difference) on the whole test split, divided by R (training randomness: seeds of the classifier and generator);
+- test-sampling: the variance of the replicate-averaged metric (difference) under case resampling of the test
+  images, the same resampled cases for every arm and replicate (paired), with the trained models fixed.
+se = sqrt(sb^2 / R + st^2). The 95% interval is mean +- t * se with Welch-Satterthwaite degrees of freedom
+(R - 1) * (se^2 / (sb^2 / R))^2, treating the test-sampling part as known: with few replicates and a large seed
+variance it is a t-interval on R - 1 degrees of freedom (a percentile bootstrap over 3 seeds is far too narrow),
+with a negligible seed variance it is the normal test-sampling interval. Assumption: the replicate-level estimates
+are approximately normal. The two-sided p-value comes from the same t statistic. A test in tests/ checks that the
+interval reaches 95% coverage on simulated studies with a known true difference and seed-level noise, where a
+test-only bootstrap falls well short.
 """
 
 from __future__ import annotations
@@ -28,39 +27,66 @@ import numpy as np
 from scipy import sparse, stats
 
 from medsyn.errors import MedsynError
-from medsyn.evaluate.metrics import METRICS, classification_metrics, predict_labels
+from medsyn.evaluate.metrics import METRICS, predict_labels
 
 LEVEL = 0.95
+VERDICTS = ("improved", "worse", "no difference", "inconclusive")
+CI_METHOD = ("mean over replicates +- t * sqrt(between-replicate variance / R + test-sampling variance), "
+             "Welch-Satterthwaite df; test sampling by paired case bootstrap of the real test split")
 
 
-def summarize_arms(results: dict, reference_arms=("real", "real+aug"), n_bootstrap: int = 2000, seed: int = 0
-                   ) -> dict:
-    """results[arm][seed] = {"y_true", "proba"[, "threshold"]} -> JSON-ready summary (see the module docstring)."""
-    y_true, seeds = _check_results(results)
-    arms = list(results)
-    rng = np.random.default_rng(seed)
-    weights = bootstrap_weights(len(y_true), n_bootstrap, rng)
-    # replicates[arm][metric] -> (B,) seed-averaged metric per bootstrap replicate
-    replicates = {arm: _seed_average([weighted_metrics(weights, y_true, run["proba"], run.get("threshold"))
-                                      for run in (results[arm][s] for s in seeds)]) for arm in arms}
-    summary = {
-        "split": "test", "n_test": int(len(y_true)), "seeds": [int(s) for s in seeds], "n_bootstrap": n_bootstrap,
-        "ci_level": LEVEL, "metrics": list(METRICS), "bootstrap_seed": seed,
-        "ci_method": "percentile bootstrap, case resampling of test images, of the seed-averaged metric "
-                     "(trained models fixed)",
-        "p_value_method": "two-sided paired bootstrap (same resampled test images for both arms); DeLong (fast, "
-                          "Sun & Xu 2014) for binary AUC on seed-averaged probabilities",
-        "arms": {arm: _arm_summary([results[arm][s] for s in seeds], y_true, replicates[arm]) for arm in arms},
-        "comparisons": {},
-    }
-    for ref in reference_arms:
-        if ref not in results:
-            continue
-        summary["comparisons"][ref] = {
-            arm: _comparison(replicates[arm], replicates[ref], summary["arms"][arm], summary["arms"][ref],
-                             _mean_score(results[arm], seeds), _mean_score(results[ref], seeds), y_true)
-            for arm in arms if arm != ref}
-    return summary
+def summarize_arms(results: dict, controls: dict[str, str], n_bootstrap: int = 2000, seed: int = 0,
+                   min_effect: float = 0.01) -> dict:
+    """results[arm][replicate] = {"y_true", "proba"[, "threshold"]}; controls[arm] = its matched control arm.
+    Returns the JSON-ready summary: per arm and metric the mean, both variance components and the interval; and
+    `comparisons`, a flat list of records, one per (arm, control, metric), with Holm-adjusted p-values over the
+    family of comparisons of each metric and a verdict (see `judge`)."""
+    y_true, replicates = _check_results(results, controls)
+    weights = bootstrap_weights(len(y_true), n_bootstrap, np.random.default_rng(seed))
+    full = np.ones((1, len(y_true)))
+    per_rep, boot = {}, {}
+    for arm, runs in results.items():
+        metrics = [(weighted_metrics(full, y_true, runs[r]["proba"], runs[r].get("threshold")),
+                    weighted_metrics(weights, y_true, runs[r]["proba"], runs[r].get("threshold"))) for r in replicates]
+        per_rep[arm] = {m: np.array([whole[m][0] for whole, _ in metrics]) for m in METRICS}
+        boot[arm] = {m: np.mean([b[m] for _, b in metrics], axis=0) for m in METRICS}
+    arms = {arm: {m: _arm_estimate(per_rep[arm][m], boot[arm][m]) for m in METRICS} for arm in results}
+    records = [_comparison(arm, control, m, per_rep[arm][m] - per_rep[control][m], boot[arm][m] - boot[control][m])
+               for arm, control in controls.items() for m in METRICS]
+    _adjust_and_judge(records, min_effect)
+    return {"split": "test", "n_test": int(len(y_true)), "replicates": [int(r) for r in replicates],
+            "n_bootstrap": n_bootstrap, "bootstrap_seed": seed, "ci_level": LEVEL, "ci_method": CI_METHOD,
+            "min_effect": min_effect, "metrics": list(METRICS), "controls": dict(controls),
+            "multiplicity": "Holm over every (arm, control) comparison of the same metric",
+            "arms": arms, "comparisons": records}
+
+
+def judge(record: dict, min_effect: float) -> str:
+    """improved / worse: Holm-adjusted p < 0.05; no difference: the 95% CI lies inside +-min_effect;
+    inconclusive: neither (the interval is too wide to tell), or fewer than two replicates."""
+    if record["diff"] is None or record["n_replicates"] < 2:
+        return "inconclusive"
+    if record["p_adjusted"] < 1 - LEVEL:
+        return "improved" if record["diff"] > 0 else "worse"
+    if -min_effect < record["ci_low"] and record["ci_high"] < min_effect:
+        return "no difference"
+    return "inconclusive"
+
+
+def replicates_needed(between_sd: float | None, test_sd: float, min_effect: float, limit: int = 1000) -> int | None:
+    """The fewest replicates whose 95% interval half-width falls below `min_effect`, given the measured variance
+    components; None when even infinitely many replicates would not (the test split is too small)."""
+    if between_sd is None or stats.norm.ppf(0.5 + LEVEL / 2) * test_sd >= min_effect:
+        return None
+    for r in range(2, limit + 1):
+        if _half_width(between_sd, test_sd, r) < min_effect:
+            return r
+    return None
+
+
+def test_split_growth_needed(test_sd: float, min_effect: float) -> float:
+    """How many times larger the test split must be for its sampling error alone to fit in +-min_effect."""
+    return float((stats.norm.ppf(0.5 + LEVEL / 2) * test_sd / min_effect) ** 2)
 
 
 def bootstrap_weights(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
@@ -129,40 +155,63 @@ def delong_covariance(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
-def _arm_summary(runs: list[dict], y_true: np.ndarray, replicates: dict) -> dict:
-    per_seed = [classification_metrics(y_true, run["proba"], run.get("threshold")) for run in runs]
-    out = {}
-    for metric in METRICS:
-        values = np.array([np.nan if r[metric] is None else r[metric] for r in per_seed], dtype=float)
-        low, high, n_valid = _percentile_ci(replicates[metric])
-        out[metric] = {"mean": _num(np.mean(values)), "std": _num(np.std(values, ddof=1)) if len(values) > 1 else None,
-                       "per_seed": [_num(v) for v in values], "ci_low": low, "ci_high": high, "n_valid": n_valid}
-    return out
+def _estimate(per_replicate: np.ndarray, bootstrap: np.ndarray) -> dict:
+    """Mean over replicates with both variance components and the Satterthwaite t-interval (module docstring)."""
+    values = per_replicate[np.isfinite(per_replicate)]
+    boot = bootstrap[np.isfinite(bootstrap)]
+    r = len(values)
+    if r == 0 or len(boot) < 2:
+        return {"mean": None, "per_replicate": [_num(v) for v in per_replicate], "n_replicates": r,
+                "between_replicate_sd": None, "test_sampling_sd": None, "se": None, "df": None,
+                "ci_low": None, "ci_high": None, "p_value": None}
+    mean = float(values.mean())
+    between = float(values.std(ddof=1)) if r > 1 else None
+    test_sd = float(boot.std(ddof=1))
+    se, df = _se_df(between, test_sd, r)
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, df)) * se if se > 0 else 0.0
+    p = float(2 * stats.t.sf(abs(mean) / se, df)) if se > 0 else float(mean == 0)
+    return {"mean": mean, "per_replicate": [_num(v) for v in per_replicate], "n_replicates": r,
+            "between_replicate_sd": between, "test_sampling_sd": test_sd, "se": se,
+            "df": None if not np.isfinite(df) else float(df), "ci_low": mean - half, "ci_high": mean + half,
+            "p_value": p}
 
 
-def _comparison(arm_reps: dict, ref_reps: dict, arm_summary: dict, ref_summary: dict, arm_score, ref_score,
-                y_true) -> dict:
-    out = {}
-    for metric in METRICS:
-        diff = arm_reps[metric] - ref_reps[metric]
-        diff = diff[np.isfinite(diff)]
-        low, high, n_valid = _percentile_ci(diff)
-        point = None if arm_summary[metric]["mean"] is None or ref_summary[metric]["mean"] is None else \
-            arm_summary[metric]["mean"] - ref_summary[metric]["mean"]
-        out[metric] = {"diff": _num(point), "ci_low": low, "ci_high": high, "p_value": _bootstrap_p(diff),
-                       "n_valid": n_valid}
-    binary = arm_score is not None and len(np.unique(y_true)) == 2 and min(np.bincount(y_true)) >= 2
-    out["delong"] = delong_test(y_true, arm_score, ref_score) if binary else None
-    return out
+def _arm_estimate(per_replicate: np.ndarray, bootstrap: np.ndarray) -> dict:
+    out = _estimate(per_replicate, bootstrap)
+    out.pop("p_value")
+    return {"mean": out.pop("mean"), "std": out["between_replicate_sd"], **out}
 
 
-def _mean_score(runs_by_seed: dict, seeds) -> np.ndarray | None:
-    proba = np.mean([np.asarray(runs_by_seed[s]["proba"], dtype=float) for s in seeds], axis=0)
-    return proba[:, 1] if proba.shape[1] == 2 else None
+def _comparison(arm: str, control: str, metric: str, per_replicate: np.ndarray, bootstrap: np.ndarray) -> dict:
+    out = _estimate(per_replicate, bootstrap)
+    return {"arm": arm, "control": control, "metric": metric, "diff": out.pop("mean"), **out}
 
 
-def _seed_average(per_seed: list[dict]) -> dict:
-    return {metric: np.mean([reps[metric] for reps in per_seed], axis=0) for metric in METRICS}
+def _se_df(between_sd: float | None, test_sd: float, r: int) -> tuple[float, float]:
+    seed_var = 0.0 if between_sd is None else between_sd ** 2 / r
+    var = seed_var + test_sd ** 2
+    df = (r - 1) * (var / seed_var) ** 2 if seed_var > 0 else np.inf
+    return float(np.sqrt(var)), df
+
+
+def _half_width(between_sd: float, test_sd: float, r: int) -> float:
+    se, df = _se_df(between_sd, test_sd, r)
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df)) * se
+
+
+def _adjust_and_judge(records: list[dict], min_effect: float) -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    for metric in {r["metric"] for r in records}:
+        family = [r for r in records if r["metric"] == metric and r["p_value"] is not None]
+        adjusted = multipletests([r["p_value"] for r in family], method="holm")[1] if family else []
+        for record, p in zip(family, adjusted):
+            record["p_adjusted"] = float(p)
+    for record in records:
+        record.setdefault("p_adjusted", None)
+        record["verdict"] = judge(record, min_effect)
+        needed = replicates_needed(record["between_replicate_sd"], record["test_sampling_sd"] or 0.0, min_effect)
+        record["replicates_needed"] = needed if record["verdict"] == "inconclusive" else None
 
 
 def _weighted_auc(weights: np.ndarray, y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
@@ -187,22 +236,6 @@ def _weighted_binary_auc(weights: np.ndarray, positive: np.ndarray, score: np.nd
     return np.where((w_pos > 0) & (w_neg > 0), auc, np.nan)
 
 
-def _percentile_ci(values: np.ndarray) -> tuple[float | None, float | None, int]:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return None, None, 0
-    alpha = (1 - LEVEL) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
-    return float(low), float(high), int(len(values))
-
-
-def _bootstrap_p(diff: np.ndarray) -> float | None:
-    if len(diff) == 0:
-        return None
-    tail = min((diff <= 0).sum(), (diff >= 0).sum())
-    return float(min(1.0, 2 * (tail + 1) / (len(diff) + 1)))
-
-
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
     return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
@@ -212,22 +245,25 @@ def _num(value) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _check_results(results: dict) -> tuple[np.ndarray, list]:
+def _check_results(results: dict, controls: dict[str, str]) -> tuple[np.ndarray, list]:
     if not results:
         raise MedsynError("no classifier results to summarize.")
     arms = list(results)
-    seeds = sorted(results[arms[0]])
-    y_true = np.asarray(results[arms[0]][seeds[0]]["y_true"], dtype=int)
+    replicates = sorted(results[arms[0]])
+    y_true = np.asarray(results[arms[0]][replicates[0]]["y_true"], dtype=int)
+    for arm, control in controls.items():
+        if arm not in results or control not in results:
+            raise MedsynError(f"comparison {arm} vs {control}: both arms must be in the run (have {arms}).")
     for arm in arms:
-        if sorted(results[arm]) != seeds:
-            raise MedsynError(f"arm {arm!r} has seeds {sorted(results[arm])}, arm {arms[0]!r} has {seeds}; every "
-                              f"arm must be run over the same seeds for paired comparisons.")
-        for s in seeds:
-            run = results[arm][s]
+        if sorted(results[arm]) != replicates:
+            raise MedsynError(f"arm {arm!r} has replicates {sorted(results[arm])}, arm {arms[0]!r} has {replicates}; "
+                              f"every arm must run on the same replicates for paired comparisons.")
+        for r in replicates:
+            run = results[arm][r]
             if not np.array_equal(np.asarray(run["y_true"], dtype=int), y_true):
-                raise MedsynError(f"arm {arm!r} seed {s} was tested on different cases than arm {arms[0]!r}; "
+                raise MedsynError(f"arm {arm!r} replicate {r} was tested on different cases than arm {arms[0]!r}; "
                                   f"all arms must share one test split.")
-            if np.shape(run["proba"]) != (len(y_true), np.shape(results[arms[0]][seeds[0]]["proba"])[1]):
-                raise MedsynError(f"arm {arm!r} seed {s}: probabilities shaped {np.shape(run['proba'])}, expected "
-                                  f"one row per test case and one column per class.")
-    return y_true, seeds
+            if np.shape(run["proba"]) != (len(y_true), np.shape(results[arms[0]][replicates[0]]["proba"])[1]):
+                raise MedsynError(f"arm {arm!r} replicate {r}: probabilities shaped {np.shape(run['proba'])}, "
+                                  f"expected one row per test case and one column per class.")
+    return y_true, replicates

@@ -9,7 +9,7 @@ import numpy as np
 
 from medsyn.fileio import read_json, write_text
 from medsyn.report import figures
-from medsyn.report.verdict import verdicts
+from medsyn.report.verdict import comparisons, headline, sentence
 
 TABLE_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
 GRID_PER_CLASS = 10
@@ -26,7 +26,8 @@ def build_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     run = _RunFiles(run_dir)
     sections = [_verdict_section(run), _data_section(run), _generator_sections(run), _arm_section(run),
-                _comparison_section(run), _curves_section(run), _audit_section(run), _timing_section(run)]
+                _comparison_section(run), _exposure_section(run), _curves_section(run), _audit_section(run),
+                _timing_section(run)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>medsyn report: {html.escape(run_dir.name)}"
             f"</title><style>{CSS}</style></head><body><h1>medsyn report</h1>"
             f"<p class='note'>run folder {html.escape(str(run_dir.resolve()))}; preset {run.config.get('preset')}; "
@@ -46,32 +47,35 @@ class _RunFiles:
         self.data = read_json(root / "data.json")
         self.results = read_json(root / "results.json")
         self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
-        self.gans = [g for g in self.config.get("gans", []) if (root / "gan" / g).is_dir()]
+        self.generators = [f"{g}/{k.name}" for g in self.config.get("gans", []) if (root / "gan" / g).is_dir()
+                           for k in sorted((root / "gan" / g).glob("g*")) if k.is_dir()]
         self.class_names = self.data["class_names"]
 
     def predictions(self, arm: str) -> list[dict]:
         from medsyn.classify import read_predictions
 
-        return [read_predictions(self.root / "arms" / arm / f"seed{s}") for s in self.results["seeds"]]
+        return [read_predictions(self.root / "arms" / arm / f"seed{s}") for s in self.results["replicates"]]
 
 
 # ---------------------------------------------------------------- sections
 
 def _verdict_section(run: _RunFiles) -> str:
-    items = verdicts(run.results, "auc")
-    if not items:
-        return "<h2>Verdict</h2><p>No synthetic arm was compared with a reference arm in this run.</p>"
-    boxes = "".join(f"<div class='verdict {_verdict_class(v)}'>{html.escape(v['text'])}</div>" for v in items)
-    return (f"<h2>Verdict</h2>{boxes}<p class='note'>Differences are arm minus reference of the seed-averaged "
-            f"test metric; {html.escape(run.results['ci_method'])}. "
-            f"p-values: {html.escape(run.results['p_value_method'])}"
-            f"; a verdict of improvement needs the 95% CI to exclude 0 and the Holm-adjusted p &lt; 0.05.</p>")
+    r = run.results
+    rows = comparisons(r, "auc")
+    items = "".join(f"<li class='{_verdict_class(c)}'>{html.escape(sentence(c, r))}</li>" for c in rows)
+    kind = "better" if any(c["verdict"] == "improved" for c in rows) else \
+        "worse" if any(c["verdict"] == "worse" for c in rows) else "none"
+    return (f"<h2>Verdict</h2><div class='verdict {kind}'>{html.escape(headline(r, 'auc'))}</div><ul>{items}</ul>"
+            f"<p class='note'>Each arm with synthetic images is compared with its matched control, the arm that "
+            f"differs from it only by the synthetic images, on the same replicates (a replicate = one classifier "
+            f"seed and one generator seed). Differences are the mean over replicates of the paired test-AUC "
+            f"difference; 95% CI: {html.escape(r['ci_method'])}; it covers rerunning with new seeds and a new test "
+            f"sample. {html.escape(r['multiplicity'])}. Verdicts: improved / worse when the Holm-adjusted p &lt; "
+            f"0.05; no difference when the CI lies within ±{r['min_effect']:g}; inconclusive otherwise.</p>")
 
 
-def _verdict_class(verdict: dict) -> str:
-    if verdict["significant"] and verdict["diff"] > 0:
-        return "better"
-    return "worse" if verdict["significantly_worse"] else "none"
+def _verdict_class(c: dict) -> str:
+    return {"improved": "better", "worse": "worse"}.get(c["verdict"], "none")
 
 
 def _data_section(run: _RunFiles) -> str:
@@ -104,7 +108,7 @@ def _generator_sections(run: _RunFiles) -> str:
     real_grid = [] if real is None else [
         ("real (train split)", figures.class_grid(real.images, real.labels, len(run.class_names), GRID_PER_CLASS))]
     parts = ["<h2>Generators</h2>"]
-    for model in run.gans:
+    for model in run.generators:
         synth_npz = run.root / "synthetic" / model / "synthetic.npz"
         grids = list(real_grid)
         if synth_npz.exists():
@@ -133,29 +137,46 @@ def _real_train(run: _RunFiles):
 
 def _arm_section(run: _RunFiles) -> str:
     r = run.results
-    headers = ["arm"] + [f"{m} mean ± std [95% CI]" for m in TABLE_METRICS]
+    headers = ["arm"] + [f"{m} mean ± sd [95% CI]" for m in TABLE_METRICS]
     rows = [[arm] + [_estimate(s[m]) for m in TABLE_METRICS] for arm, s in r["arms"].items()]
-    return (f"<h2>Arms on the test split</h2><p class='note'>Real TEST split, n = {r['n_test']}; mean ± std over "
-            f"seeds {r['seeds']}; 95% CI: {html.escape(r['ci_method'])} ({r['n_bootstrap']} resamples). "
-            f"Binary metrics at each run's threshold chosen on the real validation split (Youden's J).</p>"
-            f"{_table(headers, rows)}")
+    return (f"<h2>Arms on the test split</h2><p class='note'>Real TEST split, n = {r['n_test']}; mean ± "
+            f"between-replicate sd over replicates {r['replicates']}; 95% CI: {html.escape(r['ci_method'])} "
+            f"({r['n_bootstrap']} test resamples). Binary metrics at each run's threshold chosen on the real "
+            f"validation split (Youden's J).</p>{_table(headers, rows)}")
 
 
 def _comparison_section(run: _RunFiles) -> str:
-    parts = ["<h2>Paired differences</h2>"]
-    for reference, comparisons in run.results.get("comparisons", {}).items():
-        rows, forest = [], []
-        for arm, c in comparisons.items():
-            auc, delong = c["auc"], c.get("delong")
-            rows.append([arm, _diff(auc), _p(auc["p_value"]), _diff(c["balanced_accuracy"]),
-                         _p(delong["p_value"]) if delong else "n/a"])
-            if auc["diff"] is not None and auc["ci_low"] is not None:
-                forest.append((arm, auc["diff"], auc["ci_low"], auc["ci_high"]))
-        table = _table(["arm", f"ΔAUC vs {reference} [95% CI]", "bootstrap p", "Δ balanced accuracy [95% CI]",
-                        "DeLong p"], rows)
-        plot = f"<img src='{figures.forest_plot(forest, 'AUC', reference)}'>" if forest else ""
-        parts.append(f"<h3>vs {html.escape(reference)}</h3>{table}{plot}")
+    r = run.results
+    parts = ["<h2>Paired differences with matched controls</h2>"]
+    for metric in ("auc", "balanced_accuracy", "sensitivity", "specificity"):
+        rows = comparisons(r, metric)
+        table = _table(["arm", "control", f"Δ {metric} [95% CI]", "between-replicate sd", "test-sampling sd", "p",
+                        "Holm p", "verdict", "replicates needed"],
+                       [[c["arm"], c["control"], _diff(c), _cell(c["between_replicate_sd"]),
+                         _cell(c["test_sampling_sd"]), _p(c["p_value"]), _p(c["p_adjusted"]), c["verdict"],
+                         c["replicates_needed"] or ""] for c in rows])
+        forest = [(f"{c['arm']} vs {c['control']}", c["diff"], c["ci_low"], c["ci_high"]) for c in rows
+                  if c["diff"] is not None]
+        plot = f"<img src='{figures.forest_plot(forest, metric, 'matched control')}'>" if forest and \
+            metric == "auc" else ""
+        parts.append(f"<h3>{html.escape(metric)}</h3>{table}{plot}")
     return "".join(parts)
+
+
+def _exposure_section(run: _RunFiles) -> str:
+    exposure = run.results.get("exposure")
+    if not exposure:
+        return ""
+    rows = [[arm, _mean(e["real_passes"]), _mean(e["synthetic_seen"]), _mean(e["best_epoch"])]
+            for arm, e in exposure["per_arm"].items()]
+    share = exposure["share_best_at_cap"]
+    warning = (f"<div class='verdict worse'>{share:.0%} of the classifier runs had their best validation loss at "
+               f"the last allowed epoch ({exposure['epoch_cap']}): the epoch cap, not early stopping, ended them, so "
+               f"they may be undertrained; raise the epochs.</div>") if share > 0.2 else ""
+    return (f"<h2>Training exposure</h2>{warning}<p class='note'>Per arm, mean over replicates of the selected "
+            f"model's real-train passes, synthetic images seen and best epoch (of at most {exposure['epoch_cap']}); "
+            f"{share:.0%} of runs had their best epoch at the cap.</p>"
+            f"{_table(['arm', 'real passes', 'synthetic images seen', 'best epoch'], rows)}")
 
 
 def _curves_section(run: _RunFiles) -> str:
@@ -185,7 +206,7 @@ def _audit_section(run: _RunFiles) -> str:
     from medsyn.evaluate.audit import table_rows
 
     parts = ["<h2>Audit of the synthetic images</h2>"]
-    for model in run.gans:
+    for model in run.generators:
         path = run.root / "audit" / model / "audit.json"
         if not path.exists():
             continue
@@ -203,16 +224,21 @@ def _audit_section(run: _RunFiles) -> str:
 
 
 def _timing_section(run: _RunFiles) -> str:
-    rows = [[name, f"{e['seconds']:.1f}", f"{e['peak_rss_mib']:.0f}"] for name, e in run.timings.items()]
-    return "<h2>Timings</h2>" + _table(["stage", "seconds", "peak RSS MiB (process, so far)"], rows)
+    jobs = run.timings.get("jobs", {})
+    kinds = list(dict.fromkeys(j["kind"] for j in jobs.values()))
+    rows = [[kind, sum(j["kind"] == kind for j in jobs.values()),
+             f"{sum(j['seconds'] for j in jobs.values() if j['kind'] == kind):.1f}",
+             f"{sum(j['cpu_seconds'] for j in jobs.values() if j['kind'] == kind):.1f}",
+             f"{max(j['peak_rss_mib'] for j in jobs.values() if j['kind'] == kind):.0f}"] for kind in kinds]
+    return "<h2>Timings</h2>" + _table(["job kind", "jobs", "job seconds (sum)", "CPU seconds", "peak RSS MiB"], rows)
 
 
 def _summary_markdown(run: _RunFiles) -> str:
     r = run.results
-    lines = ["# medsyn summary", "", f"Data: {run.data['source']}; test split n = {r['n_test']}; seeds {r['seeds']}.",
-             "", "## Verdict", ""]
-    lines += [f"- {v['text']}" for v in verdicts(r, "auc")] or ["- no synthetic arm was compared"]
-    lines += ["", "## Arms (real test split, mean ± std over seeds [95% bootstrap CI])", "",
+    lines = ["# medsyn summary", "", f"Data: {run.data['source']}; test split n = {r['n_test']}; replicates "
+             f"{r['replicates']}.", "", "## Verdict", "", headline(r, "auc"), ""]
+    lines += [f"- {sentence(c, r)}" for c in comparisons(r, "auc")]
+    lines += ["", "## Arms (real test split, mean ± between-replicate sd [95% CI])", "",
               "| arm | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
     for arm, s in r["arms"].items():
         lines.append(f"| {arm} | " + " | ".join(_estimate(s[m]) for m in TABLE_METRICS) + " |")
@@ -240,6 +266,11 @@ def _diff(c: dict) -> str:
         return "n/a"
     ci = f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c.get("ci_low") is not None else ""
     return f"{c['diff']:+.3f}{ci}"
+
+
+def _mean(values: list) -> str:
+    values = [v for v in values if v is not None]
+    return f"{sum(values) / len(values):.1f}" if values else "n/a"
 
 
 def _p(value) -> str:

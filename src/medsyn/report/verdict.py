@@ -1,60 +1,73 @@
-"""The plain-language answer: did any synthetic arm beat the references on the test split?"""
+"""The plain-language answer, from results.json's `comparisons`: for each arm with synthetic images, did it change
+the test metric against its matched control, and how sure is that?"""
 
 from __future__ import annotations
 
 
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment (controls the family-wise error rate over the comparisons)."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted, running = [1.0] * len(p_values), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
+def comparisons(results: dict, metric: str = "auc") -> list[dict]:
+    return [c for c in results.get("comparisons", []) if c["metric"] == metric]
 
 
-def verdicts(results: dict, metric: str = "auc") -> list[dict]:
-    """One verdict per reference arm over every arm that uses synthetic images: the largest significant improvement
-    (95% CI above 0 and Holm-adjusted p < 0.05 over those arms) if there is one, else the largest difference,
-    stated as not significant; arms that significantly worsened the metric are named either way."""
-    from medsyn.classify import parse_arm
-
-    out = []
-    for reference, comparisons in results.get("comparisons", {}).items():
-        rows = [(arm, c[metric]) for arm, c in comparisons.items()
-                if parse_arm(arm).uses_synthetic and c.get(metric, {}).get("diff") is not None]
-        if not rows:
-            continue
-        adjusted = holm([s["p_value"] if s["p_value"] is not None else 1.0 for _, s in rows])
-        candidates = [dict(arm=arm, stats=s, p_holm=p, significant=_excludes_zero(s) and p < 0.05)
-                      for (arm, s), p in zip(rows, adjusted)]
-        better = [c for c in candidates if c["significant"] and c["stats"]["diff"] > 0]
-        worse = [c["arm"] for c in candidates if c["significant"] and c["stats"]["diff"] < 0]
-        pick = max(better or candidates, key=lambda c: c["stats"]["diff"])
-        stats = pick["stats"]
-        out.append({"reference": reference, "arm": pick["arm"], "metric": metric, "diff": stats["diff"],
-                    "ci_low": stats["ci_low"], "ci_high": stats["ci_high"], "p_value": stats["p_value"],
-                    "p_holm": pick["p_holm"], "n_compared": len(rows), "significant": pick["significant"],
-                    "significantly_worse": worse,
-                    "text": _sentence(pick, reference, metric, len(rows), worse, results)})
-    return out
+def headline(results: dict, metric: str = "auc") -> str:
+    """One sentence over every comparison of `metric`: what improved, what got worse, what is unresolved."""
+    rows = comparisons(results, metric)
+    if not rows:
+        return "No arm with synthetic images was compared with its control in this run."
+    label = _label(metric)
+    by = {v: [c for c in rows if c["verdict"] == v] for v in ("improved", "worse", "no difference", "inconclusive")}
+    where = (f"on the held-out real test split (n = {results['n_test']}; {len(results['replicates'])} replicates, "
+             f"Holm-adjusted over {len(rows)} comparisons)")
+    parts = []
+    if by["improved"]:
+        parts.append("improved " + label + ": " + "; ".join(_effect(c) for c in by["improved"]))
+    if by["worse"]:
+        parts.append("worse " + label + ": " + "; ".join(_effect(c) for c in by["worse"]))
+    if by["no difference"]:
+        parts.append(f"no difference larger than ±{results['min_effect']:g}: "
+                     + ", ".join(_pair(c) for c in by["no difference"]))
+    if by["inconclusive"]:
+        parts.append("inconclusive (the 95% CI is wider than the smallest effect of interest, "
+                     f"±{results['min_effect']:g}): " + ", ".join(_pair(c) for c in by["inconclusive"]))
+    if not by["improved"]:
+        parts.insert(0, f"No arm with synthetic images improved test {label} over its matched control")
+    return f"{'. '.join(p[0].upper() + p[1:] for p in parts)} {where}."
 
 
-def _excludes_zero(stats: dict) -> bool:
-    return stats["ci_low"] is not None and (stats["ci_low"] > 0 or stats["ci_high"] < 0)
+def sentence(c: dict, results: dict) -> str:
+    """One comparison, stated with its interval, both variance components and what would resolve it."""
+    text = (f"{_pair(c)}: {_label(c['metric'])} {_effect(c, pair=False)}, between-replicate sd "
+            f"{_num(c['between_replicate_sd'])}, test-sampling sd {_num(c['test_sampling_sd'])}: {c['verdict']}")
+    if c["verdict"] == "inconclusive":
+        text += "; " + resolution(c, results)
+    return text + "."
 
 
-def _sentence(pick: dict, reference: str, metric: str, n: int, worse: list[str], results: dict) -> str:
-    stats, arm = pick["stats"], pick["arm"]
-    label = metric.upper() if metric == "auc" else metric.replace("_", " ")
-    where = f"on the held-out real test split (n={results['n_test']}, mean of {len(results['seeds'])} seeds)"
-    effect = f"{stats['diff']:+.3f} [95% CI {stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]"
-    holm_text = f"Holm-adjusted p = {pick['p_holm']:.3g} over {n} arms with synthetic images"
-    if pick["significant"] and stats["diff"] > 0:
-        text = f"{arm} improved test {label} by {effect} over {reference} {where}; {holm_text}."
-    else:
-        text = (f"No significant improvement over {reference}: the best arm with synthetic images, {arm}, changed "
-                f"test {label} by {effect} {where}; {holm_text}.")
-    if worse:
-        text += f" Significantly worse than {reference}: {', '.join(worse)}."
-    return text
+def resolution(c: dict, results: dict) -> str:
+    """What data would decide an inconclusive comparison."""
+    from medsyn.evaluate.stats import test_split_growth_needed
+
+    if c["n_replicates"] < 2:
+        return "one replicate cannot measure training variability: run at least 2 (--seeds)"
+    if c["replicates_needed"]:
+        return f"about {c['replicates_needed']} replicates would narrow the CI below ±{results['min_effect']:g}"
+    factor = test_split_growth_needed(c["test_sampling_sd"] or 0.0, results["min_effect"])
+    return (f"more replicates alone cannot: the test split's sampling error needs a test split about "
+            f"{factor:.1f} times larger")
+
+
+def _effect(c: dict, pair: bool = True) -> str:
+    head = f"{_pair(c)} " if pair else ""
+    return (f"{head}{c['diff']:+.3f} [95% CI {c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
+            f"Holm p = {c['p_adjusted']:.3g}") if c["diff"] is not None else f"{head}n/a"
+
+
+def _pair(c: dict) -> str:
+    return f"{c['arm']} vs {c['control']}"
+
+
+def _label(metric: str) -> str:
+    return metric.upper() if metric == "auc" else metric.replace("_", " ")
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

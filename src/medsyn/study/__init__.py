@@ -1,0 +1,16 @@
+"""The study layer: the jobs of a run (plan.py), their bodies (jobs.py) and the executors that run them
+(execute.py: sequential, local processes, Ray).
+
+Public API:
+    build_plan(config, n_train) -> list[Job]      describe(plan, workers) -> str (what --dry-run prints)
+    Study(config, src, run_dir)                   what every job of a run shares
+    execute(plan, study, executor="local", workers=None, ray_address=None, progress=True) -> timings dict
+    evaluate_run(run_dir, config) -> dict         results.json from the finished runs' files
+"""
+
+from medsyn.study.execute import EXECUTORS, default_workers, execute
+from medsyn.study.jobs import Study, evaluate_run, run_job
+from medsyn.study.plan import Job, build_plan, describe, generator_of, generator_seeds
+
+__all__ = ["EXECUTORS", "Job", "Study", "build_plan", "default_workers", "describe", "evaluate_run", "execute",
+           "generator_of", "generator_seeds", "run_job"]

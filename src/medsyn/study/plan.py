@@ -1,0 +1,134 @@
+"""The jobs of a study as plain values: what each one makes (files in the run folder), what it needs first, and
+how many CPU threads it uses. Pure: no I/O, so `--dry-run` prints a plan and the tests check one without running.
+
+A replicate r is one draw of every source of training randomness: classifier seed `seeds[r]` and generator
+`r mod K` of the first (primary) generator model, whose own synthetic pool feeds that replicate's arms. Generator
+k is trained with seed `seeds[k]`, so disjoint `--seeds` give disjoint generator seeds too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medsyn.config import RunConfig
+
+KINDS = ("data", "generator", "synthesize", "audit", "classify", "evaluate", "report")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str                   # unique, path-like: gan/cgan/g0, arms/real/seed3, ...
+    kind: str                   # one of KINDS
+    params: dict                # what the job body needs beyond the run's config
+    done_file: str              # relative to the run folder; written last and atomically, so it means "finished"
+    deps: tuple[str, ...] = ()
+    threads: int = 1            # torch threads (and CPUs asked of Ray)
+    gpus: float = 0.0
+    estimate_s: float = 1.0     # expected seconds on one 2-core machine's core, for ordering, ETA and --dry-run
+
+
+def generator_seeds(config: RunConfig) -> list[int]:
+    """Generator k's seed is the seed of replicate k (so two runs with disjoint --seeds share no generator)."""
+    return list(config.seeds[:config.gan_seeds])
+
+
+def generator_of(config: RunConfig, replicate: int) -> int:
+    return replicate % config.gan_seeds
+
+
+def build_plan(config: RunConfig, n_train: int) -> list[Job]:
+    """Every job of `medsyn run`, in an order that respects the dependencies. `n_train`: real train images, for
+    the time estimates only."""
+    from medsyn.classify import parse_arm
+
+    jobs = [Job("data", "data", {}, "data.json", estimate_s=5)]
+    for model in config.gans:  # the primary model feeds the arms, one generator per seed; the others are audited
+        seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
+        for k, seed in enumerate(seeds):
+            jobs += _generator_jobs(config, model, k, seed, after=_last_audit(jobs))
+    primary = config.gans[0]
+    for r, seed in enumerate(config.seeds):
+        for arm in config.arms:
+            needs = (f"synthetic/{primary}/g{generator_of(config, r)}",) if parse_arm(arm).uses_synthetic else ()
+            jobs.append(Job(f"arms/{arm}/seed{seed}", "classify",
+                            {"arm": arm, "seed": seed, "generator": generator_of(config, r) if needs else None},
+                            f"arms/{arm}/seed{seed}/test_metrics.json", ("data", *needs),
+                            threads=config.classify.threads or 1,
+                            estimate_s=_classify_seconds(config, parse_arm(arm), n_train)))
+    classify = tuple(j.name for j in jobs if j.kind == "classify")
+    audits = tuple(j.name for j in jobs if j.kind == "audit")
+    jobs.append(Job("evaluate", "evaluate", {}, "results.json", classify, estimate_s=10))
+    jobs.append(Job("report", "report", {}, "report.html", ("evaluate", *audits), estimate_s=15))
+    return jobs
+
+
+def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
+    """Audits run one after another: the first trains the audit's feature encoder, the others read its cache."""
+    audits = [j.name for j in jobs if j.kind == "audit"]
+    return tuple(audits[-1:])
+
+
+def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, after: tuple[str, ...]) -> list[Job]:
+    base = f"{model}/g{k}"
+    gan = config.gan_config(model, seed)
+    params = {"model": model, "index": k, "seed": seed}
+    return [
+        Job(f"gan/{base}", "generator", params, f"gan/{base}/final.pt", ("data",), estimate_s=_gan_seconds(gan)),
+        Job(f"synthetic/{base}", "synthesize", params, f"synthetic/{base}/manifest.json", (f"gan/{base}",),
+            estimate_s=10),
+        Job(f"audit/{base}", "audit", params, f"audit/{base}/audit.json", (f"synthetic/{base}", *after),
+            estimate_s=40),
+    ]
+
+
+# Seconds measured on this project's 2-core CPU machines with one thread per job (benchmarks/gan_speed.py,
+# benchmarks/classify_quick.py); only the ETA and --dry-run use them.
+GAN_SECONDS_PER_STEP = 0.30          # cgan, width 12, batch 32, 28 px
+CLASSIFY_SECONDS_PER_IMAGE = 1.1e-3  # vgg16 width 1/8, 28 px, forward + backward
+EXPECTED_EPOCHS = 6
+
+
+def _gan_seconds(gan) -> float:
+    scale = (gan.batch_size / 32) * (gan.base_width / 12) ** 2 * (gan.size / 28) ** 2
+    return gan.steps * GAN_SECONDS_PER_STEP * scale
+
+
+def _classify_seconds(config: RunConfig, arm, n_train: int) -> float:
+    c = config.classify
+    images_per_epoch = n_train * (1 + (arm.synth_ratio if arm.real else 0) + (0.4 if arm.balance else 0))
+    width = (c.width / 0.125) ** 2 * (max(config.gan.size, 32) / 32) ** 2
+    return min(c.epochs, EXPECTED_EPOCHS) * images_per_epoch * CLASSIFY_SECONDS_PER_IMAGE * width * \
+        (1.3 if arm.augment else 1.0) + 2
+
+
+def describe(plan: list[Job], workers: int) -> str:
+    """The plan as `--dry-run` prints it: job counts per kind, the jobs, and the estimated wall time."""
+    counts = {kind: sum(j.kind == kind for j in plan) for kind in KINDS}
+    lines = [f"{len(plan)} jobs: " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)]
+    for job in plan:
+        after = f"  after {', '.join(job.deps)}" if job.deps and len(job.deps) <= 2 else \
+            f"  after {len(job.deps)} jobs" if job.deps else ""
+        lines.append(f"  {job.name:<32} ~{job.estimate_s:6.0f} s  {job.threads} thread(s){after}")
+    lines.append(f"estimated wall time with {workers} worker(s): about {simulate(plan, workers) / 60:.1f} min "
+                 f"(from job sizes; serial work {sum(j.estimate_s for j in plan) / 60:.1f} min)")
+    return "\n".join(lines)
+
+
+def simulate(plan: list[Job], workers: int) -> float:
+    """Wall seconds of the plan under the executors' rule (ready jobs, longest first, on `workers` slots)."""
+    finish: dict[str, float] = {}
+    free = [0.0] * max(1, workers)
+    pending = list(plan)
+    while pending:
+        ready = [j for j in pending if all(d in finish for d in j.deps)]
+        job = max(ready, key=priority)
+        slot = min(range(len(free)), key=free.__getitem__)
+        start = max([free[slot]] + [finish[d] for d in job.deps])
+        finish[job.name] = free[slot] = start + job.estimate_s
+        pending.remove(job)
+    return max(finish.values(), default=0.0)
+
+
+def priority(job: Job) -> tuple:
+    """Which ready job goes first: generators (the long chain every synthetic arm waits for), then the longest."""
+    return (job.kind == "generator", job.kind in ("synthesize", "audit"), job.estimate_s)
