@@ -188,7 +188,10 @@ def test_summarize_arms_multiclass_and_bad_input():
                      for s in (0, 1)} for i, arm in enumerate(("real", "synth"))}
     summary = summarize_arms(results, n_bootstrap=200)
     assert summary["comparisons"]["real"]["synth"]["delong"] is None
-    assert 0 <= summary["arms"]["synth"]["auc"]["ci_low"] <= summary["arms"]["synth"]["auc"]["ci_high"] <= 1
+    synth = summary["arms"]["synth"]["auc"]
+    per_seed = [skm.roc_auc_score(y, results["synth"][s]["proba"], multi_class="ovr") for s in (0, 1)]
+    assert synth["mean"] == pytest.approx(np.mean(per_seed))  # macro one-vs-rest AUC, averaged over seeds
+    assert synth["ci_low"] < synth["mean"] < synth["ci_high"]
     with pytest.raises(MedsynError, match="same seeds"):
         summarize_arms({"real": results["real"], "synth": {0: results["synth"][0]}}, n_bootstrap=10)
     other = {s: {"y_true": np.roll(y, 1), "proba": r["proba"]} for s, r in results["synth"].items()}
