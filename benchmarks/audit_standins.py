@@ -65,7 +65,7 @@ def main() -> None:
         audit = run_audit(real, synthetic, out / name, config, name, overwrite=True, log=lambda message: None)
         seconds = time.perf_counter() - started
         for row in table_rows(audit):
-            if row["features"] != "domain-encoder" or (row["set"] != name and name != "real-test"):
+            if row["features"] != "label-trained-cnn" or (row["set"] != name and name != "real-test"):
                 continue
             values = " ".join(f"{row[k]:10.4f}" if isinstance(row.get(k), float) else f"{'':>10s}" for k in keys)
             print(f"{row['set'][:22]:22s} {row['class'][:10]:10s} {values} {seconds:8.1f}")

@@ -3,12 +3,16 @@
 Each configuration is the `--preset` GAN settings (default quick, cgan) with some fields replaced, written
 NAME:field=value,field=value (e.g. `base:` or `ttur:lr_d=4e-4,steps=400`). Each one is trained on real train, then
 `--n` images are generated with the train split's class proportions and audited with the preset's audit settings
-(domain-encoder features, reference = real train): FID, KID, precision, recall, density, coverage, and label
-fidelity (the share of synthetic images the real-trained encoder assigns to their intended class). Wall time and
+in every feature extractor the audit uses (label-trained CNN, random CNN, Inception-v3 when its weights are on
+disk), each number beside the real-vs-real floor (two halves of real train): FID, KID, precision, recall,
+density, coverage, and label fidelity (the share of synthetic images the real-trained CNN assigns to their
+intended class). `model=acgan` in a spec starts from the acgan preset instead, so cgan and acgan compare at equal
+images seen (same steps x batch_size) or at equal wall time (steps chosen from each one's steps/s), e.g.
+`cgan: acgan:model=acgan,steps=2800,batch_size=32` (equal images seen). Wall time and
 steps/s are of training only: wall time includes snapshots and whatever else
 loads the machine; steps/s is the median over logging windows, and "quiet s" = steps / that, the training time on
 an otherwise idle machine. The run folders (with samples/grid-*.png) stay under --out.
-The last row is the real val split scored the same way: what genuinely new real images get.
+The floor row gives what real images score against real images at the same sample size.
 
 Usage: MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/gan_quality.py base: wide:base_width=16 [--out DIR]
 """
@@ -26,13 +30,15 @@ import numpy as np
 
 from medsyn import data, gan
 from medsyn.config import GanConfig, gan_preset, preset
-from medsyn.evaluate.audit import as_synthetic, run_audit
+from medsyn.evaluate.audit import FLOOR_SET, as_synthetic, run_audit
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
 
-def parse(spec: str, base: GanConfig) -> tuple[str, GanConfig]:
+def parse(spec: str, base: GanConfig, preset_name: str) -> tuple[str, GanConfig]:
     name, _, fields = spec.partition(":")
+    if "model=acgan" in fields.split(","):
+        base = gan_preset(preset_name, "acgan")
     types = {f.name: f.type for f in dataclasses.fields(GanConfig)}
     changes = {}
     for item in filter(None, fields.split(",")):
@@ -53,13 +59,15 @@ def measure(name: str, config: GanConfig, real: data.ImageSet, out: Path, n: int
     images = gan.generate_images(generator, info, labels, seed=1)
     synthetic = as_synthetic(images, labels, real.class_names, name)
     audit = run_audit(real, synthetic, run / "audit", audit_config, name, overwrite=True, log=lambda *_: None)
-    scores = audit["fidelity"]["by_features"]["domain-encoder"]["all"]
+    by_features = audit["fidelity"]["by_features"]
+    scores = {extractor: by_set[name]["all"] for extractor, by_set in by_features.items()}
+    floors = {extractor: by_set[FLOOR_SET]["all"] for extractor, by_set in by_features.items()}
     # the median logging window is the speed of an unloaded machine; the wall time includes any other load
     steps_per_s = float(np.median([row["images_per_s"] for row in gan.read_log(run)])) / config.batch_size
     return {"name": name, "wall_s": wall, "steps_per_s": steps_per_s, "quiet_s": config.steps / steps_per_s,
-            **{k: scores[k] for k in METRICS}, "label_acc": audit["label_fidelity"]["synthetic_accuracy"],
-            "reference": audit["reference"]["by_features"]["domain-encoder"]["all"],
-            "real_test_acc": audit["label_fidelity"]["reference_real_test_accuracy"], "config": dataclasses.asdict(config)}
+            "images_seen": config.steps * config.batch_size, "scores": scores, "floors": floors,
+            "label_acc": audit["label_fidelity"]["synthetic_accuracy"],
+            "real_val_acc": audit["label_fidelity"]["reference_real_val_accuracy"], "config": dataclasses.asdict(config)}
 
 
 def main() -> None:
@@ -76,22 +84,20 @@ def main() -> None:
     base = gan_preset(args.preset, args.model)
     rows = []
     for spec in args.configs:
-        name, config = parse(spec, base)
+        name, config = parse(spec, base, args.preset)
         rows.append(measure(name, config, real, out, args.n, audit_config))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("reference", "config")}), flush=True)
-    print(f"\nGAN quality on bundled PneumoniaMNIST 28 px ({args.model}, preset {args.preset} + changes); "
-          f"{args.n} synthetic images vs real train, domain-encoder features; runs in {out}")
-    header = f"{'config':16} {'wall s':>7} {'steps/s':>7} {'quiet s':>7} {'FID':>7} {'KID':>7} {'prec':>5} {'recall':>6} " \
-             f"{'dens':>5} {'cover':>5} {'label acc':>9}"
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "config"}), flush=True)
+    print(f"\nGAN quality on bundled PneumoniaMNIST 28 px (preset {args.preset} + changes); {args.n} synthetic images "
+          f"vs half of real train; floor = the other half of real train; runs in {out}")
+    header = f"{'config':14} {'features':18} {'wall s':>7} {'quiet s':>7} {'images':>7} " + \
+        " ".join(f"{m:>7} {'floor':>6}" for m in METRICS) + f" {'label acc':>9}"
     print(header + "\n" + "-" * len(header))
     for r in rows:
-        print(f"{r['name']:16} {r['wall_s']:>7.1f} {r['steps_per_s']:>7.2f} {r['quiet_s']:>7.1f} {r['fid']:>7.2f} {r['kid']:>7.4f} "
-              f"{r['precision']:>5.2f} {r['recall']:>6.2f} {r['density']:>5.2f} {r['coverage']:>5.2f} "
-              f"{r['label_acc']:>9.3f}")
-    ref = rows[0]["reference"]
-    print(f"{'real val (ref)':16} {'':>7} {'':>7} {'':>7} {ref['fid']:>7.2f} {ref['kid']:>7.4f} {ref['precision']:>5.2f} "
-          f"{ref['recall']:>6.2f} {ref['density']:>5.2f} {ref['coverage']:>5.2f} {rows[0]['real_test_acc']:>9.3f}"
-          "  (label acc: real test)")
+        for extractor, scores in r["scores"].items():
+            cells = " ".join(f"{scores[m]:>7.3f} {r['floors'][extractor][m]:>6.3f}" for m in METRICS)
+            print(f"{r['name']:14} {extractor:18} {r['wall_s']:>7.1f} {r['quiet_s']:>7.1f} {r['images_seen']:>7} "
+                  f"{cells} {r['label_acc']:>9.3f}")
+    print(f"label accuracy of the same classifier on real val: {rows[0]['real_val_acc']:.3f}")
     for r in rows:
         changed = {k: v for k, v in r["config"].items() if dataclasses.asdict(base).get(k) != v}
         print(f"  {r['name']}: {changed or 'preset'}")

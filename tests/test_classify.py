@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 import torch
 import torchvision
 
@@ -58,12 +59,14 @@ def test_every_arm_trains_and_is_scored_on_real_test(arm, chest, synthetic, tmp_
     assert {p.name for p in tmp_path.iterdir()} == set(classify_train.RUN_FILES)
     n_test = sum(chest.counts()["test"])
     assert result["split"] == "test" and result["n"] == n_test and result["arm"] == arm
-    assert 0 <= result["auc"] <= 1 and np.sum(result["confusion_matrix"]) == n_test
+    assert np.sum(result["confusion_matrix"]) == n_test
     assert result["threshold_rule"] == "youden_j_on_val" and "at_threshold_0.5" in result
     assert json.loads((tmp_path / "test_metrics.json").read_text()) == result
     with open(tmp_path / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["path"] for r in rows] == list(chest.subset("test").paths)
+    recomputed = roc_auc_score([int(r["true"]) for r in rows], [float(r["p_PNEUMONIA"]) for r in rows])
+    assert result["auc"] == pytest.approx(recomputed, abs=1e-9), "the reported AUC is the predictions' AUC"
     assert set(rows[0]) == {"row", "path", "true", "true_name", "p_NORMAL", "p_PNEUMONIA", "predicted",
                             "predicted_name"}
     seen = json.loads((tmp_path / "config.json").read_text())["training_set"]

@@ -65,7 +65,9 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
     if model == "acgan":
         original = dict(lr_g=5e-5, lr_d=1e-4, ema_decay=0.0, diffaugment="")
         widths = {"smoke": 4, "quick": 4, "full": 32}  # 32 = the original's 256-128-64-32 filters
-        return GanConfig(model=model, **{**sizes[name], "base_width": widths[name]}, **original)
+        schedule = {"full": dict(steps=15_000, batch_size=64)}  # the original's 15,000 steps x batch 64
+        return GanConfig(model=model, **{**sizes[name], "base_width": widths[name], **schedule.get(name, {})},
+                         **original)
     # cgan quick: about 4 minutes on 2 idle CPU cores (about 12.6 steps/s), chosen with benchmarks/gan_quality.py
     # over width 8 x 800 steps (FID 1.91 -> 0.34, label fidelity 0.77 -> 0.97) and over width 16 x 2000 steps in
     # the same time: more steps beat more width. At 28 px cutout (half the side) hides most of the chest, so only
@@ -101,8 +103,12 @@ class ClassifyConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    # The domain encoder: a small CNN classifier trained on real train, early-stopped on real val; its
-    # penultimate layer gives the features. Cached per (training data, these fields, seed).
+    # Every audit number is given in each of these feature spaces (evaluate/features.py); inception-v3 only
+    # when its weights are on disk.
+    extractors: tuple[str, ...] = ("label-trained-cnn", "random-cnn", "inception-v3")
+    random_cnn_width: int = 32         # the untrained CNN's first block; 4 x width feature dims
+    # The label-trained CNN: a small classifier trained on real train, early-stopped on real val; its
+    # penultimate layer gives features, its head label fidelity. Cached per (training data, these fields, seed).
     encoder_width: int = 16            # channels of the first block; the feature vector has 4 x width dims
     encoder_epochs: int = 8
     encoder_patience: int = 2          # epochs without a better val loss before stopping
@@ -114,8 +120,9 @@ class AuditConfig:
     kid_subset_size: int = 1000        # shrunk to the smaller set's size when a set (or a class) is smaller
     max_samples: int = 5000            # random subsample per set for FID/KID/PRDC/diversity (memory and time)
     n_memorization: int = 5000         # synthetic images checked for near-copies (all when fewer)
-    near_copy_percentile: float = 1.0  # near-copy: closer to a training image than this percentile of real test
-    near_copy_min_distance: float = 0.01  # ... or closer than this RMS pixel distance (0..1 scale), whichever is larger
+    copy_max_shift: int = 2            # copy search: translations up to this many pixels, and a left-right flip
+    near_copy_percentile: float = 1.0  # near-copy: matches a training image better than all but this % of real val
+    exact_copy_correlation: float = 0.999  # ... or correlates above this (an exact copy), whichever is lower
     gallery_pairs: int = 16
     inception: str = "auto"            # auto: add Inception-v3 features when their weights are on disk | off
     inception_weights: str | None = None  # a torch-fidelity Inception-v3 .pth; None looks in the torch hub cache

@@ -14,9 +14,10 @@ def register(verbs) -> None:
     parser = verbs.add_parser(
         "audit", help="measure a synthetic dataset against the real one: FID/KID, precision/recall, density/"
                       "coverage, label fidelity, diversity, and near-copies of training images",
-        description="Audit a synthetic dataset against the real training split, with features from a domain encoder "
-                    "trained (once, cached) on the real data. Writes audit.json, nn_gallery.png, "
-                    "nearest_neighbours.csv and config.json.")
+        description="Audit a synthetic dataset against the real training split in several feature spaces (a CNN "
+                    "trained on the real labels, an untrained random CNN, Inception-v3 when its weights are on "
+                    "disk), each beside the real-vs-real floor. Baselines come from the real val split; the test "
+                    "split is never read. Writes audit.json, nn_gallery.png, nearest_neighbours.csv and config.json.")
     parser.add_argument("--synthetic", required=True, type=Path,
                         help="the folder `medsyn gan generate` wrote (holding synthetic.npz), or the npz itself")
     parser.add_argument("--real", dest="src", default=None, help="the real data (same as --data; default: bundled)")
@@ -24,7 +25,7 @@ def register(verbs) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SYNTHETIC/audit)")
     parser.add_argument("--name", default=None, help="the generator's name in the outputs (default: folder name)")
     parser.add_argument("--preset", choices=PRESETS, default="quick", help="audit settings preset (default: quick)")
-    parser.add_argument("--seed", type=int, default=None, help="encoder and subsampling seed (default: preset's)")
+    parser.add_argument("--seed", type=int, default=None, help="encoders' and subsampling seed (default: preset's)")
     parser.add_argument("--inception-weights", default=None,
                         help="torch-fidelity's Inception-v3 .pth, to add Inception features (never downloaded)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing audit in --out")
@@ -55,23 +56,20 @@ def format_summary(audit: dict) -> str:
     """A few lines a user reads in the terminal; audit.json holds everything."""
     from medsyn.evaluate.audit import table_rows
 
-    lines = [f"{'set':22s} {'class':12s} {'FID':>8s} {'KID':>8s} {'prec':>6s} {'recall':>6s} {'dens':>6s} "
-             f"{'cover':>6s} {'divers':>6s} {'label acc':>9s}"]
+    metrics = ("fid", "kid", "precision", "recall", "density", "coverage", "diversity_ratio")
+    lines = [f"{'features':18s} {'class':10s} {'set':26s} {'FID':>8s} {'KID':>8s} {'prec':>6s} {'recall':>6s} "
+             f"{'dens':>6s} {'cover':>6s} {'divers':>6s}"]
     for row in table_rows(audit):
-        if row["features"] != "domain-encoder":
-            continue
-        values = [row.get(k) for k in ("fid", "kid", "precision", "recall", "density", "coverage",
-                                       "diversity_ratio", "label_accuracy")]
-        cells = [f"{v:8.3f}" if i < 2 and v is not None else f"{v:6.3f}" if v is not None else f"{'-':>6s}"
-                 for i, v in enumerate(values[:-1])]
-        label = f"{values[-1]:9.3f}" if values[-1] is not None else f"{'-':>9s}"
-        lines.append(f"{row['set'][:22]:22s} {row['class'][:12]:12s} {' '.join(cells)} {label}")
+        cells = [f"{row[k]:{8 if i < 2 else 6}.3f}" if row.get(k) is not None else f"{'-':>{8 if i < 2 else 6}s}"
+                 for i, k in enumerate(metrics)]
+        lines.append(f"{row['features'][:18]:18s} {row['class'][:10]:10s} {row['set'][:26]:26s} {' '.join(cells)}")
     labels, memo = audit["label_fidelity"], audit["memorization"]
     lines.append(f"label fidelity: {labels['synthetic_accuracy']:.3f} on synthetic vs "
-                 f"{labels['reference_real_test_accuracy']:.3f} on real test (same real-trained classifier)")
-    lines.append(f"near-copies of training images: {memo['near_copies']}/{memo['n_checked']} "
-                 f"({memo['near_copy_share']:.1%}; new real test images: {memo['baseline_near_copy_share']:.1%}) "
-                 f"under pixel RMS distance {memo['threshold']['pixel_rms']:.4f}")
-    lines.append(f"features: domain encoder ({audit['feature_extractors']['domain-encoder']['trained_on']}); "
-                 f"{audit['inception_note']}")
+                 f"{labels['reference_real_val_accuracy']:.3f} on real val (same real-trained classifier)")
+    lines.append(f"near-copies of training images (shifts up to {memo['threshold']['max_shift_px']} px and "
+                 f"mirroring): {memo['near_copies']}/{memo['n_checked']} ({memo['near_copy_share']:.1%}; new real "
+                 f"val images: {memo['baseline_near_copy_share']:.1%}) above correlation "
+                 f"{memo['threshold']['correlation']:.4f}")
+    lines.append("features: " + "; ".join(f"{name} ({info['trained_on']})"
+                                          for name, info in audit["feature_extractors"].items()))
     return "\n".join(lines)

@@ -1,10 +1,18 @@
-"""Feature extractors for the audit: a domain encoder trained on the real data, and optional Inception-v3.
+"""Feature extractors for the audit, as a registry (as dgm-eval does): every audit number is given in each one.
 
-Inception features from ImageNet say little about 28 px grayscale X-rays, so every audit number is measured with
-the domain encoder: a small CNN classifier trained on the real train split (early-stopped on real val). Its
-penultimate layer gives the features and its head gives label fidelity. It is cached under
-$MEDSYN_CACHE/audit-encoders/, keyed by the content of the real train+val split, the encoder settings and the
-seed, so audits of different generators against the same data use the very same features.
+    label-trained-cnn   a small CNN classifier trained with the labels on the real train split (early-stopped on
+                        real val). Its penultimate layer gives features, its head gives label fidelity. It knows
+                        the classes well and within-class realism poorly, and it was fit to the very images the
+                        generator fit: its numbers mean something only inside this run.
+    random-cnn          the same architecture, wider, randomly initialised with a fixed seed and never trained:
+                        it saw neither these images nor their labels (random embeddings are a sound baseline for
+                        domains far from ImageNet; Naeem et al. 2020).
+    inception-v3        torch-fidelity's FID Inception-v3, when its weights file is on disk (the torch hub cache or
+                        --inception-weights). Never downloaded.
+
+The label-trained CNN is cached under $MEDSYN_CACHE/audit-encoders/, keyed by the content of the real train+val
+split, the encoder settings and the seed, so audits of different generators against the same data use the very
+same features.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -26,6 +35,15 @@ ENCODER_VERSION = 1
 ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
                   "encoder_max_size", "seed")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's (and torchmetrics') FID Inception
+
+
+@dataclass
+class Extractor:
+    """A named feature extractor: uint8 (N, H, W, C) images -> float64 (N, dims) features, and what it is."""
+
+    name: str
+    info: dict
+    features: Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -88,8 +106,8 @@ def encoder_cache_dir(real: ImageSet, config: AuditConfig) -> Path:
     return cache_root() / "audit-encoders" / key[:16]
 
 
-def domain_encoder(real: ImageSet, config: AuditConfig, log=print) -> DomainEncoder:
-    """The cached encoder for this real dataset and config, trained on first use."""
+def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainEncoder:
+    """The cached label-trained CNN for this real dataset and config, trained on first use."""
     import torch
 
     folder = encoder_cache_dir(real, config)
@@ -98,7 +116,7 @@ def domain_encoder(real: ImageSet, config: AuditConfig, log=print) -> DomainEnco
     if (folder / "encoder.pt").is_file() and (folder / "meta.json").is_file():
         network.load_state_dict(torch.load(folder / "encoder.pt", weights_only=True))
         info = read_json(folder / "meta.json")
-        log(f"audit: reusing domain encoder {folder}")
+        log(f"audit: reusing the label-trained CNN {folder}")
     else:
         info = _train(network, real, config, input_size, log)
         info["cache"] = str(folder)
@@ -116,7 +134,7 @@ def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -
 
     train, val = real.subset("train"), real.subset("val")
     if len(train) == 0 or len(val) == 0:
-        raise MedsynError(f"{real.source}: the audit's domain encoder needs real train and val images "
+        raise MedsynError(f"{real.source}: the audit's label-trained CNN needs real train and val images "
                           f"(found train {len(train)}, val {len(val)}); load the data with a val split (--val auto).")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -144,8 +162,9 @@ def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -
         elif epoch + 1 - best[2] >= config.encoder_patience:
             break
     network.load_state_dict(best[1])
-    return {"name": "domain-encoder", "architecture": f"4-block CNN, width {config.encoder_width}",
-            "trained_on": f"real train split ({len(train)} images), early-stopped on real val ({len(val)} images)",
+    return {"name": "label-trained-cnn", "architecture": f"4-block CNN, width {config.encoder_width}",
+            "trained_on": f"real train split with its labels ({len(train)} images), early-stopped on real val "
+                          f"({len(val)} images)",
             "source": real.source, "dims": 4 * config.encoder_width, "input_size": input_size,
             "epochs_run": epochs_run, "best_epoch": best[2], "val_loss": round(best[0], 6),
             "val_accuracy": round(best[3], 6), "settings": {k: getattr(config, k) for k in ENCODER_FIELDS}}
@@ -171,6 +190,56 @@ def encode(encoder: DomainEncoder, images: np.ndarray, batch_size: int = 512) ->
     return features.double().numpy(), probs.double().numpy()
 
 
+# --- the registry ----------------------------------------------------------------------------------------------
+
+def random_cnn(real: ImageSet, config: AuditConfig) -> Extractor:
+    """The label-trained CNN's architecture at `random_cnn_width`, randomly initialised and never trained."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    network = _build_network(real.channels, real.n_classes, config.random_cnn_width).eval()
+    encoder = DomainEncoder(network, min(real.size, config.encoder_max_size), {})
+    # Untrained layers shrink activations, so FID/KID would read ~0 in raw units: scale the features to unit mean
+    # per-dimension spread on (up to 1000) real train images, a fixed factor for a given dataset.
+    train = real.subset("train").images[:1000]
+    scale = 1.0 / float(encode(encoder, train)[0].std(0).mean())
+    info = {"name": "random-cnn", "architecture": f"4-block CNN, width {config.random_cnn_width}",
+            "trained_on": f"nothing: random initialisation (seed {config.seed}); never saw these images or labels",
+            "dims": 4 * config.random_cnn_width, "input_size": encoder.input_size, "feature_scale": scale}
+    return Extractor("random-cnn", info, lambda images: encode(encoder, images)[0] * scale)
+
+
+def inception(config: AuditConfig, log) -> Extractor | None:
+    """torch-fidelity's FID Inception-v3 when its weights file is on disk; None (and a logged note) otherwise."""
+    weights, note = inception_weights_path(config)
+    log(f"audit: {note}")
+    if weights is None:
+        return None
+    model = _load_inception(weights)
+    info = {"name": "inception-v3", "trained_on": "ImageNet photos (torch-fidelity's FID weights)", "dims": 2048,
+            "weights": str(weights)}
+    return Extractor("inception-v3", info, lambda images: inception_features(images, model))
+
+
+def extractors(real: ImageSet, config: AuditConfig, classifier: DomainEncoder, log=print) -> list[Extractor]:
+    """The extractors config.extractors names, in that order; inception-v3 only when its weights are on disk."""
+    unknown = [name for name in config.extractors if name not in EXTRACTORS]
+    if unknown:
+        raise MedsynError(f"unknown feature extractor {', '.join(unknown)}; choose from {', '.join(EXTRACTORS)}.")
+    chosen = []
+    for name in config.extractors:
+        if name == "label-trained-cnn":
+            chosen.append(Extractor(name, classifier.info, lambda images: encode(classifier, images)[0]))
+        elif name == "random-cnn":
+            chosen.append(random_cnn(real, config))
+        elif (found := inception(config, log)) is not None:
+            chosen.append(found)
+    return chosen
+
+
+EXTRACTORS = ("label-trained-cnn", "random-cnn", "inception-v3")
+
+
 # --- Inception-v3 (optional) ---------------------------------------------------------------------------------------
 
 def inception_weights_path(config: AuditConfig) -> tuple[Path | None, str]:
@@ -187,16 +256,33 @@ def inception_weights_path(config: AuditConfig) -> tuple[Path | None, str]:
     path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if path.is_file():
         return path, f"Inception-v3 weights from the torch hub cache {path}"
-    return None, (f"Inception-v3 weights not found at {path}: the audit uses the domain encoder only. To add "
+    return None, (f"Inception-v3 weights not found at {path}: the audit goes without it. To add "
                   f"Inception features, put torch-fidelity's {INCEPTION_FILE} there or pass --inception-weights.")
 
 
-def inception_features(images: np.ndarray, weights: Path, batch_size: int = 64) -> np.ndarray:
-    """2048-d pool features of torch-fidelity's FID Inception-v3 (gray images repeated to RGB; resized inside)."""
+def _load_inception(weights: Path):
+    """torch-fidelity's Inception-v3 from a local file, which must hold only tensors: its bytes are read once and
+    checked with torch.load(weights_only=True) before torch-fidelity (which loads with weights_only=False) sees
+    those very bytes."""
+    import io
+
     import torch
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
+    buffer = io.BytesIO(Path(weights).read_bytes())
+    try:
+        torch.load(buffer, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means "not a plain weights file"
+        raise MedsynError(f"{weights}: not a plain weights file (torch.load with weights_only=True refused it: "
+                          f"{str(error).splitlines()[0]}); give torch-fidelity's {INCEPTION_FILE}.") from None
+    buffer.seek(0)
+    return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+
+
+def inception_features(images: np.ndarray, model, batch_size: int = 64) -> np.ndarray:
+    """2048-d pool features of torch-fidelity's FID Inception-v3 (gray images repeated to RGB; resized inside)."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)

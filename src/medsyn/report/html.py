@@ -210,16 +210,22 @@ def _audit_section(run: _RunFiles) -> str:
         path = run.root / "audit" / model / "audit.json"
         if not path.exists():
             continue
-        rows = table_rows(read_json(path))
+        audit = read_json(path)
+        rows = table_rows(audit)
         columns = [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
         table = _table(columns, [[_cell(r.get(c)) for c in columns] for r in rows])
+        used = "; ".join(f"<b>{html.escape(name)}</b>: {html.escape(info['trained_on'])}"
+                         for name, info in audit["feature_extractors"].items())
         gallery = run.root / "audit" / model / "nn_gallery.png"
-        image = f"<figure><img src='{figures.file_uri(gallery)}'><figcaption>closest synthetic / real-train pairs" \
-                f"</figcaption></figure>" if gallery.exists() else ""
-        parts.append(f"<h3>{html.escape(model)}</h3><p class='note'>Fidelity and diversity against the real TRAIN "
-                     f"split in the features named in each row; label accuracy by a classifier trained on real "
-                     f"train, next to its accuracy on the real test split; near-copies by pixel distance to the "
-                     f"nearest real training image (see audit.json for the threshold).</p>{table}{image}")
+        image = f"<figure><img src='{figures.file_uri(gallery)}'><figcaption>best-matching synthetic / real-train " \
+                f"pairs (shifts and a flip allowed)</figcaption></figure>" if gallery.exists() else ""
+        parts.append(f"<h3>{html.escape(model)}</h3><p class='note'>Each metric is measured against half A of the "
+                     f"real TRAIN split, for the synthetic images, for the other half of real train (the "
+                     f"real-vs-real floor: what real images score at this sample size) and for real val images, in "
+                     f"every feature space used: {used}. Label accuracy by a classifier trained on real train, next "
+                     f"to its accuracy on real val; near-copies by the best correlation with a training image over "
+                     f"small shifts and a left-right flip, calibrated on real val (see audit.json). The test split "
+                     f"is not used by the audit.</p>{table}{image}")
     return "".join(parts)
 
 
