@@ -1,4 +1,8 @@
-"""Atomic, never-clobbering writes shared by every stage."""
+"""Atomic, never-clobbering writes shared by every stage, and the one check of an output path before any work.
+
+Every output folder medsyn makes holds a marker file (`OWNER_MARK`) naming the verb that made it: a folder without
+one holds someone else's files, which medsyn neither replaces (without --overwrite) nor resumes.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,11 @@ from medsyn.errors import MedsynError
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the destination folder; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as err:  # checked before the work where possible; this catches what changed since
+        raise MedsynError(f"cannot write {path} ({err.strerror or err}); choose a writable output path.") from err
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -52,15 +59,74 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def read_json(path: str | os.PathLike):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file medsyn wrote; a damaged or foreign one is a MedsynError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MedsynError(f"{path}: not readable JSON ({err}); the file is damaged or was not written by medsyn: "
+                          "restore it or rerun the step that writes it.") from err
 
 
 def refuse_overwrite(path: str | os.PathLike, overwrite: bool, hint: str = "pass --overwrite to replace it") -> None:
-    """Raise if `path` exists and the user did not ask to replace it."""
+    """Raise if the output file `path` cannot be written, or exists and the user did not ask to replace it."""
     path = Path(path)
+    if path.is_dir():
+        raise MedsynError(f"{path} is a folder; give a file name for the output.")
+    check_writable(path.parent)
     if path.exists() and not overwrite:
         raise MedsynError(f"{path} already exists; medsyn never replaces results silently: {hint}, or choose "
                           "another path.")
+
+
+OWNER_MARK = ".medsyn"
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise unless `folder` is, or can be created as, a folder this process may write into."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MedsynError(f"cannot create {folder}: {existing} is a file, not a folder; choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MedsynError(f"cannot write into {existing} (permission denied or read-only); choose a writable path.")
+
+
+def check_out_dir(out: str | os.PathLike, verb: str, overwrite: bool | None = None, resume: bool = False) -> None:
+    """Before any work: `out` must be writable, and if it holds files, medsyn's own from `verb` (to continue or
+    resume them) or `overwrite` must be given (None: `verb` has no --overwrite). A resume needs a folder `verb`
+    made."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MedsynError(f"--out {out} is a file; give a folder.")
+    check_writable(out)
+    holds_files = out.is_dir() and any(p.name != OWNER_MARK for p in out.iterdir())
+    owner = read_owner(out)
+    if resume and owner != verb:
+        what = f"was made by `medsyn {owner}`" if owner else "was not made by medsyn"
+        raise MedsynError(f"--resume: {out} {what}, so there is no `medsyn {verb}` to resume in it; leave out "
+                          "--resume and choose a new --out.")
+    if holds_files and owner != verb and not overwrite:
+        what = f"`medsyn {owner}`'s files" if owner else "files medsyn did not write"
+        raise MedsynError(f"--out {out} holds {what}; medsyn never replaces them: choose a new or empty folder"
+                          f"{'' if overwrite is None else ', or pass --overwrite'}.")
+
+
+def read_owner(out: Path) -> str | None:
+    mark = Path(out) / OWNER_MARK
+    try:
+        return mark.read_text(encoding="utf-8").strip() if mark.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def claim_out_dir(out: str | os.PathLike, verb: str) -> Path:
+    """Make `out` (after `check_out_dir` and the input checks passed) and mark it as `verb`'s."""
+    out = Path(out)
+    if read_owner(out) != verb:
+        write_text(out / OWNER_MARK, verb + "\n")
+    return out
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

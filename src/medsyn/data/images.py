@@ -143,6 +143,30 @@ def _load_dicom(path: Path) -> np.ndarray:
     return values
 
 
+def to_uint8(values: np.ndarray, where: str) -> np.ndarray:
+    """Image values of any numeric dtype -> uint8, never truncated or wrapped: uint8 as it is, booleans and floats
+    in [0, 1] times 255, integers already in 0..255 as they are, anything else (12/16-bit, HU, any float range)
+    scaled from its own range, as 16-bit files and DICOM are. Text, objects and NaN/inf are refused."""
+    from medsyn.errors import MedsynError
+
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype.kind == "b":
+        return values.astype(np.uint8) * 255
+    if values.dtype.kind not in "iuf":
+        raise MedsynError(f"{where} are {values.dtype} values; images must be numbers (uint8 0..255 best).")
+    if values.size == 0:
+        return values.astype(np.uint8)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise MedsynError(f"{where} contain NaN or infinite values; replace them before loading.")
+    low, high = values.min(), values.max()
+    if values.dtype.kind == "f" and 0 <= low and high <= 1:
+        return np.round(values * 255.0).astype(np.uint8)
+    if values.dtype.kind in "iu" and 0 <= low and high <= 255:
+        return values.astype(np.uint8)
+    return _window_to_uint8(values.astype(np.float64))
+
+
 def _window_to_uint8(values: np.ndarray) -> np.ndarray:
     """Scale the image's own value range linearly onto 0..255 (16-bit and float images, DICOM)."""
     low, high = float(values.min()), float(values.max())

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, to_dict
+from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, check_device, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, read_json, write_json, write_text
@@ -215,6 +215,7 @@ def check_config(config: GanConfig) -> None:
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"ema_decay must be in [0, 1), not {config.ema_decay}.")
     parse_policy(config.diffaugment)
+    check_device(config.device)
 
 
 def _check(config: GanConfig, train_set: ImageSet) -> None:
