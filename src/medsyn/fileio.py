@@ -101,16 +101,21 @@ def check_out_dir(out: str | os.PathLike, verb: str, overwrite: bool | None = No
     if out.exists() and not out.is_dir():
         raise MedsynError(f"--out {out} is a file; give a folder.")
     check_writable(out)
-    holds_files = out.is_dir() and any(p.name != OWNER_MARK for p in out.iterdir())
     owner = read_owner(out)
-    if resume and owner != verb:
+    if resume and holds_files(out) and owner != verb:
         what = f"was made by `medsyn {owner}`" if owner else "was not made by medsyn"
         raise MedsynError(f"--resume: {out} {what}, so there is no `medsyn {verb}` to resume in it; leave out "
                           "--resume and choose a new --out.")
-    if holds_files and owner != verb and not overwrite:
+    if holds_files(out) and owner != verb and not overwrite:
         what = f"`medsyn {owner}`'s files" if owner else "files medsyn did not write"
         raise MedsynError(f"--out {out} holds {what}; medsyn never replaces them: choose a new or empty folder"
                           f"{'' if overwrite is None else ', or pass --overwrite'}.")
+
+
+def holds_files(out: str | os.PathLike) -> bool:
+    """Whether `out` is a folder holding anything besides medsyn's marker."""
+    out = Path(out)
+    return out.is_dir() and any(p.name != OWNER_MARK for p in out.iterdir())
 
 
 def read_owner(out: Path) -> str | None:
@@ -127,6 +132,33 @@ def claim_out_dir(out: str | os.PathLike, verb: str) -> Path:
     if read_owner(out) != verb:
         write_text(out / OWNER_MARK, verb + "\n")
     return out
+
+
+def load_tensors(path: str | os.PathLike, what: str) -> dict:
+    """A torch file read as tensors and plain values only (weights_only=True): a pickled payload cannot run."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refused, truncated, not a torch file: all a property of the file
+        raise MedsynError(f"{what} {path}: not a file of tensors medsyn can load safely ({type(err).__name__}: "
+                          f"{str(err)[:160]}); medsyn loads only plain weights, never pickled code.") from err
+    if not isinstance(state, dict):
+        raise MedsynError(f"{what} {path}: holds a {type(state).__name__}, not a state dict of weights.")
+    return state
+
+
+def tensors_buffer(state: dict):
+    """`state` serialized to memory, for a library that insists on unpickling a path itself: it then reads only
+    what `load_tensors` let through, never the user's file."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

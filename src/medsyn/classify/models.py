@@ -168,8 +168,12 @@ def load_model(path) -> tuple[Classifier, dict]:
         raise MedsynError(f"{path} is classifier format version {saved.get('version')}; this medsyn reads "
                           f"version {CHECKPOINT_VERSION}.")
     meta = {k: v for k, v in saved.items() if k != "state_dict"}
-    model = build(**meta["arch"], pretrained=False)
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model = build(**meta["arch"], pretrained=False)
+        model.load_state_dict(saved["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:  # a key missing, or weights of another shape
+        raise MedsynError(f"{path}: its weights do not match the architecture it names ({type(err).__name__}: "
+                          f"{str(err)[:160]}); the file is damaged or was edited: export it again.") from None
     return model.eval(), meta
 
 

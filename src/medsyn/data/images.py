@@ -17,6 +17,10 @@ class BadImage(Exception):
     """One file that cannot be used, with the reason."""
 
 
+class TooManyPixels(BadImage):
+    """An image over the pixel limit (a decompression-bomb guard), refused before decoding."""
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -92,11 +96,11 @@ def _open_pil(path: Path) -> Image.Image:
         try:
             image = Image.open(path)
         except Image.DecompressionBombError as err:
-            raise BadImage(f"refused: too many pixels, a possible decompression bomb ({err})") from err
+            raise TooManyPixels(f"refused: too many pixels, a possible decompression bomb ({err})") from err
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()
-        raise BadImage(f"refused: {width}x{height} pixels is over the limit of {MAX_PIXELS:,} "
+        raise TooManyPixels(f"refused: {width}x{height} pixels is over the limit of {MAX_PIXELS:,} "
                        "(a possible decompression bomb); downscale it first")
     return image
 
@@ -129,7 +133,7 @@ def _load_dicom(path: Path) -> np.ndarray:
     ds = pydicom.dcmread(path)
     rows, cols = int(ds.Rows), int(ds.Columns)
     if rows * cols > MAX_PIXELS:
-        raise BadImage(f"refused: {cols}x{rows} pixels is over the limit of {MAX_PIXELS:,}")
+        raise TooManyPixels(f"refused: {cols}x{rows} pixels is over the limit of {MAX_PIXELS:,}")
     pixels = ds.pixel_array
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         raise BadImage("multi-frame DICOM is not supported; export one frame per file")

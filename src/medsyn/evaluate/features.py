@@ -20,7 +20,7 @@ from medsyn.config import AuditConfig
 from medsyn.data import ImageSet
 from medsyn.data.cache import cache_root
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, read_json, write_json
+from medsyn.fileio import atomic_path, load_tensors, read_json, tensors_buffer, write_json
 
 ENCODER_VERSION = 1
 ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
@@ -196,7 +196,13 @@ def inception_features(images: np.ndarray, weights: Path, batch_size: int = 64) 
     import torch
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
+    state = load_tensors(weights, "Inception-v3 weights")  # torch-fidelity itself would unpickle the file
+    try:
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                            feature_extractor_weights_path=tensors_buffer(state))
+    except RuntimeError as err:
+        raise MedsynError(f"{weights}: not torch-fidelity's Inception-v3 weights ({str(err)[:160]}); give "
+                          f"{INCEPTION_FILE}.") from err
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
