@@ -237,19 +237,7 @@ def _keep_copies_together(paths, labels, splits, groups, class_names) -> tuple[l
     """No image in two splits: a row repeating a path is left out; byte-identical files share one patient group
     (so a carved split keeps them together), and where the source gives them different splits only the copies in
     the most held-out one are kept. Returns the rows kept, the groups and notes on what was done."""
-    keep, notes, repeated = [], [], 0
-    first_row = {}
-    for i, path in enumerate(paths):
-        if path in first_row:
-            if labels[i] != labels[first_row[path]]:
-                raise MedsynError(f"{path} is listed with two labels ({class_names[labels[first_row[path]]]}, "
-                                  f"{class_names[labels[i]]}); give each file one label.")
-            repeated += 1
-        else:
-            first_row[path] = i
-            keep.append(i)
-    if repeated:
-        notes.append(f"{repeated} repeated row(s) naming a file already listed were left out")
+    keep, notes = _one_row_per_file(paths, labels, splits, class_names)
     by_content = {}
     for i in keep:
         by_content.setdefault(_content_hash(paths[i]), []).append(i)
@@ -275,6 +263,22 @@ def _keep_copies_together(paths, labels, splits, groups, class_names) -> tuple[l
                      + (f"; {len(dropped)} copies the source put in another split than the test/val copy were "
                         "left out" if dropped else ""))
     return [i for i in keep if i not in dropped], groups, notes
+
+
+def _one_row_per_file(paths, labels, splits, class_names) -> tuple[list[int], list[str]]:
+    """The rows to keep when a file is listed more than once: the one in the most held-out split."""
+    by_path = {}
+    for i, path in enumerate(paths):
+        by_path.setdefault(path, []).append(i)
+    keep = []
+    for path, rows in by_path.items():
+        if len({labels[i] for i in rows}) > 1:
+            named = ", ".join(sorted({class_names[labels[i]] for i in rows}))
+            raise MedsynError(f"{path} is listed with different labels ({named}); give each file one label.")
+        keep.append(min(rows, key=lambda i: HELD_OUT_ORDER.index(splits[i])))
+    notes = [f"{len(paths) - len(keep)} repeated row(s) naming a file already listed were left out (a file listed "
+             "in several splits stays in the most held-out one)"] if len(keep) < len(paths) else []
+    return sorted(keep), notes
 
 
 def _content_hash(path: Path) -> str:
