@@ -189,16 +189,19 @@ def _audit_section(run: _RunFiles) -> str:
         path = run.root / "audit" / model / "audit.json"
         if not path.exists():
             continue
-        rows = table_rows(read_json(path))
+        audit = read_json(path)
+        rows = table_rows(audit)
         columns = [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
-        table = _table(columns, [[_cell(r.get(c)) for c in columns] for r in rows])
+        table = _table(columns, [[_audit_cell(r, c) for c in columns] for r in rows])
         gallery = run.root / "audit" / model / "nn_gallery.png"
         image = f"<figure><img src='{figures.file_uri(gallery)}'><figcaption>closest synthetic / real-train pairs" \
                 f"</figcaption></figure>" if gallery.exists() else ""
         parts.append(f"<h3>{html.escape(model)}</h3><p class='note'>Fidelity and diversity against the real TRAIN "
                      f"split in the features named in each row; label accuracy by a classifier trained on real "
                      f"train, next to its accuracy on the real test split; near-copies by pixel distance to the "
-                     f"nearest real training image (see audit.json for the threshold).</p>{table}{image}")
+                     f"nearest real training image (see audit.json for the threshold). <i>not computable</i>: "
+                     f"the class has at most k = {audit['config']['k']} images on one side, too few for the "
+                     f"nearest-neighbour metrics.</p>{table}{image}")
     return "".join(parts)
 
 
@@ -244,6 +247,16 @@ def _diff(c: dict) -> str:
 
 def _p(value) -> str:
     return "n/a" if value is None else f"{value:.3g}"
+
+
+DISTRIBUTION_METRICS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage", "diversity_ratio")
+
+
+def _audit_cell(row: dict, column: str) -> str:
+    """A row whose distribution metrics are all missing was skipped as too small: say so, not an empty cell."""
+    if column in DISTRIBUTION_METRICS and all(row.get(m) is None for m in DISTRIBUTION_METRICS):
+        return "not computable"
+    return _cell(row.get(column))
 
 
 def _cell(value) -> str:
