@@ -332,3 +332,17 @@ def test_clobber_refusal_leaves_the_users_files(tmp_path, capsys):
     assert main(["classify", "train", "--arm", "real", "--out", str(out)]) == 2
     assert (out / "config.json").read_text() == '{"mine": true}\n'
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv"]
+
+
+def test_an_image_over_the_decoders_pixel_limit_gets_413_not_422():
+    """A PNG header declaring 9000 x 9000 pixels: the decoder's bomb guard refuses it, and the API says 413."""
+    import struct
+    import zlib
+
+    from medsyn.app.server import UploadError, decode_upload
+
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    with pytest.raises(UploadError) as refused:
+        decode_upload(png, max_pixels=10 ** 12)  # only the decoder's own limit (64 MP) applies
+    assert refused.value.status == 413 and "pixels" in str(refused.value)
