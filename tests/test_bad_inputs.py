@@ -341,8 +341,11 @@ def test_an_image_over_the_decoders_pixel_limit_gets_413_not_422():
 
     from medsyn.app.server import UploadError, decode_upload
 
-    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     with pytest.raises(UploadError) as refused:
         decode_upload(png, max_pixels=10 ** 12)  # only the decoder's own limit (64 MP) applies
     assert refused.value.status == 413 and "pixels" in str(refused.value)
