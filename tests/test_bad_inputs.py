@@ -136,6 +136,10 @@ def world(tmp_path_factory) -> SimpleNamespace:
         (w.corrupt_run / name).write_text("{not json")
     shutil.copyfile(w.model, w.corrupt_run / "arms" / "real" / "seed0" / "model.pt")
     (w.corrupt_run / "arms" / "real" / "seed0" / "val_metrics.json").write_text("{\"auc\": ")
+    w.wrong_shape_run = root / "wrong_shape_run"
+    w.wrong_shape_run.mkdir()
+    for name in ("config.json", "data.json", "results.json"):
+        (w.wrong_shape_run / name).write_text("[1, 2, 3]\n")
     w.a_file = root / "a_file.txt"
     w.a_file.write_text("not a folder\n")
     w.existing = root / "existing.csv"
@@ -219,6 +223,7 @@ CASES = [
     ("gan-unknown-model", lambda w, o: ["gan", "generate", "--checkpoint", w.unknown_gan, "--n", "2", "--out", o],
      "stylegan9"),
     ("report-corrupt-json", lambda w, o: ["report", w.corrupt_run], "not readable JSON"),
+    ("report-json-of-another-shape", lambda w, o: ["report", w.wrong_shape_run], "lacks"),
     ("export-corrupt-json", lambda w, o: ["export", w.corrupt_run, "--arm", "real", "--out", o / "m.pt"],
      "not readable JSON"),
     ("batch-size-1", lambda w, o: ["classify", "train", "--arm", "real", "--batch-size", "1", "--out", o],
@@ -349,3 +354,17 @@ def test_an_image_over_the_decoders_pixel_limit_gets_413_not_422():
     with pytest.raises(UploadError) as refused:
         decode_upload(png, max_pixels=10 ** 12)  # only the decoder's own limit (64 MP) applies
     assert refused.value.status == 413 and "pixels" in str(refused.value)
+
+
+def test_torchvision_weights_with_a_pickle_payload_run_no_code(world, monkeypatch):
+    """--pretrained reads ImageNet weights from the torch hub cache: a payload planted there must not run."""
+    from medsyn.classify import models
+    from medsyn.errors import MedsynError
+
+    monkeypatch.setenv("TORCH_HOME", str(world.root / "torch-home"))
+    planted = Path(torch.hub.get_dir()) / "checkpoints" / Path(models.models.VGG16_BN_Weights.IMAGENET1K_V1.url).name
+    planted.parent.mkdir(parents=True)
+    shutil.copyfile(world.payload, planted)
+    with pytest.raises(MedsynError, match="safely"):
+        models.build("vgg16", 2, 1, width=1.0, pretrained=True)
+    assert not world.marker.exists()

@@ -58,13 +58,18 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike):
-    """A JSON file medsyn wrote; a damaged or foreign one is a MedsynError naming it."""
+def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()):
+    """A JSON file medsyn wrote; a damaged or foreign one (not JSON, or an object lacking a `required` key) is a
+    MedsynError naming it."""
+    hint = "the file is damaged or was not written by medsyn: restore it or rerun the step that writes it"
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise MedsynError(f"{path}: not readable JSON ({err}); the file is damaged or was not written by medsyn: "
-                          "restore it or rerun the step that writes it.") from err
+        raise MedsynError(f"{path}: not readable JSON ({err}); {hint}.") from err
+    missing = [key for key in required if not isinstance(value, dict) or key not in value]
+    if missing:
+        raise MedsynError(f"{path}: lacks {', '.join(missing)}; {hint}.")
+    return value
 
 
 def refuse_overwrite(path: str | os.PathLike, overwrite: bool, hint: str = "pass --overwrite to replace it") -> None:

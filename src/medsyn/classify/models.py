@@ -20,6 +20,7 @@ from torchvision import models
 from torchvision.models import vgg as tv_vgg
 
 from medsyn.errors import MedsynError
+from medsyn.fileio import load_tensors
 
 ARCHS = ("vgg16", "resnet18")
 MIN_INPUT = 32  # VGG16 halves the image five times; ResNet18 also needs 32 px to end at 1x1
@@ -131,7 +132,7 @@ def _cached_weights(weights, name: str) -> dict:
             f"the cache), or leave out --pretrained to train from scratch.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path, f"ImageNet weights for {name}")
 
 
 # --- using a trained model: the exact training preprocessing, checkpoints -------------------------------------

@@ -42,9 +42,9 @@ class _RunFiles:
 
     def __init__(self, root: Path):
         self.root = root
-        self.config = read_json(root / "config.json")
-        self.data = read_json(root / "data.json")
-        self.results = read_json(root / "results.json")
+        self.config = read_json(root / "config.json", required=("arms", "seeds"))
+        self.data = read_json(root / "data.json", required=("class_names", "source"))
+        self.results = read_json(root / "results.json", required=("arms", "split", "n_test", "seeds"))
         self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
         self.gans = [g for g in self.config.get("gans", []) if (root / "gan" / g).is_dir()]
         self.class_names = self.data["class_names"]
