@@ -100,6 +100,7 @@ def world(tmp_path_factory) -> SimpleNamespace:
     w.npz = {name: _npz(root / f"{name}.npz", **kw) for name, kw in {
         "fractional_labels": {"labels": np.linspace(0, 1, 12)},
         "nan_labels": {"labels": np.r_[np.zeros(11), np.nan]},
+        "huge_float_label": {"labels": np.r_[np.zeros(11), 1e30]},
         "string_labels": {"labels": np.array(["a", "b"] * 6)},
         "text_images": {"images": np.full((12, 8, 8), "x")},
         "nan_images": {"images": np.full((12, 8, 8), np.nan)},
@@ -167,8 +168,9 @@ CASES = [
     ("pickle-npz-synthetic", lambda w, o: ["classify", "train", "--preset", "smoke", "--synthetic", w.payload_npz,
                                            "--arm", "synth", "--out", o], "Python objects"),
     # 2. silent corruption: every dtype converts correctly or is refused
-    ("fractional-labels", lambda w, o: ["data", "info", w.npz["fractional_labels"]], "not whole numbers"),
-    ("nan-label", lambda w, o: ["data", "info", w.npz["nan_labels"]], "nan"),
+    ("fractional-labels", lambda w, o: ["data", "info", w.npz["fractional_labels"]], "not whole class indices"),
+    ("huge-float-label", lambda w, o: ["data", "info", w.npz["huge_float_label"]], "is 1e+30"),
+    ("nan-label", lambda w, o: ["data", "info", w.npz["nan_labels"]], "row 11 is nan"),
     ("string-labels", lambda w, o: ["data", "info", w.npz["string_labels"]], "class indices"),
     ("text-images", lambda w, o: ["data", "prepare", w.npz["text_images"], "--out", o / "x.npz"],
      "images must be numbers"),

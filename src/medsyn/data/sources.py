@@ -145,10 +145,11 @@ def normalise_labels(labels: np.ndarray, where: str) -> np.ndarray:
         raise MedsynError(f"{where} are {labels.dtype} values; labels must be class indices 0..K-1 (put the "
                           "names in a class_names array).")
     if labels.dtype.kind == "f":
-        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        with np.errstate(invalid="ignore"):  # NaN compares as unequal: it is counted, not warned about
+            bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (np.abs(labels) > 2 ** 31)
         if bad.any():
-            raise MedsynError(f"{where}: {int(bad.sum())} label(s) are not whole numbers (row {int(np.argmax(bad))}"
-                              f" is {labels[bad][0]!r}); labels must be class indices 0..K-1.")
+            raise MedsynError(f"{where}: {int(bad.sum())} label(s) are not whole class indices (row "
+                              f"{int(np.argmax(bad))} is {float(labels[bad][0])}); labels must be 0..K-1.")
     return labels.astype(np.int64)
 
 
