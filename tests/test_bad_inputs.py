@@ -86,6 +86,14 @@ def _user_folder(path: Path) -> Path:
     return path
 
 
+def _damaged_medsyn_folder(path: Path, verb: str) -> Path:
+    """A folder `verb` made (its marker) whose config.json was cut short."""
+    path.mkdir()
+    (path / ".medsyn").write_text(verb + "\n")
+    (path / "config.json").write_text('{"preset": "smo')
+    return path
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("bad-inputs")
@@ -214,6 +222,13 @@ CASES = [
      "not made by medsyn"),
     ("resume-gan-foreign", lambda w, o: ["gan", "train", "--preset", "smoke", "--resume", "--out", _user_folder(o)],
      "not made by medsyn"),
+    ("resume-run-damaged-config", lambda w, o: ["run", "--preset", "smoke", "--resume",
+                                                "--out", _damaged_medsyn_folder(o, "run")], "not readable JSON"),
+    ("resume-gan-damaged-config", lambda w, o: ["gan", "train", "--preset", "smoke", "--resume",
+                                                "--out", _damaged_medsyn_folder(o, "gan train")], "not readable JSON"),
+    ("resume-run-in-a-gan-folder", lambda w, o: ["run", "--preset", "smoke", "--resume",
+                                                 "--out", _damaged_medsyn_folder(o, "gan train")],
+     "made by `medsyn gan train`"),
     # 7. tracebacks: each is a message now
     ("out-parent-is-file", lambda w, o: ["classify", "train", "--arm", "real", "--out", w.a_file / "run"],
      "is a file"),
