@@ -17,7 +17,7 @@ from medsyn.config import ASPECT_POLICIES, DataConfig
 from medsyn.data import cache
 from medsyn.data.dataset import ImageSet
 from medsyn.data.images import BadImage, load_image, native_size, resize_square, to_channels
-from medsyn.data.sources import Listing, fingerprint_files, list_folder, list_manifest, read_npz
+from medsyn.data.sources import Listing, fingerprint_files, list_folder, list_manifest, read_npz, without_copies
 from medsyn.data.splits import assign_splits
 from medsyn.errors import MedsynError
 from medsyn.fileio import write_text
@@ -136,6 +136,7 @@ def _squeeze(image: np.ndarray) -> np.ndarray:
 
 
 def _decode_listing(listing: Listing, config: DataConfig) -> tuple[dict, dict]:
+    listing = without_copies(listing)
     notes = list(listing.notes)
     size = config.size
     if size is None:

@@ -6,6 +6,7 @@ Folders and manifests give a `Listing` of files to decode; an npz gives arrays d
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import zipfile
 from dataclasses import dataclass
@@ -213,11 +214,18 @@ def list_folder(root: Path) -> Listing:
 
 
 def _listing(paths, labels, splits, groups, class_names, ignored) -> Listing:
-    keep, groups, notes = _keep_copies_together(paths, labels, splits, groups, class_names)
-    pick = lambda values: [values[i] for i in keep]
-    return Listing(tuple(pick(paths)), np.array(pick(labels), dtype=np.int64), np.array(pick(splits), dtype="<U5"),
-                   np.array(pick(groups), dtype=str), tuple(class_names), ignored, fingerprint_files(paths),
-                   tuple(notes))
+    return Listing(tuple(paths), np.array(labels, dtype=np.int64), np.array(splits, dtype="<U5"),
+                   np.array(groups, dtype=str), tuple(class_names), ignored, fingerprint_files(paths))
+
+
+def without_copies(listing: Listing) -> Listing:
+    """The listing with no image in two splits (see `_keep_copies_together`); reads every file, so it runs only
+    when the source is decoded, not for each cache lookup."""
+    keep, groups, notes = _keep_copies_together(listing.paths, listing.labels, listing.given_split,
+                                                listing.groups.tolist(), listing.class_names)
+    return dataclasses.replace(listing, paths=tuple(listing.paths[i] for i in keep), labels=listing.labels[keep],
+                               given_split=listing.given_split[keep], groups=np.array(groups, dtype=str)[keep],
+                               notes=listing.notes + tuple(notes))
 
 
 def check_class_names(names, where: str) -> None:
