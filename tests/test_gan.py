@@ -120,7 +120,8 @@ def test_run_folder_is_never_silently_reused(bundled, checkpoint):
 
 def test_generate_counts_shapes_determinism_and_npz(checkpoint, tmp_path):
     out = synth.generate(checkpoint, [3, 5], seed=7, out_dir=tmp_path / "a")
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "normal", "pneumonia", "synthetic.npz"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".medsyn") == ["manifest.json", "normal", "pneumonia",
+                                                                           "synthetic.npz"]
     assert [len(list((out / c).glob("*.png"))) for c in ("normal", "pneumonia")] == [3, 5]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == [3, 5] and manifest["seed"] == 7 and manifest["model"] == "cgan"

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 
-import numpy as np
 import pytest
 
 from medsyn.cli import main

@@ -198,6 +198,24 @@ def require_positive(config, names: tuple[str, ...], what: str) -> None:
             raise MedsynError(f"{what} {name} must be greater than 0, not {getattr(config, name)}.")
 
 
+def check_device(name: str) -> None:
+    """Raise a MedsynError unless `name` is a torch device this machine has (auto, cpu, cuda, cuda:N)."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise MedsynError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MedsynError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu (or auto).")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise MedsynError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s).")
+    if device.type not in ("cpu", "cuda"):
+        raise MedsynError(f"--device {name}: medsyn runs on cpu or cuda.")
+
+
 def to_dict(config) -> dict:
     return asdict(config)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medsyn import config as configs
 from medsyn.errors import MedsynError
-from medsyn.fileio import read_json, write_json
+from medsyn.fileio import check_out_dir, claim_out_dir, holds_files, read_json, write_json
 
 RUN_LAYOUT = """RUN/
   config.json              the full RunConfig of this run
@@ -74,7 +74,7 @@ def _run_cli(args) -> int:
     data_overrides = {k: v for k, v in dataclasses.asdict(data_config(args)).items()
                       if v != getattr(configs.DataConfig(), k)}
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, **data_overrides))
-    if args.size:
+    if args.size is not None:
         config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, size=args.size))
     if args.gan:
         config = dataclasses.replace(config, gans=tuple(g.strip() for g in args.gan.split(",") if g.strip()))
@@ -117,7 +117,8 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
 
     out = Path(out)
     validate(config)
-    n_train = _train_size(src, config)
+    check_out_dir(out, "run", resume=resume)
+    n_train = _train_size(src, config)  # bad or missing data fails before the run folder exists (decoded once)
     _prepare_folder(out, config, src, resume)
     plan = study.build_plan(config, n_train)
     start = time.perf_counter()
@@ -177,11 +178,11 @@ def _prepare_folder(out: Path, config: configs.RunConfig, src, resume: bool) -> 
     saved = out / "config.json"
     record = json.loads(json.dumps({"source": str(src) if src else "bundled PneumoniaMNIST",
                                     **configs.to_dict(config)}))  # tuples as JSON lists, as saved
-    if out.exists() and any(out.iterdir()):
+    if holds_files(out):
         if not resume:
             raise MedsynError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
         if saved.exists() and read_json(saved) != record:
             raise MedsynError(f"{out} was started with a different configuration ({saved}); resume it with the same "
                               "preset and flags, or choose another --out.")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out_dir(out, "run")
     write_json(saved, record)

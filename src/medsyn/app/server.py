@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from medsyn.data.images import BadImage, load_image, native_size, resize_square
+from medsyn.data.images import BadImage, TooManyPixels, load_image, native_size, resize_square
 from medsyn.errors import MedsynError
 
 STATIC = Path(__file__).parent / "static"
@@ -79,6 +79,8 @@ def decode_upload(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
                 raise UploadError(413, f"the image is {width}x{height} pixels, over the limit of {max_pixels:,} "
                                        "pixels (a decompression-bomb guard); downscale it first.")
             image = load_image(path)
+        except TooManyPixels as err:
+            raise UploadError(413, f"the image is refused: {err}.") from err
         except BadImage as err:
             raise UploadError(422, f"the {kind.upper()} file cannot be decoded: {err}.") from err
     return image, kind
@@ -211,6 +213,25 @@ def create_app(model_path: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port out of range or taken before loading anything (uvicorn would exit with code 3 instead)."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise MedsynError(f"--port {port} is not a TCP port; choose 1 to 65535 (default 8000).")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise MedsynError(f"--host {host}: not an address of this machine ({err}).") from err
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise MedsynError(f"cannot listen on {host}:{port} ({err.strerror or err}); the port is in use or "
+                              "needs privileges: choose another --port.") from err
+
+
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
@@ -220,9 +241,14 @@ def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> 
         loopback = host == "localhost"
     if not loopback:
         print(f"medsyn: warning: serving on {host}, reachable from other machines; there is no authentication.")
+    check_port_free(host, port)
     app = create_app(model_path)
     print(f"medsyn: serving {model_path} on http://{host}:{port}/  (research use only, not a medical device)")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     except OSError as err:
         raise MedsynError(f"cannot listen on {host}:{port} ({err}); choose another --port.") from err
+    except SystemExit as err:  # uvicorn exits with code 3 when it cannot bind, after logging why
+        if err.code not in (0, None):
+            raise MedsynError(f"cannot listen on {host}:{port} (the server stopped with code {err.code}); choose "
+                              "another --port.") from err

@@ -69,8 +69,13 @@ def run_train(args) -> int:
     from medsyn.classify.train import RUN_FILES
     from medsyn.config import preset
 
+    from medsyn.classify import check_config
+    from medsyn.fileio import check_out_dir, claim_out_dir
+
     parse_arm(args.arm)  # a typo fails before any data is loaded
     config = classify_config(args)
+    check_config(config)
+    check_out_dir(args.out, "classify train", overwrite=args.overwrite)
     dconfig = data_config(args)
     if dconfig.size is None:
         dconfig = dataclasses.replace(dconfig, size=preset(args.preset).data.size)
@@ -80,6 +85,7 @@ def run_train(args) -> int:
         from medsyn.synth import load_synthetic
 
         synthetic = load_synthetic(args.synthetic, dataset)
+    claim_out_dir(args.out, "classify train")
     if args.overwrite:
         for name in RUN_FILES:
             (args.out / name).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from torchvision import models
 from torchvision.models import vgg as tv_vgg
 
 from medsyn.errors import MedsynError
+from medsyn.fileio import load_tensors
 
 ARCHS = ("vgg16", "resnet18")
 MIN_INPUT = 32  # VGG16 halves the image five times; ResNet18 also needs 32 px to end at 1x1
@@ -131,7 +132,7 @@ def _cached_weights(weights, name: str) -> dict:
             f"the cache), or leave out --pretrained to train from scratch.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path, f"ImageNet weights for {name}")
 
 
 # --- using a trained model: the exact training preprocessing, checkpoints -------------------------------------
@@ -172,8 +173,12 @@ def load_model(path) -> tuple[Classifier, dict]:
         raise MedsynError(f"{path} is classifier format version {saved.get('version')}; this medsyn reads "
                           f"version {CHECKPOINT_VERSION}.")
     meta = {k: v for k, v in saved.items() if k != "state_dict"}
-    model = build(**meta["arch"], pretrained=False)
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model = build(**meta["arch"], pretrained=False)
+        model.load_state_dict(saved["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:  # a key missing, or weights of another shape
+        raise MedsynError(f"{path}: its weights do not match the architecture it names ({type(err).__name__}: "
+                          f"{str(err)[:160]}); the file is damaged or was edited: export it again.") from None
     return model.eval(), meta
 
 

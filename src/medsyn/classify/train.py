@@ -22,7 +22,7 @@ import numpy as np
 
 from medsyn.classify import models
 from medsyn.classify.arms import EXPOSURES, TrainingData, parse_arm, training_data
-from medsyn.config import ClassifyConfig, require_positive, to_dict
+from medsyn.config import ClassifyConfig, check_device, require_positive, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.evaluate.metrics import classification_metrics, predict_labels, youden_threshold
@@ -90,11 +90,17 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
 
 def check_config(config: ClassifyConfig) -> None:
     """Raise a MedsynError for settings no classifier can train with."""
-    require_positive(config, ("epochs", "patience", "batch_size", "lr"), "classifier")
+    require_positive(config, ("epochs", "patience", "batch_size", "lr", "width"), "classifier")
+    if config.batch_size < 2:
+        raise MedsynError(f"--batch-size {config.batch_size}: batch norm needs at least 2 images per step.")
+    if config.pretrained and config.width != 1.0:
+        raise MedsynError(f"--pretrained needs --width 1: ImageNet weights exist only for the full network, "
+                          f"not for width {config.width:g}.")
     if config.exposure not in EXPOSURES:
         raise MedsynError(f"classifier exposure {config.exposure!r}: choose one of {', '.join(EXPOSURES)}.")
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"classifier ema_decay {config.ema_decay}: use 0 (off) or a value in (0, 1), e.g. 0.999.")
+    check_device(config.device)
 
 
 def fit(data: TrainingData, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,

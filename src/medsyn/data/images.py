@@ -17,6 +17,10 @@ class BadImage(Exception):
     """One file that cannot be used, with the reason."""
 
 
+class TooManyPixels(BadImage):
+    """An image over the pixel limit (a decompression-bomb guard), refused before decoding."""
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
@@ -92,11 +96,11 @@ def _open_pil(path: Path) -> Image.Image:
         try:
             image = Image.open(path)
         except Image.DecompressionBombError as err:
-            raise BadImage(f"refused: too many pixels, a possible decompression bomb ({err})") from err
+            raise TooManyPixels(f"refused: too many pixels, a possible decompression bomb ({err})") from err
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()
-        raise BadImage(f"refused: {width}x{height} pixels is over the limit of {MAX_PIXELS:,} "
+        raise TooManyPixels(f"refused: {width}x{height} pixels is over the limit of {MAX_PIXELS:,} "
                        "(a possible decompression bomb); downscale it first")
     return image
 
@@ -129,7 +133,7 @@ def _load_dicom(path: Path) -> np.ndarray:
     ds = pydicom.dcmread(path)
     rows, cols = int(ds.Rows), int(ds.Columns)
     if rows * cols > MAX_PIXELS:
-        raise BadImage(f"refused: {cols}x{rows} pixels is over the limit of {MAX_PIXELS:,}")
+        raise TooManyPixels(f"refused: {cols}x{rows} pixels is over the limit of {MAX_PIXELS:,}")
     pixels = ds.pixel_array
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         raise BadImage("multi-frame DICOM is not supported; export one frame per file")
@@ -141,6 +145,30 @@ def _load_dicom(path: Path) -> np.ndarray:
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         values = 255 - values  # MONOCHROME1 stores bright as low values
     return values
+
+
+def to_uint8(values: np.ndarray, where: str) -> np.ndarray:
+    """Image values of any numeric dtype -> uint8, never truncated or wrapped: uint8 as it is, booleans and floats
+    in [0, 1] times 255, integers already in 0..255 as they are, anything else (12/16-bit, HU, any float range)
+    scaled from its own range, as 16-bit files and DICOM are. Text, objects and NaN/inf are refused."""
+    from medsyn.errors import MedsynError
+
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype.kind == "b":
+        return values.astype(np.uint8) * 255
+    if values.dtype.kind not in "iuf":
+        raise MedsynError(f"{where} are {values.dtype} values; images must be numbers (uint8 0..255 best).")
+    if values.size == 0:
+        return values.astype(np.uint8)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise MedsynError(f"{where} contain NaN or infinite values; replace them before loading.")
+    low, high = values.min(), values.max()
+    if values.dtype.kind == "f" and 0 <= low and high <= 1:
+        return np.round(values * 255.0).astype(np.uint8)
+    if values.dtype.kind in "iu" and 0 <= low and high <= 255:
+        return values.astype(np.uint8)
+    return _window_to_uint8(values.astype(np.float64))
 
 
 def _window_to_uint8(values: np.ndarray) -> np.ndarray:

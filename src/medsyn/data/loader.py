@@ -17,7 +17,7 @@ from medsyn.config import ASPECT_POLICIES, DataConfig
 from medsyn.data import cache
 from medsyn.data.dataset import ImageSet
 from medsyn.data.images import BadImage, load_image, native_size, resize_square, to_channels
-from medsyn.data.sources import Listing, fingerprint_files, list_folder, list_manifest, read_npz
+from medsyn.data.sources import Listing, fingerprint_files, list_folder, list_manifest, read_npz, without_copies
 from medsyn.data.splits import assign_splits
 from medsyn.errors import MedsynError
 from medsyn.fileio import write_text
@@ -80,10 +80,21 @@ def _validate(config: DataConfig) -> None:
         raise MedsynError(f"--val-fraction {config.val_fraction} is out of range; choose 0.01 to 0.5.")
 
 
+def source_kind(path: Path) -> str:
+    """"npz", "manifest" or "folder"; anything else (an image file, a device, ...) is refused with the fix."""
+    if path.is_dir():
+        return "folder"
+    if path.is_file() and path.suffix.lower() in (".npz", ".csv"):
+        return "npz" if path.suffix.lower() == ".npz" else "manifest"
+    raise MedsynError(f"{path}: not a data source; give an .npz file, an image folder or a .csv manifest (to "
+                      "classify single images, use `medsyn predict`).")
+
+
 def _cache_key(path: Path, config: DataConfig) -> dict:
-    if path.is_file() and path.suffix.lower() == ".npz":
+    kind = source_kind(path)
+    if kind == "npz":
         fingerprint = fingerprint_files([path])
-    elif path.is_file():
+    elif kind == "manifest":
         fingerprint = fingerprint_files([path]) + list_manifest(path).fingerprint
     else:
         fingerprint = list_folder(path).fingerprint
@@ -97,14 +108,11 @@ def _decoded(path: Path, config: DataConfig, min_classes: int) -> tuple[dict[str
     hit = cache.load_entry(entry)
     if hit is not None:
         return hit[0], hit[1], entry
-    if path.is_file() and path.suffix.lower() == ".npz":
+    kind = source_kind(path)
+    if kind == "npz":
         arrays, meta = _decode_npz(path, config, min_classes)
-    elif path.is_file() and path.suffix.lower() == ".csv":
-        arrays, meta = _decode_listing(list_manifest(path), config)
-    elif path.is_dir():
-        arrays, meta = _decode_listing(list_folder(path), config)
     else:
-        raise MedsynError(f"{path}: not a data source; give an .npz file, an image folder or a .csv manifest.")
+        arrays, meta = _decode_listing(list_manifest(path) if kind == "manifest" else list_folder(path), config)
     cache.save_entry(entry, arrays, meta)
     return arrays, meta, entry
 
@@ -128,7 +136,8 @@ def _squeeze(image: np.ndarray) -> np.ndarray:
 
 
 def _decode_listing(listing: Listing, config: DataConfig) -> tuple[dict, dict]:
-    notes = []
+    listing = without_copies(listing)
+    notes = list(listing.notes)
     size = config.size
     if size is None:
         size, note = _default_size(listing.paths)

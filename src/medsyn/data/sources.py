@@ -6,6 +6,7 @@ Folders and manifests give a `Listing` of files to decode; an npz gives arrays d
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import zipfile
 from dataclasses import dataclass
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medsyn.data.images import is_image_file
+from medsyn.data.images import is_image_file, to_uint8
 from medsyn.data.splits import patient_from_filename
 from medsyn.errors import MedsynError
 
 NPZ_KEYS = tuple(f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels"))
 SPLIT_FOLDERS = ("train", "val", "test")
+SPLIT_LOOKALIKES = frozenset({"training", "testing", "validation", "valid", "validate", "dev", "eval", "holdout"})
+HELD_OUT_ORDER = ("test", "val", "train", "")  # where a repeated image is kept: the most held-out split
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Listing:
     class_names: tuple[str, ...]
     ignored: int                # non-image files left out
     fingerprint: str            # changes whenever a listed file changes
+    notes: tuple[str, ...] = ()  # what was normalised or dropped, for data.json
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,16 @@ def fingerprint_files(paths) -> str:
 
 # ---------------------------------------------------------------- npz
 
+MAX_NPZ_ARRAY_BYTES = 16 << 30  # a header may declare any size; refuse before numpy tries to allocate it
+
+
 def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
         raise MedsynError(f"{path}: not a readable .npz file ({err}); expected numpy's savez format.") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise MedsynError(f"{path}: holds a single array, not an .npz archive; save the splits with numpy.savez.")
     with archive:
         missing = [k for k in NPZ_KEYS if k not in archive.files]
         if missing:
@@ -62,14 +71,18 @@ def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
                               f"{', '.join(NPZ_KEYS)} (a split may have 0 rows).")
         images, labels, split = [], [], []
         for s in ("train", "val", "test"):
-            x, y = archive[f"{s}_images"], _label_vector(archive[f"{s}_labels"], path, s)
+            x = _read_array(archive, f"{s}_images", path)
+            y = normalise_labels(_read_array(archive, f"{s}_labels", path), f"{path}: {s}_labels")
             if len(x) != len(y):
                 raise MedsynError(f"{path}: {s}_images has {len(x)} rows but {s}_labels has {len(y)}; "
                                   "each image needs exactly one label.")
             images.append(x)
             labels.append(y)
             split += [s] * len(x)
-        names = tuple(str(n) for n in archive["class_names"]) if "class_names" in archive.files else None
+        names = tuple(str(n) for n in _read_array(archive, "class_names", path)) \
+            if "class_names" in archive.files else None
+    if not sum(map(len, images)):
+        raise MedsynError(f"{path}: every split has 0 images; the file holds no data.")
     shapes = {x.shape[1:] for x in images if len(x)}
     if len(shapes) > 1:
         raise MedsynError(f"{path}: the splits hold images of different shapes {sorted(shapes)}.")
@@ -77,20 +90,34 @@ def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
         raise MedsynError(f"{path}: images of shape {shape} are not 2D grayscale (H, W) or RGB (H, W, 3); "
                           "3D MedMNIST volumes are not supported.")
-    all_labels = np.concatenate(labels).astype(np.int64)
+    all_labels = np.concatenate(labels)
     class_names = names or medmnist_class_names(path) or _numbered_classes(all_labels)
     _check_label_range(all_labels, len(class_names), path, min_classes)
-    all_images = np.concatenate([x.reshape((-1,) + shape) for x in images]).astype(np.uint8, copy=False)
+    all_images = to_uint8(np.concatenate([x.reshape((-1,) + shape) for x in images]), f"{path}: images")
     return NpzArrays(all_images, all_labels, np.array(split, dtype="<U5"), class_names)
 
 
-def _label_vector(labels: np.ndarray, path: Path, split: str) -> np.ndarray:
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise MedsynError(f"{path}: {split}_labels has shape {labels.shape}; medsyn needs one class per image "
-                          "(multi-label datasets such as ChestMNIST are not supported).")
-    return labels
+def _read_array(archive, key: str, path: Path) -> np.ndarray:
+    """One array of an npz, refused before loading when its header declares Python objects or a huge size."""
+    with archive.zip.open(key + ".npy") as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+        except ValueError as err:
+            raise MedsynError(f"{path}: {key} has a damaged header ({err}).") from err
+    if dtype.hasobject:
+        raise MedsynError(f"{path}: {key} holds Python objects (dtype object), which medsyn never unpickles; "
+                          "save it as a numeric (or, for class_names, string) array.")
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if declared > MAX_NPZ_ARRAY_BYTES:
+        raise MedsynError(f"{path}: {key} declares shape {shape} ({declared / 2**30:,.0f} GiB), over the "
+                          f"{MAX_NPZ_ARRAY_BYTES >> 30} GiB limit; the file is damaged or far too large.")
+    try:
+        return archive[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise MedsynError(f"{path}: {key} cannot be read ({err}); the file is damaged.") from err
 
 
 def medmnist_class_names(path: Path) -> tuple[str, ...] | None:
@@ -103,6 +130,28 @@ def medmnist_class_names(path: Path) -> tuple[str, ...] | None:
         return None
     label_map = INFO[flag]["label"]
     return tuple(label_map[str(i)] for i in range(len(label_map)))
+
+
+def normalise_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Class indices of any numeric dtype -> int64, one per image; text, fractions, NaN or several labels per
+    image are refused (never truncated or wrapped)."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise MedsynError(f"{where} has shape {labels.shape}; medsyn needs one class per image (multi-label "
+                          "datasets such as ChestMNIST are not supported).")
+    if labels.dtype.kind == "b":
+        return labels.astype(np.int64)
+    if labels.dtype.kind not in "iuf":
+        raise MedsynError(f"{where} are {labels.dtype} values; labels must be class indices 0..K-1 (put the "
+                          "names in a class_names array).")
+    if labels.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):  # NaN compares as unequal: it is counted, not warned about
+            bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (np.abs(labels) > 2 ** 31)
+        if bad.any():
+            raise MedsynError(f"{where}: {int(bad.sum())} label(s) are not whole class indices (row "
+                              f"{int(np.argmax(bad))} is {float(labels[bad][0])}); labels must be 0..K-1.")
+    return labels.astype(np.int64)
 
 
 def _numbered_classes(labels: np.ndarray) -> tuple[str, ...]:
@@ -138,6 +187,11 @@ def list_folder(root: Path) -> Listing:
     else:
         class_names = [d.name for d in subdirs]
         groups = [("", root)]
+    split_like = [n for n in class_names if n.lower() in SPLIT_LOOKALIKES]
+    if split_like:
+        raise MedsynError(f"{root}: the folder(s) {', '.join(split_like)} look like splits, not classes; name "
+                          "split folders train, val and test (ROOT/{train,val,test}/<CLASS>/*), or give a manifest.")
+    check_class_names(class_names, str(root))
     if len(class_names) < 2:
         raise MedsynError(f"{root}: found only the class folder(s) {class_names}; a classifier needs at least "
                           "two classes.")
@@ -164,17 +218,107 @@ def _listing(paths, labels, splits, groups, class_names, ignored) -> Listing:
                    np.array(groups, dtype=str), tuple(class_names), ignored, fingerprint_files(paths))
 
 
+def without_copies(listing: Listing) -> Listing:
+    """The listing with no image in two splits (see `_keep_copies_together`); reads every file, so it runs only
+    when the source is decoded, not for each cache lookup."""
+    keep, groups, notes = _keep_copies_together(listing.paths, listing.labels, listing.given_split,
+                                                listing.groups.tolist(), listing.class_names)
+    return dataclasses.replace(listing, paths=tuple(listing.paths[i] for i in keep), labels=listing.labels[keep],
+                               given_split=listing.given_split[keep], groups=np.array(groups, dtype=str)[keep],
+                               notes=listing.notes + tuple(notes))
+
+
+def check_class_names(names, where: str) -> None:
+    """Class names must be non-empty and distinct even ignoring case and surrounding spaces: `Normal`, `normal `
+    and `NORMAL` are one class misspelt, never three."""
+    if any(not name.strip() for name in names):
+        raise MedsynError(f"{where}: an empty class name; every image needs a label.")
+    spellings = {}
+    for name in names:
+        spellings.setdefault(name.strip().casefold(), []).append(name)
+    clashes = [sorted(v) for v in spellings.values() if len(v) > 1]
+    if clashes:
+        raise MedsynError(f"{where}: class names differ only by case or spaces: "
+                          f"{'; '.join(' / '.join(map(repr, c)) for c in clashes)}; spell each class one way.")
+
+
+def _keep_copies_together(paths, labels, splits, groups, class_names) -> tuple[list[int], list[str], list[str]]:
+    """No image in two splits: a row repeating a path is left out; byte-identical files share one patient group
+    (so a carved split keeps them together), and where the source gives them different splits only the copies in
+    the most held-out one are kept. Returns the rows kept, the groups and notes on what was done."""
+    keep, notes = _one_row_per_file(paths, labels, splits, class_names)
+    by_content = {}
+    for i in keep:
+        by_content.setdefault(_content_hash(paths[i]), []).append(i)
+    key = [g or f"__row{i}" for i, g in enumerate(groups)]  # rows without a patient id are their own group
+    parent = {}
+
+    def root(k):
+        while parent.get(k, k) != k:
+            k = parent[k]
+        return k
+
+    dropped = set()
+    for rows in (r for r in by_content.values() if len(r) > 1):
+        for i in rows[1:]:  # one group for the copies and every other image of their patients
+            parent[root(key[i])] = root(key[rows[0]])
+        held_out = min(rows, key=lambda i: HELD_OUT_ORDER.index(splits[i]))
+        dropped |= {i for i in rows if splits[i] != splits[held_out]}
+    merged = set(parent) | set(parent.values())
+    groups = [root(k) if k in merged else g for k, g in zip(key, groups)]
+    copies = sum(len(r) - 1 for r in by_content.values())
+    if copies:
+        notes.append(f"{copies} byte-identical file(s) found: each set of copies is kept in one split"
+                     + (f"; {len(dropped)} copies the source put in another split than the test/val copy were "
+                        "left out" if dropped else ""))
+    return [i for i in keep if i not in dropped], groups, notes
+
+
+def _one_row_per_file(paths, labels, splits, class_names) -> tuple[list[int], list[str]]:
+    """The rows to keep when a file is listed more than once: the one in the most held-out split."""
+    by_path = {}
+    for i, path in enumerate(paths):
+        by_path.setdefault(path, []).append(i)
+    keep = []
+    for path, rows in by_path.items():
+        if len({labels[i] for i in rows}) > 1:
+            named = ", ".join(sorted({class_names[labels[i]] for i in rows}))
+            raise MedsynError(f"{path} is listed with different labels ({named}); give each file one label.")
+        keep.append(min(rows, key=lambda i: HELD_OUT_ORDER.index(splits[i])))
+    notes = [f"{len(paths) - len(keep)} repeated row(s) naming a file already listed were left out (a file listed "
+             "in several splits stays in the most held-out one)"] if len(keep) < len(paths) else []
+    return sorted(keep), notes
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------- manifest
 
 def list_manifest(path: Path) -> Listing:
     """A CSV with columns path,label[,split][,patient_id]; paths relative to the CSV's folder."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError as err:
+        raise MedsynError(f"{path}: not UTF-8 text ({err}); save the manifest as UTF-8 CSV.") from err
+    except (csv.Error, OSError) as err:
+        raise MedsynError(f"{path}: not a readable CSV manifest ({err}).") from err
     columns = set(rows[0]) if rows else set()
     if not {"path", "label"} <= columns:
         raise MedsynError(f"{path}: a manifest needs a header with columns path,label[,split][,patient_id]; "
-                          f"found {sorted(columns) or 'no rows'}.")
-    class_names = sorted({r["label"] for r in rows})
+                          f"found {sorted(c for c in columns if c) or 'no rows'}.")
+    unlabelled = [i + 2 for i, r in enumerate(rows) if not (r["label"] or "").strip() or not (r["path"] or "").strip()]
+    if unlabelled:
+        raise MedsynError(f"{path}: line(s) {', '.join(map(str, unlabelled[:10]))} have no path or no label; "
+                          "every row needs both.")
+    check_class_names(sorted({r["label"] for r in rows}), str(path))
+    class_names = sorted({r["label"].strip() for r in rows})
     if len(class_names) < 2:
         raise MedsynError(f"{path}: only the class {class_names} appears; a classifier needs at least two.")
     paths, missing = [], []
@@ -189,5 +333,5 @@ def list_manifest(path: Path) -> Listing:
     if unknown:
         raise MedsynError(f"{path}: unknown split value(s) {unknown}; use train, val, test or leave it empty.")
     groups = [(r.get("patient_id") or "").strip() or patient_from_filename(Path(r["path"]).name) for r in rows]
-    labels = [class_names.index(r["label"]) for r in rows]
+    labels = [class_names.index(r["label"].strip()) for r in rows]
     return _listing(paths, labels, splits, groups, class_names, 0)

@@ -38,7 +38,12 @@ def carve(labels: np.ndarray, groups: np.ndarray, pool: np.ndarray, fraction: fl
     # A tiny dataset cannot hold out 1/n_folds of every class; hold out one member per class instead.
     n_folds = max(2, min(int(round(1.0 / fraction)), smallest_class))
     pool_groups = np.array([g if g else f"__row{i}" for i, g in zip(index, groups[index])])
-    if len(np.unique(pool_groups)) < n_folds or smallest_class < 2:
+    lonely = [c for c, n in enumerate(np.bincount(labels[index])) if n == 1]
+    if lonely:
+        raise MedsynError(f"class(es) {', '.join(map(str, lonely))} (by index, in class order) have only one image "
+                          f"to split; each class needs at least 2 images to carve a {fraction:.0%} split: add "
+                          "images or leave the class out.")
+    if len(np.unique(pool_groups)) < n_folds:
         raise MedsynError(f"too few patients ({len(np.unique(pool_groups))}) to carve a {fraction:.0%} split; "
                           "add images or give the split explicitly (split folders or a manifest `split` column).")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from medsyn import data
     from medsyn.config import preset
     from medsyn.evaluate.audit import run_audit
+    from medsyn.evaluate.features import inception_weights_path
+    from medsyn.fileio import check_out_dir, claim_out_dir, load_tensors
     from medsyn.synth import load_synthetic
 
     config = preset(args.preset).audit
@@ -43,10 +45,14 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, seed=args.seed)
     if args.inception_weights:
         config = dataclasses.replace(config, inception="auto", inception_weights=args.inception_weights)
-    real = data.load(args.src, data_config(args))
-    synthetic = load_synthetic(args.synthetic, real)
+        weights, _ = inception_weights_path(config)  # a missing or unsafe file fails before minutes of work
+        load_tensors(weights, "--inception-weights")
     folder = args.synthetic if args.synthetic.is_dir() else args.synthetic.parent
     out = args.out or folder / "audit"
+    check_out_dir(out, "audit", overwrite=args.overwrite)
+    real = data.load(args.src, data_config(args))
+    synthetic = load_synthetic(args.synthetic, real)
+    claim_out_dir(out, "audit")
     audit = run_audit(real, synthetic, out, config, args.name or folder.resolve().name, overwrite=args.overwrite)
     print(format_summary(audit))
     return 0

@@ -29,7 +29,7 @@ from medsyn.config import AuditConfig
 from medsyn.data import ImageSet
 from medsyn.data.cache import cache_root
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, read_json, write_json
+from medsyn.fileio import atomic_path, load_tensors, read_json, tensors_buffer, write_json
 
 ENCODER_VERSION = 1
 ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
@@ -261,22 +261,19 @@ def inception_weights_path(config: AuditConfig) -> tuple[Path | None, str]:
 
 
 def _load_inception(weights: Path):
-    """torch-fidelity's Inception-v3 from a local file, which must hold only tensors: its bytes are read once and
-    checked with torch.load(weights_only=True) before torch-fidelity (which loads with weights_only=False) sees
-    those very bytes."""
-    import io
-
-    import torch
+    """torch-fidelity's Inception-v3 from a local file, which must hold only tensors: it is loaded with
+    weights_only=True and torch-fidelity (which loads with weights_only=False) gets an in-memory copy made from
+    those tensors, never the user's file."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    buffer = io.BytesIO(Path(weights).read_bytes())
+    state = load_tensors(weights, "Inception-v3 weights")  # torch-fidelity itself would unpickle the file
     try:
-        torch.load(buffer, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure means "not a plain weights file"
-        raise MedsynError(f"{weights}: not a plain weights file (torch.load with weights_only=True refused it: "
-                          f"{str(error).splitlines()[0]}); give torch-fidelity's {INCEPTION_FILE}.") from None
-    buffer.seek(0)
-    return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                            feature_extractor_weights_path=tensors_buffer(state))
+    except RuntimeError as err:
+        raise MedsynError(f"{weights}: not torch-fidelity's Inception-v3 weights ({str(err)[:160]}); give "
+                          f"{INCEPTION_FILE}.") from err
+    return model
 
 
 def inception_features(images: np.ndarray, model, batch_size: int = 64) -> np.ndarray:

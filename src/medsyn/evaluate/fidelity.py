@@ -63,9 +63,9 @@ def mean_pairwise_distance(features: np.ndarray) -> float:
 
 def compare(real: np.ndarray, fake: np.ndarray, k: int, kid_subsets: int, kid_subset_size: int, seed: int) -> dict:
     """Every distribution metric between one real and one synthetic feature set, with the set sizes."""
-    if min(len(real), len(fake)) <= k:
+    if min(len(real), len(fake)) <= k + 1:  # prdc's k-th neighbour within a set counts the point itself
         return {"n_real": len(real), "n_synthetic": len(fake),
-                "skipped": f"needs more than k={k} images on each side"}
+                "skipped": f"needs more than k+1={k + 1} images on each side"}
     kid_mean, kid_std = kid(real, fake, kid_subsets, kid_subset_size, seed)
     diversity_real, diversity_fake = mean_pairwise_distance(real), mean_pairwise_distance(fake)
     return {"n_real": len(real), "n_synthetic": len(fake), "fid": fid(real, fake), "kid": kid_mean,

@@ -44,6 +44,9 @@ def load(path: str | Path) -> dict:
     missing = [key for key in INFO_KEYS if key not in state.get("info", {})]
     if missing or "generator_ema" not in state:
         raise MedsynError(f"{path}: incomplete medsyn checkpoint (missing {', '.join(missing) or 'generator_ema'}).")
+    if state["info"]["model"] not in MODELS:
+        raise MedsynError(f"{path}: names the model {state['info']['model']!r}, which this medsyn does not know "
+                          f"({', '.join(MODELS)}); the file is damaged or from another version.")
     return state
 
 
@@ -57,10 +60,10 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     """The generator to sample from (the EMA copy), in eval mode, and the checkpoint's info plus its sha256."""
     state = load(path)
     info = dict(state["info"])
-    generator = build_generator(info)
     try:
+        generator = build_generator(info)
         generator.load_state_dict(state["generator_ema"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, ValueError, AttributeError) as err:
         raise MedsynError(f"{path}: the generator weights do not match the model described in the checkpoint "
                           f"({str(err)[:160]}).") from err
     info["sha256"] = sha256_file(path)

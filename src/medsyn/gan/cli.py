@@ -52,6 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
     from medsyn import data, gan
     from medsyn.config import gan_preset
     from medsyn.data.cli import data_config
+    from medsyn.fileio import check_out_dir, claim_out_dir
 
     config = gan_preset(args.preset, args.model)
     overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "base_width", "snapshot_every",
@@ -61,7 +62,9 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["size"] = args.size
     config = dataclasses.replace(config, **overrides)
     gan.check_config(config)  # before any data is decoded
+    check_out_dir(args.out, "gan train", resume=args.resume)
     dataset = data.load(args.src, dataclasses.replace(data_config(args), size=config.size))
+    claim_out_dir(args.out, "gan train")
     final = gan.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -74,7 +77,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from medsyn import gan, synth
+    from medsyn.fileio import check_out_dir
 
+    check_out_dir(args.out, "gan generate")  # a folder of someone else's files is never replaced, --overwrite or not
     _, info = gan.load_generator(args.checkpoint)
     names = info["class_names"]
     per_class = synth.parse_per_class(args.per_class, names) if args.per_class else None

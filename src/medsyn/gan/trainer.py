@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, to_dict
+from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, check_device, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, read_json, write_json, write_text
+from medsyn.fileio import atomic_path, holds_files, read_json, write_json, write_text
 from medsyn.gan import checkpoint, sample
 from medsyn.gan.augment import DiffAugment, parse_policy
 
@@ -215,6 +215,7 @@ def check_config(config: GanConfig) -> None:
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"ema_decay must be in [0, 1), not {config.ema_decay}.")
     parse_policy(config.diffaugment)
+    check_device(config.device)
 
 
 def _check(config: GanConfig, train_set: ImageSet) -> None:
@@ -243,7 +244,7 @@ def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 checks and writes; torchrun stops the others if it fails
     config_path = out_dir / "config.json"
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if holds_files(out_dir):
         if not resume:
             raise MedsynError(f"{out_dir} already holds files; pass --resume to continue that run, or choose "
                               "another --out.")

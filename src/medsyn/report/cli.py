@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medsyn.errors import MedsynError
+from medsyn.fileio import check_writable
 
 
 def register(verbs) -> None:
@@ -20,5 +21,6 @@ def run_report(args) -> int:
     if missing:
         raise MedsynError(f"{args.run_dir}: not a finished run folder (missing {', '.join(missing)}); run "
                           f"`medsyn run --out {args.run_dir} --resume` to finish it first.")
+    check_writable(args.run_dir)
     print(f"report: {build_report(args.run_dir)}")
     return 0

@@ -43,9 +43,9 @@ class _RunFiles:
 
     def __init__(self, root: Path):
         self.root = root
-        self.config = read_json(root / "config.json")
-        self.data = read_json(root / "data.json")
-        self.results = read_json(root / "results.json")
+        self.config = read_json(root / "config.json", required=("arms", "seeds"))
+        self.data = read_json(root / "data.json", required=("class_names", "source"))
+        self.results = read_json(root / "results.json", required=("arms", "split", "n_test", "replicates", "comparisons"))
         self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
         self.generators = [f"{g}/{k.name}" for g in self.config.get("gans", []) if (root / "gan" / g).is_dir()
                            for k in sorted((root / "gan" / g).glob("g*")) if k.is_dir()]
@@ -213,7 +213,7 @@ def _audit_section(run: _RunFiles) -> str:
         audit = read_json(path)
         rows = table_rows(audit)
         columns = [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
-        table = _table(columns, [[_cell(r.get(c)) for c in columns] for r in rows])
+        table = _table(columns, [[_audit_cell(r, c) for c in columns] for r in rows])
         used = "; ".join(f"<b>{html.escape(name)}</b>: {html.escape(info['trained_on'])}"
                          for name, info in audit["feature_extractors"].items())
         gallery = run.root / "audit" / model / "nn_gallery.png"
@@ -225,7 +225,9 @@ def _audit_section(run: _RunFiles) -> str:
                      f"every feature space used: {used}. Label accuracy by a classifier trained on real train, next "
                      f"to its accuracy on real val; near-copies by the best correlation with a training image over "
                      f"small shifts and a left-right flip, calibrated on real val (see audit.json). The test split "
-                     f"is not used by the audit.</p>{table}{image}")
+                     f"is not used by the audit. <i>not computable</i>: the class has at most k = "
+                     f"{audit['config']['k']} images on one side, too few for the nearest-neighbour metrics.</p>"
+                     f"{table}{image}")
     return "".join(parts)
 
 
@@ -281,6 +283,16 @@ def _mean(values: list) -> str:
 
 def _p(value) -> str:
     return "n/a" if value is None else f"{value:.3g}"
+
+
+DISTRIBUTION_METRICS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage", "diversity_ratio")
+
+
+def _audit_cell(row: dict, column: str) -> str:
+    """A row whose distribution metrics are all missing was skipped as too small: say so, not an empty cell."""
+    if column in DISTRIBUTION_METRICS and all(row.get(m) is None for m in DISTRIBUTION_METRICS):
+        return "not computable"
+    return _cell(row.get(column))
 
 
 def _cell(value) -> str:

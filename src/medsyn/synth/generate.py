@@ -11,7 +11,10 @@ from typing import Sequence
 import numpy as np
 
 from medsyn.errors import MedsynError
-from medsyn.fileio import write_json
+from medsyn.fileio import claim_out_dir, write_json
+
+
+MAX_IMAGES = 10_000_000
 
 
 def plan_counts(n_classes: int, n: int | None = None, per_class: Sequence[int] | None = None,
@@ -38,6 +41,9 @@ def plan_counts(n_classes: int, n: int | None = None, per_class: Sequence[int] |
             if n < 0:
                 raise MedsynError(f"--n must be at least 0, not {n}.")
             counts = [c + n // n_classes + (i < n % n_classes) for i, c in enumerate(counts)]
+    if sum(counts) > MAX_IMAGES:
+        raise MedsynError(f"{sum(counts):,} images is over the limit of {MAX_IMAGES:,} per call (they are held in "
+                          "memory and written as PNGs); generate fewer, or several sets with different --seed.")
     if any(c < 0 for c in counts) or sum(counts) == 0:
         raise MedsynError(f"image counts {counts} must be non-negative with at least one image.")
     return counts
@@ -102,6 +108,7 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
             "normalization": info["normalization"], "npz": "synthetic.npz",
             "note": "all images are in the train split of synthetic.npz; read it with "
                     "medsyn.synth.load_synthetic(DIR)"})
+        claim_out_dir(staging, "gan generate")
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         staging.rename(out_dir)

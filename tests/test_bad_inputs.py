@@ -1,0 +1,391 @@
+"""A corpus of bad and hostile inputs for every verb (issue 12): each must stop with `medsyn: error: ...`, exit code
+2, a message naming the problem, no traceback, nothing written and nothing of the user's replaced.
+
+Every case runs `medsyn.cli.main` in-process on tiny real files made here; none trains anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import socket
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CHEST_XRAY_SMALL
+from medsyn.cli import main
+
+XRAYS = sorted((CHEST_XRAY_SMALL / "train" / "NORMAL").iterdir())
+
+
+class Payload:
+    """Unpickling this object creates `marker`: proof that a loader ran code from the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _npz(path: Path, images=None, labels=None, **extra) -> Path:
+    """A MedMNIST-layout npz: 2 classes x 6 images of 8x8 per split, unless told otherwise."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 8, 8), dtype=np.uint8) if images is None else images
+    labels = np.repeat([0, 1], len(images) // 2) if labels is None else labels
+    np.savez(path, **{f"{s}_{k}": v for s in ("train", "val", "test") for k, v in
+                      (("images", images), ("labels", labels))}, **extra)
+    return path
+
+
+def _huge_header_npz(path: Path) -> Path:
+    """An npz whose train_images header declares 10^12 bytes (the data itself is absent)."""
+    _npz(path)
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (1_000_000, 1000, 1000)})
+    members["train_images.npy"] = header.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _manifest(path: Path, rows: list[str], encoding: str = "utf-8") -> Path:
+    for i, xray in enumerate(XRAYS[:6]):
+        shutil.copyfile(xray, path.parent / f"img{i}.jpeg")
+    path.write_bytes(("path,label,split\n" + "\n".join(rows) + "\n").encode(encoding))
+    return path
+
+
+def _model_file(path: Path, width: float, state_width: float) -> Path:
+    """A medsyn classifier checkpoint whose architecture says `width` and whose weights are of `state_width`."""
+    from medsyn.classify import models
+
+    arch = {"arch": "vgg16", "n_classes": 2, "channels": 1, "width": width, "batch_norm": True, "dropout": 0.4}
+    weights = models.build(**{**arch, "width": state_width})
+    meta = {"arch": arch, "class_names": ["a", "b"], "image_size": 28, "channels": 1, "aspect": "center-crop",
+            "normalization": models.normalization(False, 1), "threshold": None}
+    torch.save(models.checkpoint(weights, meta), path)
+    return path
+
+
+def _user_folder(path: Path) -> Path:
+    """A folder of the user's own files with names medsyn also writes."""
+    path.mkdir()
+    (path / "config.json").write_text('{"mine": true}\n')
+    (path / "history.csv").write_text("my,own\n1,2\n")
+    return path
+
+
+def _damaged_medsyn_folder(path: Path, verb: str) -> Path:
+    """A folder `verb` made (its marker) whose config.json was cut short."""
+    path.mkdir()
+    (path / ".medsyn").write_text(verb + "\n")
+    (path / "config.json").write_text('{"preset": "smo')
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    w = SimpleNamespace(root=root, marker=root / "PWNED")
+    w.payload = root / "payload.pt"
+    torch.save({"format": "medsyn-gan-checkpoint", "info": Payload(w.marker)}, w.payload)
+    w.payload_npz = root / "payload.npz"
+    _npz(w.payload_npz, labels=np.array([Payload(w.marker)] * 12, dtype=object))
+    (root / "payload_seed").mkdir()
+    shutil.copyfile(w.payload, root / "payload_seed" / "model.pt")
+    w.jpeg = XRAYS[0]
+    w.npz = {name: _npz(root / f"{name}.npz", **kw) for name, kw in {
+        "fractional_labels": {"labels": np.linspace(0, 1, 12)},
+        "nan_labels": {"labels": np.r_[np.zeros(11), np.nan]},
+        "huge_float_label": {"labels": np.r_[np.zeros(11), 1e30]},
+        "string_labels": {"labels": np.array(["a", "b"] * 6)},
+        "text_images": {"images": np.full((12, 8, 8), "x")},
+        "nan_images": {"images": np.full((12, 8, 8), np.nan)},
+        "zero_rows": {"images": np.zeros((0, 8, 8), np.uint8), "labels": np.zeros(0, np.int64)},
+    }.items()}
+    w.npz["huge_header"] = _huge_header_npz(root / "huge_header.npz")
+    w.npz["one_of_a_class"] = root / "one_of_a_class.npz"
+    images = np.random.default_rng(1).integers(0, 256, (12, 8, 8), dtype=np.uint8)
+    np.savez(w.npz["one_of_a_class"], train_images=images, train_labels=np.r_[np.zeros(11, int), 1],
+             val_images=images[:0], val_labels=np.zeros(0, int), test_images=images[:0], test_labels=np.zeros(0, int))
+    for name in ("case_labels", "space_labels", "empty_label", "missing_label", "latin1"):
+        (root / name).mkdir()
+    w.case_labels = _manifest(root / "case_labels" / "m.csv", ["img0.jpeg,Normal,", "img1.jpeg,normal,",
+                                                               "img2.jpeg,Sick,"])
+    w.space_labels = _manifest(root / "space_labels" / "m.csv", ["img0.jpeg,Normal,", "img1.jpeg, Normal,",
+                                                                 "img2.jpeg,Sick,"])
+    w.empty_label = _manifest(root / "empty_label" / "m.csv", ["img0.jpeg,a,", "img1.jpeg,,", "img2.jpeg,b,"])
+    w.missing_label = _manifest(root / "missing_label" / "m.csv", ["img0.jpeg,a,", "img1.jpeg", "img2.jpeg,b,"])
+    w.latin1 = _manifest(root / "latin1" / "m.csv", ["img0.jpeg,Pneumonie,", "img1.jpeg,Gesundé,"], "latin-1")
+    w.split_names = root / "split_names"
+    for split in ("training", "testing"):
+        (w.split_names / split / "NORMAL").mkdir(parents=True)
+        shutil.copyfile(XRAYS[0], w.split_names / split / "NORMAL" / "a.jpeg")
+    w.mismatched_model = _model_file(root / "mismatched.pt", width=0.125, state_width=0.0625)
+    w.model = _model_file(root / "model.pt", width=0.0625, state_width=0.0625)
+    w.unknown_gan = root / "unknown_gan.pt"
+    torch.save({"format": "medsyn-gan-checkpoint", "version": 1, "generator_ema": {},
+                "info": {"model": "stylegan9", "size": 28, "channels": 1, "class_names": ["a", "b"],
+                         "normalization": "tanh", "latent": "normal", "latent_dim": 8, "base_width": 4}},
+               w.unknown_gan)
+    w.corrupt_run = root / "corrupt_run"
+    (w.corrupt_run / "arms" / "real" / "seed0").mkdir(parents=True)
+    for name in ("config.json", "data.json", "results.json"):
+        (w.corrupt_run / name).write_text("{not json")
+    shutil.copyfile(w.model, w.corrupt_run / "arms" / "real" / "seed0" / "model.pt")
+    (w.corrupt_run / "arms" / "real" / "seed0" / "val_metrics.json").write_text("{\"auc\": ")
+    w.wrong_shape_run = root / "wrong_shape_run"
+    w.wrong_shape_run.mkdir()
+    for name in ("config.json", "data.json", "results.json"):
+        (w.wrong_shape_run / name).write_text("[1, 2, 3]\n")
+    w.a_file = root / "a_file.txt"
+    w.a_file.write_text("not a folder\n")
+    w.existing = root / "existing.csv"
+    w.existing.write_text("the user's predictions\n")
+    return w
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# (case id, argv from the world and a fresh output path, words the message must contain)
+CASES = [
+    # 1. code execution: every file medsyn reads is loaded without running pickled code
+    ("pickle-gan-checkpoint", lambda w, o: ["gan", "generate", "--checkpoint", w.payload, "--n", "2", "--out", o],
+     "cannot be read"),
+    ("pickle-model-predict", lambda w, o: ["predict", "--model", w.payload, str(w.jpeg)], "not a medsyn model"),
+    ("pickle-model-serve", lambda w, o: ["serve", "--model", w.payload, "--port", str(_free_port())],
+     "not a medsyn model"),
+    ("pickle-model-export", lambda w, o: ["export", w.root / "payload_seed", "--out", o / "m.pt"],
+     "not a medsyn model"),
+    ("pickle-inception-weights", lambda w, o: ["audit", "--synthetic", w.payload_npz, "--inception-weights",
+                                               w.payload, "--out", o], "safely"),
+    ("missing-inception-weights", lambda w, o: ["audit", "--synthetic", w.payload_npz, "--inception-weights",
+                                                w.root / "nope.pth", "--out", o], "no such file"),
+    ("pickle-npz-data", lambda w, o: ["data", "info", w.payload_npz], "Python objects"),
+    ("pickle-npz-synthetic", lambda w, o: ["classify", "train", "--preset", "smoke", "--synthetic", w.payload_npz,
+                                           "--arm", "synth", "--out", o], "Python objects"),
+    # 2. silent corruption: every dtype converts correctly or is refused
+    ("fractional-labels", lambda w, o: ["data", "info", w.npz["fractional_labels"]], "not whole class indices"),
+    ("huge-float-label", lambda w, o: ["data", "info", w.npz["huge_float_label"]], "is 1e+30"),
+    ("nan-label", lambda w, o: ["data", "info", w.npz["nan_labels"]], "row 11 is nan"),
+    ("string-labels", lambda w, o: ["data", "info", w.npz["string_labels"]], "class indices"),
+    ("text-images", lambda w, o: ["data", "prepare", w.npz["text_images"], "--out", o / "x.npz"],
+     "images must be numbers"),
+    ("nan-images", lambda w, o: ["gan", "train", "--data", w.npz["nan_images"], "--preset", "smoke", "--out", o],
+     "NaN"),
+    ("huge-header", lambda w, o: ["data", "info", w.npz["huge_header"]], "GiB"),
+    # 3. leaks and silent new classes
+    ("labels-differ-by-case", lambda w, o: ["data", "info", w.case_labels], "differ only by case"),
+    ("labels-differ-by-space", lambda w, o: ["data", "info", w.space_labels], "differ only by case or spaces"),
+    ("empty-label", lambda w, o: ["data", "info", w.empty_label], "no path or no label"),
+    ("split-named-folders", lambda w, o: ["data", "info", w.split_names], "look like splits"),
+    # 4. clobbering: a user's files are never replaced
+    ("clobber-classify", lambda w, o: ["classify", "train", "--arm", "real", "--out", _user_folder(o)],
+     "did not write"),
+    ("clobber-audit", lambda w, o: ["audit", "--synthetic", w.payload_npz, "--out", _user_folder(o)],
+     "did not write"),
+    ("clobber-gan-train", lambda w, o: ["gan", "train", "--preset", "smoke", "--out", _user_folder(o)],
+     "did not write"),
+    ("clobber-run", lambda w, o: ["run", "--preset", "smoke", "--out", _user_folder(o)], "did not write"),
+    ("clobber-generate-overwrite", lambda w, o: ["gan", "generate", "--checkpoint", w.unknown_gan, "--n", "2",
+                                                 "--out", _user_folder(o), "--overwrite"], "did not write"),
+    ("clobber-predict", lambda w, o: ["predict", "--model", w.model, str(w.jpeg), "--out", w.existing],
+     "already exists"),
+    # 5. half-made outputs: a failing command makes no folder
+    ("classify-bad-width", lambda w, o: ["classify", "train", "--arm", "real", "--width", "0", "--out", o],
+     "width"),
+    ("classify-bad-device", lambda w, o: ["classify", "train", "--arm", "real", "--device", "tpu:9", "--out", o],
+     "device"),
+    ("classify-cuda-without-gpu", lambda w, o: ["classify", "train", "--arm", "real", "--device", "cuda:7",
+                                                "--out", o], "cuda"),
+    ("run-missing-data", lambda w, o: ["run", "--preset", "smoke", "--data", w.root / "nope", "--out", o],
+     "no such file"),
+    ("run-bad-data", lambda w, o: ["run", "--preset", "smoke", "--data", w.npz["string_labels"], "--out", o],
+     "class indices"),
+    # 6. --resume only what medsyn made
+    ("resume-run-foreign", lambda w, o: ["run", "--preset", "smoke", "--resume", "--out", _user_folder(o)],
+     "not made by medsyn"),
+    ("resume-gan-foreign", lambda w, o: ["gan", "train", "--preset", "smoke", "--resume", "--out", _user_folder(o)],
+     "not made by medsyn"),
+    ("resume-run-damaged-config", lambda w, o: ["run", "--preset", "smoke", "--resume",
+                                                "--out", _damaged_medsyn_folder(o, "run")], "not readable JSON"),
+    ("resume-gan-damaged-config", lambda w, o: ["gan", "train", "--preset", "smoke", "--resume",
+                                                "--out", _damaged_medsyn_folder(o, "gan train")], "not readable JSON"),
+    ("resume-run-in-a-gan-folder", lambda w, o: ["run", "--preset", "smoke", "--resume",
+                                                 "--out", _damaged_medsyn_folder(o, "gan train")],
+     "made by `medsyn gan train`"),
+    # 7. tracebacks: each is a message now
+    ("out-parent-is-file", lambda w, o: ["classify", "train", "--arm", "real", "--out", w.a_file / "run"],
+     "is a file"),
+    ("prepare-parent-is-file", lambda w, o: ["data", "prepare", "--out", w.a_file / "x.npz"], "is a file"),
+    ("predict-out-parent-is-file", lambda w, o: ["predict", "--model", w.model, str(w.jpeg),
+                                                 "--out", w.a_file / "p.csv"], "is a file"),
+    ("jpeg-as-source", lambda w, o: ["data", "info", w.jpeg], "not a data source"),
+    ("dev-null-as-source", lambda w, o: ["data", "info", "/dev/null"], "not a data source"),
+    ("manifest-row-without-label", lambda w, o: ["data", "info", w.missing_label], "no path or no label"),
+    ("manifest-not-utf8", lambda w, o: ["data", "info", w.latin1], "not UTF-8"),
+    ("model-weights-mismatch", lambda w, o: ["predict", "--model", w.mismatched_model, str(w.jpeg)],
+     "do not match"),
+    ("gan-unknown-model", lambda w, o: ["gan", "generate", "--checkpoint", w.unknown_gan, "--n", "2", "--out", o],
+     "stylegan9"),
+    ("report-corrupt-json", lambda w, o: ["report", w.corrupt_run], "not readable JSON"),
+    ("report-json-of-another-shape", lambda w, o: ["report", w.wrong_shape_run], "lacks"),
+    ("export-corrupt-json", lambda w, o: ["export", w.corrupt_run, "--arm", "real", "--out", o / "m.pt"],
+     "not readable JSON"),
+    ("batch-size-1", lambda w, o: ["classify", "train", "--arm", "real", "--batch-size", "1", "--out", o],
+     "batch"),
+    ("serve-port-out-of-range", lambda w, o: ["serve", "--model", w.model, "--port", "70000"], "1 to 65535"),
+    # 8. messages that say what is wrong
+    ("run-size-0", lambda w, o: ["run", "--preset", "smoke", "--size", "0", "--out", o], "--size 0"),
+    ("npz-zero-rows", lambda w, o: ["data", "info", w.npz["zero_rows"]], "0 images"),
+    ("class-with-one-image", lambda w, o: ["data", "info", w.npz["one_of_a_class"]], "only one image"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("make_argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_a_message(world, tmp_path, capsys, make_argv, expected):
+    out = tmp_path / "out"
+    argv = [str(a) for a in make_argv(world, out)]
+    before = _snapshot(world.root), _snapshot(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("medsyn: error: ") and expected in err, err
+    assert "Traceback" not in err
+    assert (_snapshot(world.root), _snapshot(tmp_path)) == before, "a failing command wrote or changed files"
+    assert not world.marker.exists(), "a pickled payload ran"
+
+
+def test_port_in_use_is_a_message(world, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code = main(["serve", "--model", str(world.model), "--port", str(taken.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert code == 2 and "in use" in err and "Traceback" not in err, err
+
+
+def test_generate_refuses_trillions_of_images():
+    from medsyn.errors import MedsynError
+    from medsyn.synth import plan_counts
+
+    with pytest.raises(MedsynError, match="over the limit"):
+        plan_counts(2, n=10 ** 13)
+
+
+def test_inception_weights_with_a_pickle_payload_run_no_code(world):
+    """torch-fidelity unpickles its weights file itself; medsyn must hand it only what loaded as plain tensors."""
+    from medsyn.errors import MedsynError
+    from medsyn.evaluate.features import inception_features
+
+    with pytest.raises(MedsynError, match="safely"):
+        inception_features(np.zeros((1, 8, 8, 1), np.uint8), world.payload)
+    assert not world.marker.exists()
+
+
+def test_inception_weights_of_another_network_are_a_message(world):
+    from medsyn.errors import MedsynError
+    from medsyn.evaluate.features import inception_features
+
+    with pytest.raises(MedsynError, match="not torch-fidelity's Inception-v3"):
+        inception_features(np.zeros((1, 8, 8, 1), np.uint8), world.model)
+
+
+# ---------------------------------------------------------------- conversions that must be right, not refused
+
+def test_float_and_12bit_images_are_scaled_not_truncated(tmp_path):
+    from medsyn.data.sources import read_npz
+
+    gradient = np.linspace(0, 1, 12 * 64).reshape(12, 8, 8)
+    as_float = read_npz(_npz(tmp_path / "float.npz", images=gradient.astype(np.float32))).images
+    as_12bit = read_npz(_npz(tmp_path / "u16.npz", images=np.round(gradient * 4095).astype(np.uint16))).images
+    assert as_float.dtype == as_12bit.dtype == np.uint8
+    assert as_float.min() == 0 and as_float.max() == 255 and len(np.unique(as_float)) > 200
+    assert np.abs(as_12bit.astype(int) - as_float.astype(int)).max() <= 1  # the same image, not wrapped mod 256
+
+
+def test_whole_float_labels_are_accepted(tmp_path):
+    from medsyn.data.sources import read_npz
+
+    labels = read_npz(_npz(tmp_path / "f.npz", labels=np.repeat([0.0, 1.0], 6))).labels
+    assert labels.dtype == np.int64 and labels.tolist() == [0] * 6 + [1] * 6 + [0] * 6 + [1] * 6 + [0] * 6 + [1] * 6
+
+
+def test_a_file_listed_twice_lands_in_one_split_and_is_announced(tmp_path):
+    """The repeated row and a byte-identical copy under another name stay with the test copy."""
+    from medsyn import data
+    from medsyn.config import DataConfig
+
+    classes = {"a": XRAYS[:6], "b": XRAYS[6:12]}
+    rows = []
+    for label, files in classes.items():
+        for i, xray in enumerate(files):
+            shutil.copyfile(xray, tmp_path / f"{label}{i}.jpeg")
+            rows.append(f"{label}{i}.jpeg,{label},{'test' if i < 2 else 'train'}")
+    shutil.copyfile(XRAYS[0], tmp_path / "a0-copy.jpeg")
+    rows += ["a0.jpeg,a,train", "a0-copy.jpeg,a,val", "a3.jpeg,a,val"]
+    (tmp_path / "m.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    dataset = data.load(tmp_path / "m.csv", DataConfig(size=16, val="given"))
+    a0 = [s for p, s in zip(dataset.paths, dataset.split) if Path(p).name in ("a0.jpeg", "a0-copy.jpeg")]
+    assert a0 == ["test"]
+    a3 = [s for p, s in zip(dataset.paths, dataset.split) if Path(p).name == "a3.jpeg"]
+    assert a3 == ["val"]  # listed in train and in val: kept once, in the more held-out split
+    assert any("repeated row" in n for n in dataset.notes) and any("byte-identical" in n for n in dataset.notes)
+
+
+def test_clobber_refusal_leaves_the_users_files(tmp_path, capsys):
+    out = _user_folder(tmp_path / "mine")
+    assert main(["classify", "train", "--arm", "real", "--out", str(out)]) == 2
+    assert (out / "config.json").read_text() == '{"mine": true}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.csv"]
+
+
+def test_an_image_over_the_decoders_pixel_limit_gets_413_not_422():
+    """A PNG header declaring 9000 x 9000 pixels: the decoder's bomb guard refuses it, and the API says 413."""
+    import struct
+    import zlib
+
+    from medsyn.app.server import UploadError, decode_upload
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    with pytest.raises(UploadError) as refused:
+        decode_upload(png, max_pixels=10 ** 12)  # only the decoder's own limit (64 MP) applies
+    assert refused.value.status == 413 and "pixels" in str(refused.value)
+
+
+def test_torchvision_weights_with_a_pickle_payload_run_no_code(world, monkeypatch):
+    """--pretrained reads ImageNet weights from the torch hub cache: a payload planted there must not run."""
+    from medsyn.classify import models
+    from medsyn.errors import MedsynError
+
+    monkeypatch.setenv("TORCH_HOME", str(world.root / "torch-home"))
+    planted = Path(torch.hub.get_dir()) / "checkpoints" / Path(models.models.VGG16_BN_Weights.IMAGENET1K_V1.url).name
+    planted.parent.mkdir(parents=True)
+    shutil.copyfile(world.payload, planted)
+    with pytest.raises(MedsynError, match="safely"):
+        models.build("vgg16", 2, 1, width=1.0, pretrained=True)
+    assert not world.marker.exists()
