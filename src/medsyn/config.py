@@ -68,11 +68,10 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
         schedule = {"full": dict(steps=15_000, batch_size=64)}  # the original's 15,000 steps x batch 64
         return GanConfig(model=model, **{**sizes[name], "base_width": widths[name], **schedule.get(name, {})},
                          **original)
-    # cgan quick: about 4 minutes on 2 idle CPU cores (about 12.6 steps/s), chosen with benchmarks/gan_quality.py
-    # over width 8 x 800 steps (FID 1.91 -> 0.34, label fidelity 0.77 -> 0.97) and over width 16 x 2000 steps in
-    # the same time: more steps beat more width. At 28 px cutout (half the side) hides most of the chest, so only
-    # colour and translation are applied; a longer EMA for the longer run.
-    # Two generators per quick run (one per generator seed) share the budget: 1000 steps each.
+    # cgan quick: width 12 was chosen with benchmarks/gan_quality.py over width 8 and 16 (more steps beat more
+    # width). At 28 px cutout (half the side) hides most of the chest, so only colour and translation are applied.
+    # A quick run trains two generators (one per generator seed) side by side on one thread each: 1000 steps each
+    # keeps the whole study within its 12-minute budget on 2 cores (at 2800 steps the audit measured FID 0.34).
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="color,translation",
                            ema_decay=0.995)}
     return GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
