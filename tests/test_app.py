@@ -251,7 +251,7 @@ def test_api_model_card(client, model_file):
     card = client.get("/api/model").json()
     assert card["trained_on"]["arm"] == "real" and card["test_metrics"]["n"] == 624
     auc = card["arm_test_metrics"]["metrics"]["auc"]
-    assert auc["ci_low"] <= auc["mean"] <= auc["ci_high"] and card["arm_test_metrics"]["seeds"] == list(APP_SEEDS)
+    assert auc["ci_low"] <= auc["mean"] <= auc["ci_high"] and card["arm_test_metrics"]["replicates"] == list(APP_SEEDS)
     page = client.get("/")
     assert page.status_code == 200 and "app.js" in page.text
 

@@ -90,7 +90,7 @@ function showCard(card) {
   const armInfo = card.arm_test_metrics || {};
   const hasArm = Object.keys(arm).length > 0;
   $("test-note").textContent = "Measured on the held-out real test split" + (seed.n ? " (" + seed.n + " images)" : "") +
-    (hasArm ? ". The arm column is the mean over seeds" + (armInfo.seeds ? " (" + armInfo.seeds.length + " seeds)" : "") +
+    (hasArm ? ". The arm column is the mean over seeds" + (armInfo.replicates ? " (" + armInfo.replicates.length + " replicates)" : "") +
       " with its " + (armInfo.ci_level ? Math.round(100 * armInfo.ci_level) + "% " : "") + "confidence interval" +
       (armInfo.ci_method ? " (" + armInfo.ci_method + ")." : ".")
       : ". This model file has no seed-aggregated results (no results.json in its run).");
