@@ -123,3 +123,21 @@ def test_a_single_replicate_is_never_decisive(metric):
     summary = summarize_arms(results, {"real+synth@1": "real"}, n_bootstrap=100)
     record = next(c for c in summary["comparisons"] if c["metric"] == metric)
     assert record["between_replicate_sd"] is None and record["verdict"] == "inconclusive"
+
+
+def test_worth_recovers_a_known_answer_on_a_constructed_curve():
+    from medsyn.evaluate.worth import real_images_worth
+
+    sizes = np.array([100, 250, 1000, 4000])
+    curve = lambda n: 0.70 + 0.05 * np.log10(n)                      # a known real-only learning curve
+    rng = np.random.default_rng(0)
+    real = curve(sizes)[:, None] + rng.normal(0, 0.002, (4, 6))
+    arm = curve(1000) + rng.normal(0, 0.002, 6)                        # an arm at 250 real images that does as
+    worth = real_images_worth(sizes, real, arm)                        # well as 1000 real images
+    assert worth["worth"] == pytest.approx(1000, rel=0.15) and worth["beyond"] is None
+    assert worth["ci_low"] <= worth["worth"] <= worth["ci_high"] and worth["ci_high"] / worth["ci_low"] < 1.5
+    assert worth["ci_low"] < 1000 * 1.15 and worth["ci_high"] > 1000 / 1.15
+    exact = real_images_worth(sizes, curve(sizes)[:, None].repeat(3, 1), np.full(3, curve(600)))
+    assert exact["worth"] == pytest.approx(600, rel=1e-9)               # linear in log n: exact at any size
+    assert real_images_worth(sizes, real, arm + 0.2)["beyond"] == "above"
+    assert real_images_worth(sizes, real, arm - 0.2)["beyond"] == "below"

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from medsyn.errors import MedsynError
 
-PRESETS = ("smoke", "quick", "full")
+PRESETS = ("smoke", "quick", "study", "full")
 ASPECT_POLICIES = ("center-crop", "pad", "stretch")
 
 
@@ -59,6 +59,7 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
         raise MedsynError(f"unknown GAN model {model!r}; choose one of {', '.join(GAN_MODELS)}.")
     if name not in PRESETS:
         raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    name = {"study": "quick"}.get(name, name)  # the study preset's generators start from the quick ones
     sizes = {"smoke": dict(size=28, steps=20, batch_size=16, base_width=8, snapshot_every=10, log_every=5),
              "quick": dict(size=28, steps=800, batch_size=32, base_width=8, snapshot_every=200),
              "full": dict(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000, log_every=50)}
@@ -95,6 +96,7 @@ class ClassifyConfig:
     exposure: str = "real-passes"      # real-passes: an epoch is one pass over real train, synthetic images ride
                                        # along at the arm's ratio; equal-steps: one pooled stream, the same steps
     ema_decay: float = 0.0             # > 0: select and keep an exponential moving average of the weights
+    min_epoch_steps: int = 1           # at least this many batches between two validation checks (small subsets)
     device: str = "auto"               # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     threads: int = 1                   # CPU threads for torch while training (0: torch's default); small models on
                                        # a shared 2-core CPU run far faster on 1 thread than on 2 contended ones
@@ -140,6 +142,9 @@ class RunConfig:
                              "real+balance", "real+aug+synth")
     seeds: tuple[int, ...] = (0, 1, 2)  # one replicate per seed: the classifier seed of every arm
     gan_seeds: int = 1                 # generators of the primary model: replicate r uses generator r mod gan_seeds
+    sizes: tuple[float, ...] = (1.0,)  # learning curve over real-data size: fractions (<= 1) or image counts (> 1)
+                                       # of the real train split, nested; generators and arms run per size
+    imbalance: float = 1.0             # every class but the largest subsampled to this share (1 = as given)
     min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
     n_bootstrap: int = 2000
 
@@ -175,6 +180,15 @@ def preset(name: str = "quick") -> RunConfig:
                          audit=AuditConfig(inception="off", kid_subsets=50),
                          arms=("real", "real+aug", "synth", "real+synth@1", "real+balance"),
                          seeds=(0, 1, 2, 3), gan_seeds=2)
+    if name == "study":
+        # The small-data question on a CPU: a learning curve over 5 nested sizes of the real train split, the
+        # strategies known to work (mixing, synthetic pretraining, filtering, balancing), 5 replicates.
+        return RunConfig(preset=name, data=DataConfig(size=28), gan=replace(gan_preset("quick"), steps=600),
+                         classify=ClassifyConfig(epochs=8, patience=2, min_epoch_steps=20),
+                         audit=AuditConfig(inception="off", kid_subsets=20),
+                         arms=("real", "real+synth@1", "real+pretrain-synth@1", "real+filtered-synth@1",
+                               "real+balance"),
+                         seeds=(0, 1, 2, 3, 4), gan_seeds=2, sizes=(0.02, 0.05, 0.1, 0.25, 1.0))
     if name == "full":
         return RunConfig(
             preset=name,
@@ -183,8 +197,11 @@ def preset(name: str = "quick") -> RunConfig:
             classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4, threads=0),  # a GPU
             audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
                               n_memorization=20_000),
+            arms=("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
+                  "real+aug+synth", "real+pretrain-synth@1", "real+filtered-synth@1"),
             seeds=tuple(range(10)),
             gan_seeds=3,
+            sizes=(0.02, 0.05, 0.1, 0.25, 1.0),
             n_bootstrap=10_000,
         )
     raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

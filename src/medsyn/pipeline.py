@@ -52,6 +52,13 @@ def register(verbs) -> None:
     parser.add_argument("--gan-seeds", type=int, default=None,
                         help="generators of the first model, K (default: the preset's); replicate r uses generator "
                              "r mod K, trained with the seed of replicate k")
+    parser.add_argument("--fractions", default=None,
+                        help="learning curve: fractions of the real train split, e.g. 0.02,0.05,0.1,0.25,1 (nested, "
+                             "stratified, patient-grouped subsets; generators and arms run per size)")
+    parser.add_argument("--train-sizes", default=None,
+                        help="learning curve in images instead of fractions, e.g. 100,250,1000,4708")
+    parser.add_argument("--imbalance", type=float, default=None,
+                        help="keep the largest class and subsample every other class to this share, e.g. 0.2")
     parser.add_argument("--min-effect", type=float, default=None,
                         help="smallest difference of interest (default 0.01): a wider 95%% CI is 'inconclusive'")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>-<time>)")
@@ -82,7 +89,9 @@ def _run_cli(args) -> int:
         config = dataclasses.replace(config, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()))
     if args.seeds is not None:
         config = dataclasses.replace(config, seeds=parse_seeds(args.seeds))
-    for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect")):
+    if args.fractions or args.train_sizes:
+        config = dataclasses.replace(config, sizes=parse_sizes(args.fractions, args.train_sizes))
+    for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect"), ("imbalance", "imbalance")):
         if getattr(args, flag) is not None:
             config = dataclasses.replace(config, **{field: getattr(args, flag)})
     if args.workers is not None and args.workers < 1:
@@ -109,6 +118,22 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise MedsynError(f"--seeds {text!r}: give distinct non-negative seeds, e.g. 0,1,2 or 10-14.")
     return tuple(seeds)
+
+
+def parse_sizes(fractions: str | None, train_sizes: str | None) -> tuple[float, ...]:
+    """--fractions 0.02,0.1,1 or --train-sizes 100,250,1000 -> sizes in increasing order."""
+    if fractions and train_sizes:
+        raise MedsynError("give --fractions or --train-sizes, not both.")
+    text, flag = (fractions, "--fractions") if fractions else (train_sizes, "--train-sizes")
+    try:
+        values = sorted({float(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise MedsynError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.02,0.05,0.1,0.25,1.") from None
+    bad = [v for v in values if (v <= 0 or v > 1) if fractions] + \
+          [v for v in values if (v < 2 or v != int(v)) if train_sizes]
+    if not values or bad:
+        raise MedsynError(f"{flag} {text!r}: fractions lie in (0, 1]; train sizes are whole numbers of images >= 2.")
+    return tuple(values)
 
 
 def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executor: str = "local",
@@ -167,7 +192,11 @@ def validate(config: configs.RunConfig) -> None:
                           f"({len(config.seeds)}); generator k is trained with the seed of replicate k.")
     if not 0 < config.min_effect < 1:
         raise MedsynError(f"--min-effect {config.min_effect}: give a difference between 0 and 1, e.g. 0.01.")
+    if not 0 < config.imbalance <= 1:
+        raise MedsynError(f"--imbalance {config.imbalance}: give the share kept of every class but the largest, in "
+                          "(0, 1], e.g. 0.2.")
     controls = {classify.parse_arm(a).control for a in config.arms} - {None}
+    controls |= {classify.parse_arm(a).filter_model for a in config.arms if classify.parse_arm(a).filtered}
     missing = sorted(controls - set(config.arms))
     if missing:
         raise MedsynError(f"the arms compare with their matched controls {', '.join(missing)}, which are not in the "

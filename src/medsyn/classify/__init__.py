@@ -17,7 +17,7 @@ from medsyn.classify.arms import ARMS, Arm, parse_arm
 _LAZY = {
     "train_arm": "medsyn.classify.train", "read_predictions": "medsyn.classify.train",
     "evaluate_on_test": "medsyn.classify.train", "check_config": "medsyn.classify.train",
-    "fit": "medsyn.classify.train",
+    "fit": "medsyn.classify.train", "filter_pool": "medsyn.classify.train",
     "load_model": "medsyn.classify.models", "predict_proba": "medsyn.classify.models",
     "features": "medsyn.classify.models", "build": "medsyn.classify.models",
 }

@@ -3,7 +3,10 @@
 Arm names are `+`-joined parts: `real` (the real train split), `aug` (traditional augmentation of every training
 image), `synth` or `synth@R` (synthetic images; with `real`, R synthetic per real image, default 1; alone, R times
 as many synthetic images as the real train split holds, i.e. synthetic-only), `balance` (with `real`: synthetic
-images for the minority classes only, up to the majority class's count). Examples: `real+aug`, `real+synth@0.5`.
+images for the minority classes only, up to the majority class's count), `filtered-synth@R` (with `real`: like
+synth@R, from the pool's images that the replicate's real-only classifier gives their label with probability at
+least tau, tau chosen on real val) and `pretrain-synth@R` (with `real`: pretrain on R synthetic images per real
+one, then fine-tune on real exactly as `real` trains). Examples: `real+aug`, `real+synth@0.5`.
 
 Every arm with synthetic images has a matched control, the arm without them (`Arm.control`): the comparison that
 isolates what the synthetic images did.
@@ -21,7 +24,7 @@ from medsyn.errors import MedsynError
 
 ARMS = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
         "real+aug+synth")
-_SYNTH = re.compile(r"^synth(?:@(\d+(?:\.\d+)?))?$")
+_SYNTH = re.compile(r"^(filtered-|pretrain-)?synth(?:@(\d+(?:\.\d+)?))?$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Arm:
     augment: bool           # traditional augmentation on every training image (real and synthetic)
     synth_ratio: float      # synthetic images per real train image (0: none), class proportions like real train
     balance: bool           # synthetic images for minority classes only, up to the majority count
+    filtered: bool = False  # synthetic images kept only where the replicate's real-only classifier agrees
+    pretrain: bool = False  # pretrain on the synthetic images, then fine-tune on real (same real exposure as real)
 
     @property
     def uses_synthetic(self) -> bool:
@@ -44,11 +49,16 @@ class Arm:
             return None
         return "real+aug" if self.augment else "real"
 
+    @property
+    def filter_model(self) -> str:
+        """The arm whose classifier (of the same replicate) filters this arm's synthetic pool."""
+        return "real"
+
 
 def parse_arm(name: str) -> Arm:
     """`real+synth@2` -> Arm(real=True, synth_ratio=2.0, ...); a MedsynError names what is wrong."""
     parts = name.strip().split("+")
-    real = augment = balance = False
+    real = augment = balance = filtered = pretrain = False
     ratio = 0.0
     for part in parts:
         if part == "real" and not real:
@@ -58,7 +68,8 @@ def parse_arm(name: str) -> Arm:
         elif part == "balance" and not balance:
             balance = True
         elif (match := _SYNTH.match(part)) and ratio == 0:
-            ratio = float(match.group(1) or 1.0)
+            ratio = float(match.group(2) or 1.0)
+            filtered, pretrain = match.group(1) == "filtered-", match.group(1) == "pretrain-"
             if ratio <= 0:
                 raise MedsynError(f"arm {name!r}: the synthetic ratio must be positive.")
         else:
@@ -69,7 +80,11 @@ def parse_arm(name: str) -> Arm:
     if balance and (not real or ratio):
         raise MedsynError(f"arm {name!r}: balance tops up the real train split's minority classes; write "
                           f"real+balance (optionally +aug), without synth@R.")
-    return Arm(name=name.strip(), real=real, augment=augment, synth_ratio=ratio, balance=balance)
+    if (filtered or pretrain) and not real:
+        raise MedsynError(f"arm {name!r}: filtered-synth and pretrain-synth work with the real train split; add "
+                          f"real, e.g. real+filtered-synth@1 or real+pretrain-synth@1.")
+    return Arm(name=name.strip(), real=real, augment=augment, synth_ratio=ratio, balance=balance,
+               filtered=filtered, pretrain=pretrain)
 
 
 EXPOSURES = ("real-passes", "equal-steps")
@@ -103,12 +118,20 @@ def training_data(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, se
     synth_images, synth_labels = _synthetic_draw(arm, real_train, synthetic, seed)
     if not arm.real:
         return TrainingData(synth_images, synth_labels, *empty, 0, len(synth_labels))
+    if arm.pretrain:  # the synthetic images come first, in `pretraining_data`; fine-tuning is on real alone
+        return TrainingData(real_train.images, real_train.labels, *empty, len(real_train), 0)
     if exposure == "equal-steps":
         return TrainingData(np.concatenate([real_train.images, synth_images]),
                             np.concatenate([real_train.labels, synth_labels]), *empty, len(real_train),
                             len(synth_labels))
     return TrainingData(real_train.images, real_train.labels, synth_images, synth_labels, len(real_train),
                         len(synth_labels))
+
+
+def pretraining_data(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int) -> TrainingData:
+    """What a pretrain-synth arm trains on before its real fine-tuning: its synthetic draw, as a stream."""
+    images, labels = _synthetic_draw(arm, real_train, synthetic, seed)
+    return TrainingData(images, labels, real_train.images[:0], real_train.labels[:0], 0, len(labels))
 
 
 def synthetic_need(arm: Arm, real_counts: np.ndarray) -> np.ndarray:
@@ -128,6 +151,8 @@ def top_up_to_majority(counts: np.ndarray) -> np.ndarray:
 def _synthetic_draw(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int):
     _check_pool(arm, real_train, synthetic)
     wanted = synthetic_need(arm, np.bincount(real_train.labels, minlength=real_train.n_classes))
+    if arm.filtered:  # a filter keeps what it keeps: the run records how many images were drawn
+        wanted = np.minimum(wanted, np.bincount(synthetic.labels, minlength=len(wanted)))
     picked = _draw(synthetic.labels, wanted, seed, arm.name)
     return synthetic.images[picked], synthetic.labels[picked]
 

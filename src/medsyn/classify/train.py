@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -21,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from medsyn.classify import models
-from medsyn.classify.arms import EXPOSURES, TrainingData, parse_arm, training_data
+from medsyn.classify.arms import EXPOSURES, TrainingData, parse_arm, pretraining_data, training_data
 from medsyn.config import ClassifyConfig, check_device, require_positive, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
@@ -75,8 +76,16 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
                                                        minlength=dataset.n_classes).tolist()}
     write_json(out_dir / "config.json", record)
 
-    fitted = fit(data, val, dataset.n_classes, config, seed, augment=parsed.augment,
-                 steps_per_epoch=_steps_per_epoch(len(real_train), config.batch_size), log=log)
+    steps = _steps_per_epoch(len(real_train), config.batch_size, config.min_epoch_steps)
+    init, pretrained = None, {}
+    if parsed.pretrain:
+        pre = fit(pretraining_data(parsed, real_train, synthetic, seed), val, dataset.n_classes, config, seed,
+                  augment=parsed.augment, steps_per_epoch=steps, log=log)
+        init = pre.model.state_dict()
+        pretrained = {"pretrain_best_epoch": pre.best_epoch, "synthetic_seen": pre.exposure["synthetic_seen"]}
+    fitted = fit(data, val, dataset.n_classes, config, seed, augment=parsed.augment, steps_per_epoch=steps,
+                 log=log, init_state=init)
+    fitted.exposure.update(pretrained)
     meta = {"arch": _arch(config, dataset), "class_names": list(dataset.class_names),
             "image_size": dataset.size, "channels": dataset.channels, "aspect": dataset.aspect,
             "normalization": models.normalization(config.pretrained, dataset.channels),
@@ -104,7 +113,8 @@ def check_config(config: ClassifyConfig) -> None:
 
 
 def fit(data: TrainingData, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,
-        augment: bool = False, steps_per_epoch: int | None = None, log: Callable[[str], None] | None = None) -> Fitted:
+        augment: bool = False, steps_per_epoch: int | None = None, log: Callable[[str], None] | None = None,
+        init_state: dict | None = None) -> Fitted:
     """Train from scratch (or ImageNet weights) on `data`; keep the epoch with the lowest real-val loss.
     Common random numbers: the initial weights and the order of the stream's batches depend on `seed` alone, so
     two arms of one replicate start from identical weights and, with the same stream, see the same batches."""
@@ -114,12 +124,12 @@ def fit(data: TrainingData, val: ImageSet, n_classes: int, config: ClassifyConfi
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log)
+        return _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log, init_state)
     finally:
         torch.set_num_threads(previous)
 
 
-def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log) -> Fitted:
+def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log, init_state) -> Fitted:
     import torch
     import torch.nn.functional as F
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -127,7 +137,10 @@ def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log) -> F
     torch.manual_seed(seed)
     device = _device(config.device)
     model = models.build(config.arch, n_classes, data.stream_images.shape[-1], config.width, config.batch_norm,
-                         config.dropout, config.pretrained).to(device)
+                         config.dropout, config.pretrained)
+    if init_state is not None:  # fine-tuning a pretrained network
+        model.load_state_dict(init_state)
+    model = model.to(device)
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) \
         if config.ema_decay else None
     norm = models.normalization(config.pretrained, data.stream_images.shape[-1])
@@ -227,8 +240,10 @@ class _Batches:
                 "synthetic_seen": int(synthetic)}
 
 
-def _steps_per_epoch(n: int, batch: int) -> int:
-    return max(1, round(n / min(batch, n)))
+def _steps_per_epoch(n: int, batch: int, minimum: int = 1) -> int:
+    """Batches per epoch: one pass over n images, but at least `minimum` (a few dozen images make one batch, too
+    little between two validation checks)."""
+    return max(minimum, round(n / min(batch, n)))
 
 
 def evaluate_on_test(model: models.Classifier, meta: dict, sealed_test: SealedTestSplit, out_dir: Path) -> dict:
@@ -379,3 +394,17 @@ def _predictions_csv(test: ImageSet, proba: np.ndarray, threshold: float | None,
              **{f"p_{name}": f"{p:.8g}" for name, p in zip(class_names, proba[i])},
              "predicted": int(predicted[i]), "predicted_name": class_names[predicted[i]]} for i in range(len(test))]
     return _csv(rows)
+
+
+def filter_pool(pool: ImageSet, model_dir: Path, val: ImageSet, quantile: float = 0.1) -> ImageSet:
+    """The synthetic images a real-trained classifier finds typical of their label: p(label) >= tau, where tau is
+    the `quantile` of that classifier's p(true label) over the real VALIDATION images (so 90% of real val images
+    would pass by default). The returned set's `source` records the rule and tau."""
+    model, meta = models.load_model(Path(model_dir) / "model.pt")
+    val_p = models.predict_proba(model, meta, val.images)[np.arange(len(val)), val.labels]
+    tau = float(np.quantile(val_p, quantile))
+    pool_p = models.predict_proba(model, meta, pool.images)[np.arange(len(pool)), pool.labels]
+    kept = pool.select(pool_p >= tau)
+    rule = (f"filtered by {Path(model_dir).name} of {Path(model_dir).parent.name}: p(label) >= {tau:.4f} (the "
+            f"{quantile:.0%} quantile on real val), kept {len(kept)}/{len(pool)}")
+    return dataclasses.replace(kept, source=f"{pool.source} [{rule}]")

@@ -82,3 +82,28 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, given: np.ndarray, n_c
                  f"({int(val.sum())} images, {val_fraction:.0%}, stratified by class, grouped by patient, "
                  f"seed {seed}); the given val had {n_val} images")
     return split, notes
+
+
+def nested_train_subset(labels: np.ndarray, groups: np.ndarray, split: np.ndarray, size: float,
+                        imbalance: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A mask of the train rows kept for a learning-curve point: `size` <= 1 is a fraction of the train split,
+    > 1 a number of images. Stratified (each class keeps its share, times `imbalance` for every class but the
+    largest), grouped (a patient's images stay together) and nested: every class's patients are taken in one
+    seeded order, so a smaller subset is always inside a larger one. Val and test rows are never touched."""
+    train = np.flatnonzero(split == "train")
+    counts = np.bincount(labels[train])
+    fraction = size if size <= 1 else size / len(train)
+    kept = np.zeros(len(labels), dtype=bool)
+    rng = np.random.default_rng([seed, 20260101])
+    for cls, n in enumerate(counts):
+        if n == 0:
+            continue
+        share = fraction * (1.0 if n == counts.max() else imbalance)
+        target = max(1, int(round(share * n)))
+        rows = train[labels[train] == cls]
+        ids = np.array([g if g else f"__row{i}" for i, g in zip(rows, groups[rows])])
+        order = rng.permutation(np.unique(ids))
+        sizes = np.array([np.sum(ids == g) for g in order])
+        take = order[:max(1, int(np.searchsorted(np.cumsum(sizes), target, side="right")))]
+        kept[rows[np.isin(ids, take)]] = True
+    return kept

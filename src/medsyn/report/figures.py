@@ -75,7 +75,25 @@ def forest_plot(rows: list[tuple[str, float, float, float]], metric: str, refere
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
     ax.invert_yaxis()
-    ax.set_xlabel(f"{metric} difference vs {reference} (test split, 95% paired-bootstrap CI)")
+    ax.set_xlabel(f"{metric} difference vs {reference} (test split, 95% CI over replicates and test sampling)")
+    return figure_uri(fig)
+
+
+def learning_curves(curve: list[dict], metric: str) -> str:
+    """Test metric (mean over replicates, 95% CI) against the number of real training images, one line per arm."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = np.array([p["n_train"] for p in curve])
+    for arm in curve[0]["arms"]:
+        stats = [p["arms"][arm][metric] for p in curve]
+        mean = np.array([s["mean"] for s in stats], dtype=float)
+        low = np.array([s["ci_low"] for s in stats], dtype=float)
+        high = np.array([s["ci_high"] for s in stats], dtype=float)
+        ax.errorbar(sizes, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, linewidth=1, label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("real training images (log scale)")
+    ax.set_ylabel(f"test {metric} (mean over replicates, 95% CI)")
+    ax.legend(fontsize=7)
     return figure_uri(fig)
 
 

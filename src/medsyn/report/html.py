@@ -25,7 +25,7 @@ border-left:5px solid #888;background:#f7f7f7;margin:.5em 0}.better{border-color
 def build_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     run = _RunFiles(run_dir)
-    sections = [_verdict_section(run), _data_section(run), _generator_sections(run), _arm_section(run),
+    sections = [_verdict_section(run), _curve_section(run), _data_section(run), _generator_sections(run), _arm_section(run),
                 _comparison_section(run), _exposure_section(run), _curves_section(run), _audit_section(run),
                 _timing_section(run)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>medsyn report: {html.escape(run_dir.name)}"
@@ -47,14 +47,15 @@ class _RunFiles:
         self.data = read_json(root / "data.json", required=("class_names", "source"))
         self.results = read_json(root / "results.json", required=("arms", "split", "n_test", "replicates", "comparisons"))
         self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
-        self.generators = [f"{g}/{k.name}" for g in self.config.get("gans", []) if (root / "gan" / g).is_dir()
-                           for k in sorted((root / "gan" / g).glob("g*")) if k.is_dir()]
+        self.point = root / self.results.get("folder", ".")  # the largest learning-curve point: the main verdict
+        self.generators = [f"{g}/{k.name}" for g in self.config.get("gans", []) if (self.point / "gan" / g).is_dir()
+                           for k in sorted((self.point / "gan" / g).glob("g*")) if k.is_dir()]
         self.class_names = self.data["class_names"]
 
     def predictions(self, arm: str) -> list[dict]:
         from medsyn.classify import read_predictions
 
-        return [read_predictions(self.root / "arms" / arm / f"seed{s}") for s in self.results["replicates"]]
+        return [read_predictions(self.point / "arms" / arm / f"seed{s}") for s in self.results["replicates"]]
 
 
 # ---------------------------------------------------------------- sections
@@ -72,6 +73,35 @@ def _verdict_section(run: _RunFiles) -> str:
             f"difference; 95% CI: {html.escape(r['ci_method'])}; it covers rerunning with new seeds and a new test "
             f"sample. {html.escape(r['multiplicity'])}. Verdicts: improved / worse when the Holm-adjusted p &lt; "
             f"0.05; no difference when the CI lies within ±{r['min_effect']:g}; inconclusive otherwise.</p>")
+
+
+def _curve_section(run: _RunFiles) -> str:
+    """The learning curve over real-data size: a verdict per size, the curves, and the worth of each synthetic arm
+    in real images."""
+    curve = run.results.get("curve")
+    if not curve:
+        return ""
+    verdicts = "".join(f"<li><b>{p['n_train']} real training images</b> ({', '.join(map(str, p['per_class']))} per "
+                       f"class): {html.escape(headline(p, 'auc'))}</li>" for p in curve)
+    figs = "".join(f"<img src='{figures.learning_curves(curve, m)}'>" for m in ("auc", "balanced_accuracy"))
+    rows = [[w["arm"], w["n_train"], w["n_synthetic"], _worth_text(w)] for w in run.results["worth"]
+            if w["metric"] == "auc"]
+    table = _table(["arm", "real images", "synthetic images drawn", "worth in real images (test AUC) [95% CI]"],
+                   rows)
+    return (f"<h2>Learning curve over real-data size</h2><p class='note'>Nested, stratified, patient-grouped subsets "
+            f"of the real train split (imbalance {run.results.get('imbalance', 1.0):g}); val and test untouched; "
+            f"generators trained on each subset only. Worth: the number of real images with which the real-only "
+            f"arm reaches the same mean test AUC (its curve interpolated on a log scale); 95% CI from resampling "
+            f"replicates (training randomness, not test sampling).</p><ul>{verdicts}</ul>{figs}{table}")
+
+
+def _worth_text(w: dict) -> str:
+    ci = f"[{w['ci_low']:.0f}, {w['ci_high']:.0f}]"
+    if w["beyond"] == "above":
+        return f"more than {w['worth']:.0f} (beyond the largest size) {ci}"
+    if w["beyond"] == "below":
+        return f"fewer than {w['worth']:.0f} (below the smallest size) {ci}"
+    return f"about {w['worth']:.0f} {ci}"
 
 
 def _verdict_class(c: dict) -> str:
@@ -109,7 +139,7 @@ def _generator_sections(run: _RunFiles) -> str:
         ("real (train split)", figures.class_grid(real.images, real.labels, len(run.class_names), GRID_PER_CLASS))]
     parts = ["<h2>Generators</h2>"]
     for model in run.generators:
-        synth_npz = run.root / "synthetic" / model / "synthetic.npz"
+        synth_npz = run.point / "synthetic" / model / "synthetic.npz"
         grids = list(real_grid)
         if synth_npz.exists():
             synthetic = synth.load_synthetic(synth_npz)
@@ -118,7 +148,7 @@ def _generator_sections(run: _RunFiles) -> str:
         cells = "".join(f"<figure><img src='{figures.array_uri(g)}' style='image-rendering:pixelated;width:"
                         f"{min(520, g.shape[1] * 2)}px'><figcaption>{html.escape(t)}: one row per class "
                         f"({', '.join(map(html.escape, run.class_names))})</figcaption></figure>" for t, g in grids)
-        log = gan.read_log(run.root / "gan" / model)
+        log = gan.read_log(run.point / "gan" / model)
         curves = f"<img src='{figures.loss_curves(log, f'{model} training losses')}'>" if log else ""
         parts.append(f"<h3>{html.escape(model)}</h3><div class='grids'>{cells}</div>{curves}")
     return "".join(parts)
@@ -207,7 +237,7 @@ def _audit_section(run: _RunFiles) -> str:
 
     parts = ["<h2>Audit of the synthetic images</h2>"]
     for model in run.generators:
-        path = run.root / "audit" / model / "audit.json"
+        path = run.point / "audit" / model / "audit.json"
         if not path.exists():
             continue
         audit = read_json(path)
@@ -216,7 +246,7 @@ def _audit_section(run: _RunFiles) -> str:
         table = _table(columns, [[_audit_cell(r, c) for c in columns] for r in rows])
         used = "; ".join(f"<b>{html.escape(name)}</b>: {html.escape(info['trained_on'])}"
                          for name, info in audit["feature_extractors"].items())
-        gallery = run.root / "audit" / model / "nn_gallery.png"
+        gallery = run.point / "audit" / model / "nn_gallery.png"
         image = f"<figure><img src='{figures.file_uri(gallery)}'><figcaption>best-matching synthetic / real-train " \
                 f"pairs (shifts and a flip allowed)</figcaption></figure>" if gallery.exists() else ""
         parts.append(f"<h3>{html.escape(model)}</h3><p class='note'>Each metric is measured against half A of the "
@@ -250,7 +280,24 @@ def _summary_markdown(run: _RunFiles) -> str:
               "| arm | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
     for arm, s in r["arms"].items():
         lines.append(f"| {arm} | " + " | ".join(_estimate(s[m]) for m in TABLE_METRICS) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _curve_markdown(r)) + "\n"
+
+
+def _curve_markdown(r: dict) -> list[str]:
+    """The learning curve as tables: test AUC per size and arm, the verdict per size, and the worth."""
+    if not r.get("curve"):
+        return []
+    arms = list(r["curve"][0]["arms"])
+    lines = ["", "## Learning curve (real test split, test AUC mean ± between-replicate sd [95% CI])", "",
+             "| real train images | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    lines += [f"| {p['n_train']} | " + " | ".join(_estimate(p["arms"][a]["auc"]) for a in arms) + " |"
+              for p in r["curve"]]
+    lines += ["", "Verdict per size:", ""] + [f"- {p['n_train']} real images: {headline(p)}" for p in r["curve"]]
+    lines += ["", "## Worth in real images (test AUC, 95% CI over replicates)", "",
+              "| arm | real images | synthetic images | worth in real images |", "|---|---|---|---|"]
+    lines += [f"| {w['arm']} | {w['n_train']} | {w['n_synthetic']} | {_worth_text(w)} |" for w in r["worth"]
+              if w["metric"] == "auc"]
+    return lines
 
 
 # ---------------------------------------------------------------- formatting

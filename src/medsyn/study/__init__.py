@@ -5,7 +5,7 @@ Public API:
     build_plan(config, n_train) -> list[Job]      describe(plan, workers) -> str (what --dry-run prints)
     Study(config, src, run_dir)                   what every job of a run shares
     execute(plan, study, executor="local", workers=None, ray_address=None, progress=True) -> timings dict
-    evaluate_run(run_dir, config) -> dict         results.json from the finished runs' files
+    evaluate_run(study) -> dict                   results.json from the finished runs' files
 """
 
 from medsyn.study.execute import EXECUTORS, default_workers, execute

@@ -52,6 +52,23 @@ def dataset(src: str | None, data_config):
     return data.load(src, data_config)
 
 
+@functools.lru_cache(maxsize=4)
+def _point_dataset(src: str | None, data_config, size: float, imbalance: float):
+    from medsyn.data.splits import nested_train_subset
+
+    full = dataset(src, data_config)
+    if size == 1.0 and imbalance == 1.0:
+        return full
+    kept = nested_train_subset(full.labels, full.groups, full.split, size, imbalance, data_config.split_seed)
+    return full.select(kept | (full.split != "train"))
+
+
+def point_dataset(study: Study, params: dict):
+    """The data of one learning-curve point: the run's val and test splits and the point's nested train subset.
+    Its generators and arms never see a real training image outside it."""
+    return _point_dataset(study.src, study.config.data, params.get("size", 1.0), study.config.imbalance)
+
+
 def _data(job: Job, study: Study) -> None:
     from medsyn import data
 
@@ -62,17 +79,17 @@ def _generator(job: Job, study: Study) -> None:
     from medsyn import gan
 
     p = job.params
-    gan.train(dataset(study.src, study.config.data), study.config.gan_config(p["model"], p["seed"]),
-              study.run_dir / "gan" / p["model"] / f"g{p['index']}", resume=True, progress=False)
+    gan.train(point_dataset(study, p), study.config.gan_config(p["model"], p["seed"]),
+              _folder(study, p, "gan", p["model"], f"g{p['index']}"), resume=True, progress=False)
 
 
 def _synthesize(job: Job, study: Study) -> None:
     from medsyn import synth
 
     p = job.params
-    train = dataset(study.src, study.config.data).subset("train")
+    train = point_dataset(study, p).subset("train")
     counts = synthetic_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
-    checkpoint = study.run_dir / "gan" / p["model"] / f"g{p['index']}" / "final.pt"
+    checkpoint = _folder(study, p, "gan", p["model"], f"g{p['index']}") / "final.pt"
     synth.generate(checkpoint, counts, seed=p["seed"], out_dir=study.run_dir / job.name, overwrite=True)
 
 
@@ -81,25 +98,32 @@ def _audit(job: Job, study: Study) -> None:
     from medsyn.evaluate.audit import run_audit
 
     p = job.params
-    real = dataset(study.src, study.config.data)
-    pool = synth.load_synthetic(study.run_dir / "synthetic" / p["model"] / f"g{p['index']}", real)
+    real = point_dataset(study, p)
+    pool = synth.load_synthetic(_folder(study, p, "synthetic", p["model"], f"g{p['index']}"), real)
     run_audit(real, pool, study.run_dir / job.name, study.config.audit, generator_name=f"{p['model']} g{p['index']}")
 
 
 def _classify(job: Job, study: Study) -> None:
     from medsyn import synth
-    from medsyn.classify import train_arm
+    from medsyn.classify import filter_pool, parse_arm, train_arm
 
     p = job.params
-    real = dataset(study.src, study.config.data)
+    real = point_dataset(study, p)
+    arm = parse_arm(p["arm"])
     pool = None if p["generator"] is None else \
-        synth.load_synthetic(study.run_dir / "synthetic" / study.config.gans[0] / f"g{p['generator']}", real)
-    train_arm(real, p["arm"], p["seed"], study.config.classify, study.run_dir / "arms" / p["arm"] / f"seed{p['seed']}",
+        synth.load_synthetic(_folder(study, p, "synthetic", study.config.gans[0], f"g{p['generator']}"), real)
+    if arm.filtered:
+        pool = filter_pool(pool, _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}"), real.subset("val"))
+    train_arm(real, p["arm"], p["seed"], study.config.classify, _folder(study, p, "arms", p["arm"], f"seed{p['seed']}"),
               synthetic=pool)
 
 
+def _folder(study: Study, params: dict, *parts: str) -> Path:
+    return study.run_dir / params.get("prefix", "") / Path(*parts)
+
+
 def _evaluate(job: Job, study: Study) -> None:
-    evaluate_run(study.run_dir, study.config)
+    evaluate_run(study)
 
 
 def _report(job: Job, study: Study) -> None:
@@ -112,20 +136,61 @@ BODIES = {"data": _data, "generator": _generator, "synthesize": _synthesize, "au
           "classify": _classify, "evaluate": _evaluate, "report": _report}
 
 
-def evaluate_run(run_dir: Path, config: RunConfig) -> dict:
-    """Statistics over replicates from the finished runs' prediction files, written to results.json."""
+def evaluate_run(study: Study) -> dict:
+    """Statistics over replicates from the finished runs' prediction files, per learning-curve point, written to
+    results.json: the largest point's summary at the top level (the main verdict), every point under `curve`,
+    and what each synthetic arm was worth in real images under `worth`."""
+    from medsyn.study.plan import size_points, size_tag
+
+    config = study.config
+    points = []
+    for prefix, size in size_points(config):
+        train = point_dataset(study, {"size": size}).subset("train")
+        summary = _summarize(study.run_dir / prefix, config)
+        points.append({"size": size, "tag": size_tag(size), "folder": prefix or ".", "n_train": len(train),
+                       "per_class": np.bincount(train.labels, minlength=train.n_classes).tolist(), **summary})
+    largest = max(points, key=lambda p: p["n_train"])
+    result = {k: v for k, v in largest.items() if k not in ("size", "tag", "per_class")}
+    if len(points) > 1:
+        result["imbalance"] = config.imbalance
+        result["curve"] = points
+        result["worth"] = _worth(points, config)
+    write_json(study.run_dir / "results.json", result)
+    return result
+
+
+def _summarize(folder: Path, config: RunConfig) -> dict:
     from medsyn.classify import parse_arm, read_predictions
     from medsyn.evaluate.stats import summarize_arms
 
-    results = {arm: {seed: read_predictions(run_dir / "arms" / arm / f"seed{seed}") for seed in config.seeds}
+    results = {arm: {seed: read_predictions(folder / "arms" / arm / f"seed{seed}") for seed in config.seeds}
                for arm in config.arms}
     controls = {arm: parse_arm(arm).control for arm in config.arms if parse_arm(arm).control}
     summary = summarize_arms(results, controls, n_bootstrap=config.n_bootstrap, seed=0, min_effect=config.min_effect)
     summary["generators"] = {str(seed): f"{config.gans[0]} g{generator_of(config, r)}"
                              for r, seed in enumerate(config.seeds)}
-    summary["exposure"] = _exposure(run_dir, config)
-    write_json(run_dir / "results.json", summary)
+    summary["exposure"] = _exposure(folder, config)
     return summary
+
+
+def _worth(points: list[dict], config: RunConfig) -> list[dict]:
+    """For every arm with synthetic images and every point: the real images its test AUC and balanced accuracy
+    are worth on the real-only curve."""
+    from medsyn.classify import parse_arm
+    from medsyn.classify.arms import synthetic_need
+    from medsyn.evaluate.worth import real_images_worth
+
+    sizes = [p["n_train"] for p in points]
+    out = []
+    for metric in ("auc", "balanced_accuracy"):
+        real = [p["arms"]["real"][metric]["per_replicate"] for p in points]
+        for arm in (a for a in config.arms if parse_arm(a).uses_synthetic):
+            for point in points:
+                worth = real_images_worth(sizes, real, point["arms"][arm][metric]["per_replicate"])
+                drawn = int(synthetic_need(parse_arm(arm), np.array(point["per_class"])).sum())
+                out.append({"arm": arm, "metric": metric, "n_train": point["n_train"],
+                            "n_synthetic": drawn, **worth})
+    return out
 
 
 def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[int]:
@@ -133,18 +198,19 @@ def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[in
     from medsyn.classify import parse_arm
     from medsyn.classify.arms import synthetic_need
 
-    needs = [synthetic_need(parse_arm(a), train_counts) for a in arms if parse_arm(a).uses_synthetic]
+    needs = [synthetic_need(parse_arm(a), train_counts) * (2 if parse_arm(a).filtered else 1)  # filter headroom
+             for a in arms if parse_arm(a).uses_synthetic]
     return [int(max(1, *column)) for column in zip(*needs)] if needs else [1] * len(train_counts)
 
 
-def _exposure(run_dir: Path, config: RunConfig) -> dict:
+def _exposure(folder: Path, config: RunConfig) -> dict:
     """Per arm: real passes, synthetic images seen and best epoch of each replicate's selected model, and the
     share of runs whose best epoch was the last one allowed (the epoch cap, not early stopping, ended them)."""
     from medsyn.fileio import read_json
 
     out = {}
     for arm in config.arms:
-        runs = [read_json(run_dir / "arms" / arm / f"seed{s}" / "val_metrics.json") for s in config.seeds]
+        runs = [read_json(folder / "arms" / arm / f"seed{s}" / "val_metrics.json") for s in config.seeds]
         out[arm] = {key: [r.get(key) for r in runs] for key in ("real_passes", "synthetic_seen", "best_epoch")}
     capped = [r == config.classify.epochs for a in out.values() for r in a["best_epoch"]]
     return {"per_arm": out, "epoch_cap": config.classify.epochs,

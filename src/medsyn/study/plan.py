@@ -36,29 +36,54 @@ def generator_of(config: RunConfig, replicate: int) -> int:
     return replicate % config.gan_seeds
 
 
+def size_points(config: RunConfig) -> list[tuple[str, float]]:
+    """(folder prefix, size) of every learning-curve point. A study of the whole train split as given keeps the
+    run folder's root; a curve puts each point under sizes/<f0.05 | n250>/."""
+    if tuple(config.sizes) == (1.0,) and config.imbalance == 1.0:
+        return [("", 1.0)]
+    return [(f"sizes/{size_tag(s)}/", s) for s in config.sizes]
+
+
+def size_tag(size: float) -> str:
+    return f"f{size:g}" if size <= 1 else f"n{int(size)}"
+
+
 def build_plan(config: RunConfig, n_train: int) -> list[Job]:
     """Every job of `medsyn run`, in an order that respects the dependencies. `n_train`: real train images, for
     the time estimates only."""
-    from medsyn.classify import parse_arm
-
     jobs = [Job("data", "data", {}, "data.json", estimate_s=5)]
-    for model in config.gans:  # the primary model feeds the arms, one generator per seed; the others are audited
-        seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
-        for k, seed in enumerate(seeds):
-            jobs += _generator_jobs(config, model, k, seed, after=_last_audit(jobs))
-    primary = config.gans[0]
-    for r, seed in enumerate(config.seeds):
-        for arm in config.arms:
-            needs = (f"synthetic/{primary}/g{generator_of(config, r)}",) if parse_arm(arm).uses_synthetic else ()
-            jobs.append(Job(f"arms/{arm}/seed{seed}", "classify",
-                            {"arm": arm, "seed": seed, "generator": generator_of(config, r) if needs else None},
-                            f"arms/{arm}/seed{seed}/test_metrics.json", ("data", *needs),
-                            threads=config.classify.threads or 1,
-                            estimate_s=_classify_seconds(config, parse_arm(arm), n_train)))
+    for prefix, size in size_points(config):
+        jobs += _size_jobs(config, prefix, size, n_train, after=_last_audit(jobs))
     classify = tuple(j.name for j in jobs if j.kind == "classify")
     audits = tuple(j.name for j in jobs if j.kind == "audit")
     jobs.append(Job("evaluate", "evaluate", {}, "results.json", classify, estimate_s=10))
     jobs.append(Job("report", "report", {}, "report.html", ("evaluate", *audits), estimate_s=15))
+    return jobs
+
+
+def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, after: tuple[str, ...]) -> list[Job]:
+    from medsyn.classify import parse_arm
+
+    n_size = n_train * size if size <= 1 else size
+    point = {"prefix": prefix, "size": size}
+    jobs: list[Job] = []
+    for model in config.gans:  # the primary model feeds the arms, one generator per seed; the others are audited
+        seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
+        for k, seed in enumerate(seeds):
+            jobs += _generator_jobs(config, model, k, seed, point, after=_last_audit(jobs) or after)
+    primary = config.gans[0]
+    for r, seed in enumerate(config.seeds):
+        for arm in config.arms:
+            parsed = parse_arm(arm)
+            needs = (f"{prefix}synthetic/{primary}/g{generator_of(config, r)}",) if parsed.uses_synthetic else ()
+            if parsed.filtered:
+                needs += (f"{prefix}arms/{parsed.filter_model}/seed{seed}",)
+            jobs.append(Job(f"{prefix}arms/{arm}/seed{seed}", "classify",
+                            {**point, "arm": arm, "seed": seed,
+                             "generator": generator_of(config, r) if parsed.uses_synthetic else None},
+                            f"{prefix}arms/{arm}/seed{seed}/test_metrics.json", ("data", *needs),
+                            threads=config.classify.threads or 1,
+                            estimate_s=_classify_seconds(config, parsed, n_size)))
     return jobs
 
 
@@ -68,15 +93,18 @@ def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
     return tuple(audits[-1:])
 
 
-def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, after: tuple[str, ...]) -> list[Job]:
+def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict,
+                    after: tuple[str, ...]) -> list[Job]:
+    p = point["prefix"]
     base = f"{model}/g{k}"
     gan = config.gan_config(model, seed)
-    params = {"model": model, "index": k, "seed": seed}
+    params = {**point, "model": model, "index": k, "seed": seed}
     return [
-        Job(f"gan/{base}", "generator", params, f"gan/{base}/final.pt", ("data",), estimate_s=_gan_seconds(gan)),
-        Job(f"synthetic/{base}", "synthesize", params, f"synthetic/{base}/manifest.json", (f"gan/{base}",),
+        Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data",),
+            estimate_s=_gan_seconds(gan)),
+        Job(f"{p}synthetic/{base}", "synthesize", params, f"{p}synthetic/{base}/manifest.json", (f"{p}gan/{base}",),
             estimate_s=10),
-        Job(f"audit/{base}", "audit", params, f"audit/{base}/audit.json", (f"synthetic/{base}", *after),
+        Job(f"{p}audit/{base}", "audit", params, f"{p}audit/{base}/audit.json", (f"{p}synthetic/{base}", *after),
             estimate_s=40),
     ]
 
@@ -95,7 +123,8 @@ def _gan_seconds(gan) -> float:
 
 def _classify_seconds(config: RunConfig, arm, n_train: int) -> float:
     c = config.classify
-    images_per_epoch = n_train * (1 + (arm.synth_ratio if arm.real else 0) + (0.4 if arm.balance else 0))
+    images_per_epoch = max(n_train, c.min_epoch_steps * c.batch_size) * \
+        (1 + (arm.synth_ratio if arm.real else 0) + (0.4 if arm.balance else 0) + (1 if arm.pretrain else 0))
     width = (c.width / 0.125) ** 2 * (max(config.gan.size, 32) / 32) ** 2
     return min(c.epochs, EXPECTED_EPOCHS) * images_per_epoch * CLASSIFY_SECONDS_PER_IMAGE * width * \
         (1.3 if arm.augment else 1.0) + 2
