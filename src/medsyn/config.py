@@ -183,11 +183,10 @@ def preset(name: str = "quick") -> RunConfig:
     if name == "study":
         # The small-data question on a CPU: a learning curve over 5 nested sizes of the real train split, the
         # strategies known to work (mixing, synthetic pretraining, filtering, balancing), 5 replicates.
-        return RunConfig(preset=name, data=DataConfig(size=28), gan=replace(gan_preset("quick"), steps=600),
+        return RunConfig(preset=name, data=DataConfig(size=28), gan=replace(gan_preset("quick"), steps=400),
                          classify=ClassifyConfig(epochs=8, patience=2, min_epoch_steps=20),
                          audit=AuditConfig(inception="off", kid_subsets=20),
-                         arms=("real", "real+synth@1", "real+pretrain-synth@1", "real+filtered-synth@1",
-                               "real+balance"),
+                         arms=("real", "real+synth@1", "real+pretrain-synth@1", "real+filtered-synth@1"),
                          seeds=(0, 1, 2, 3, 4), gan_seeds=2, sizes=(0.02, 0.05, 0.1, 0.25, 1.0))
     if name == "full":
         return RunConfig(

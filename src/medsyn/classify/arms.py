@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medsyn.data import ImageSet
+from medsyn.data import ImageSet, top_up_to_majority
 from medsyn.errors import MedsynError
 
 ARMS = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
@@ -140,12 +140,6 @@ def synthetic_need(arm: Arm, real_counts: np.ndarray) -> np.ndarray:
     if arm.balance:
         return top_up_to_majority(real_counts)
     return _proportional(real_counts, round(arm.synth_ratio * int(real_counts.sum())))
-
-
-def top_up_to_majority(counts: np.ndarray) -> np.ndarray:
-    """Images per class that bring every class up to the largest class's count."""
-    counts = np.asarray(counts)
-    return counts.max() - counts
 
 
 def _synthetic_draw(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int):

@@ -69,3 +69,9 @@ class ImageSet:
         split = self.given_split if given else self.split
         return {s: np.bincount(self.labels[split == s], minlength=self.n_classes).astype(int).tolist()
                 for s in SPLITS}
+
+
+def top_up_to_majority(counts) -> np.ndarray:
+    """Images per class that bring every class up to the largest class's count (a balancing top-up)."""
+    counts = np.asarray(counts)
+    return counts.max() - counts

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medsyn.data import top_up_to_majority
 from medsyn.errors import MedsynError
 from medsyn.fileio import claim_out_dir, write_json
 
@@ -34,7 +35,7 @@ def plan_counts(n_classes: int, n: int | None = None, per_class: Sequence[int] |
             if len(balance_counts) != n_classes:
                 raise MedsynError(f"the --balance-to data has {len(balance_counts)} classes but the checkpoint has "
                                   f"{n_classes}.")
-            counts = [max(balance_counts) - c for c in balance_counts]
+            counts = top_up_to_majority(balance_counts).tolist()
         elif n is None:
             raise MedsynError("say how many images to make: --n N, --per-class a,b,... or --balance-to SRC.")
         if n is not None:
