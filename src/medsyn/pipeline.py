@@ -59,6 +59,9 @@ def register(verbs) -> None:
                         help="learning curve in images instead of fractions, e.g. 100,250,1000,4708")
     parser.add_argument("--imbalance", type=float, default=None,
                         help="keep the largest class and subsample every other class to this share, e.g. 0.2")
+    parser.add_argument("--exposure", choices=("real-passes", "equal-steps"), default=None,
+                        help="real-passes (default): every arm sees every real image once per epoch, synthetic "
+                             "images ride along; equal-steps: real and synthetic pooled into as many batches as real")
     parser.add_argument("--min-effect", type=float, default=None,
                         help="smallest difference of interest (default 0.01): a wider 95%% CI is 'inconclusive'")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>-<time>)")
@@ -89,6 +92,8 @@ def _run_cli(args) -> int:
         config = dataclasses.replace(config, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()))
     if args.seeds is not None:
         config = dataclasses.replace(config, seeds=parse_seeds(args.seeds))
+    if args.exposure:
+        config = dataclasses.replace(config, classify=dataclasses.replace(config.classify, exposure=args.exposure))
     if args.fractions or args.train_sizes:
         config = dataclasses.replace(config, sizes=parse_sizes(args.fractions, args.train_sizes))
     for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect"), ("imbalance", "imbalance")):
