@@ -185,6 +185,9 @@ def test_the_floor_compares_two_disjoint_halves_of_real_train_of_equal_size(audi
     assert floor["n_real"] + floor["n_synthetic"] == min(n_train, CONFIG.max_samples)
     assert abs(floor["n_real"] - floor["n_synthetic"]) <= real.n_classes
     assert saved["fidelity"]["by_features"]["random-cnn"]["degraded"]["all"]["n_synthetic"] == 300
+    # a set compared with itself has precision and recall exactly 1: the floor compares other images
+    for extractor, by_set in saved["fidelity"]["by_features"].items():
+        assert by_set[FLOOR_SET]["all"]["precision"] < 0.999 and by_set[FLOOR_SET]["all"]["recall"] < 0.999, extractor
 
 
 def test_outputs_and_table_rows(audits, real):
