@@ -1,9 +1,10 @@
 """What makes K processes under `torchrun` take the same training step as one process on the whole batch.
 
 Every process draws the whole global batch (data indices, labels, noise, augmentation parameters) from identically
-seeded generators and keeps its own slice of it (`BatchShard`). Gradients are averaged over processes, and the
-generator's batch norm uses statistics of the whole global batch (`GlobalBatchNorm2d`; torch's SyncBatchNorm is
-GPU-only), so the update equals the single-process one up to float rounding.
+seeded generators and keeps its own slice of it (`BatchShard`). Gradients are averaged over processes, batch norm
+uses statistics of the whole global batch (`GlobalBatchNorm2d`; torch's SyncBatchNorm is GPU-only) and dropout
+masks are this process's rows of the global batch's mask (`GlobalDropout`), so the update equals the
+single-process one up to float rounding.
 """
 
 from __future__ import annotations
@@ -70,12 +71,13 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         world = dist.get_world_size()
         channel = (slice(None), None, None)
-        mean = all_reduce(x.mean(dim=(0, 2, 3))) / world
-        var = all_reduce((x - mean[channel]).pow(2).mean(dim=(0, 2, 3))) / world  # two passes, as torch's own
+        x32 = x.float()  # statistics in float32 under mixed precision, as torch's batch norm keeps them
+        mean = all_reduce(x32.mean(dim=(0, 2, 3))) / world
+        var = all_reduce((x32 - mean[channel]).pow(2).mean(dim=(0, 2, 3))) / world  # two passes, as torch's own
         if self.track_running_stats:
             self._track(mean.detach(), var.detach(), x.numel() // x.shape[1] * world)
-        y = (x - mean[channel]) * torch.rsqrt(var + self.eps)[channel]
-        return y * self.weight[channel] + self.bias[channel] if self.affine else y
+        y = (x32 - mean[channel]) * torch.rsqrt(var + self.eps)[channel]
+        return (y * self.weight[channel] + self.bias[channel] if self.affine else y).to(x.dtype)
 
     @torch.no_grad()
     def _track(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
@@ -85,13 +87,35 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         self.running_var.lerp_(var * count / (count - 1), momentum)  # unbiased, as torch's BatchNorm
 
 
-def globalise_batch_norm(module: nn.Module) -> None:
-    """Replace every BatchNorm2d in `module` by a GlobalBatchNorm2d holding the same state."""
+class GlobalDropout(nn.Dropout):
+    """Dropout whose mask is this process's rows of the mask one process would draw for the global batch.
+
+    The input may stack several local batches of `local_batch` rows (the discriminator scores real and fake images
+    in one call); each is a slice of its own global batch, so the mask is drawn in that global layout."""
+
+    def __init__(self, p: float, shard: BatchShard, local_batch: int):
+        super().__init__(p)
+        self.shard, self.local_batch = shard, local_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        world, n, rest = self.shard.world, self.local_batch, x.shape[1:]
+        # as torch's CPU dropout: a Bernoulli(1 - p) tensor the shape of the (global) input, divided by 1 - p
+        noise = torch.empty((len(x) * world, *rest), dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
+        mask = noise.view(len(x) // n, world, n, *rest)[:, self.shard.rank].reshape(x.shape)
+        return x * (mask / (1 - self.p))
+
+
+def globalise(module: nn.Module, shard: BatchShard, local_batch: int) -> None:
+    """Replace every BatchNorm2d and Dropout in `module` by its global-batch version, holding the same state."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
             replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
                                             child.track_running_stats, device=child.running_mean.device)
             replacement.load_state_dict(child.state_dict())
             setattr(module, name, replacement)
+        elif type(child) is nn.Dropout:
+            setattr(module, name, GlobalDropout(child.p, shard, local_batch))
         else:
-            globalise_batch_norm(child)
+            globalise(child, shard, local_batch)

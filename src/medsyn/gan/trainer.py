@@ -4,8 +4,9 @@ Per step: a batch of real training images, fakes for the model's fake labels, on
 lazy R1, one generator update on fresh noise with the same labels, an EMA update. Several processes (launched by
 `torchrun`) draw the same global batch (data order, labels, noise, augmentation) from identically seeded RNGs and
 each takes its batch_size / world slice; gradients are averaged with torch.distributed (stylegan2-ada's approach;
-no DDP wrapper, so the discriminator can be frozen for the generator step) and the generator's batch norm uses the
-global batch's statistics, so K processes take the single-process step (gan/distributed.py). Mixed precision on GPU.
+no DDP wrapper, so the discriminator can be frozen for the generator step); batch norm uses the global batch's
+statistics and dropout masks are slices of the global batch's, so K processes take the single-process step
+(gan/distributed.py). Mixed precision on GPU.
 Every `snapshot_every` steps rank 0 writes a sample grid and an atomic checkpoint holding everything a resume
 needs: weights, EMA, both optimisers, the loss scaler, augmentation state, counters and all RNG states.
 """
@@ -30,7 +31,7 @@ from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, holds_files, read_json, write_json, write_text
 from medsyn.gan import checkpoint, sample
 from medsyn.gan.augment import DiffAugment, parse_policy
-from medsyn.gan.distributed import BatchShard, average_gradients, globalise_batch_norm, mean_over_processes
+from medsyn.gan.distributed import BatchShard, average_gradients, globalise, mean_over_processes
 
 R1_EVERY = 16          # lazy regularisation interval (StyleGAN2)
 GRID_COLUMNS = 8
@@ -101,8 +102,9 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
     generator, discriminator = (net.to(rt.device) for net in model.networks(
         config.size, train_set.channels, n_classes, config.latent_dim, config.base_width))
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    if rt.world > 1:
-        globalise_batch_norm(generator)  # not the EMA copy: rank 0 alone recalibrates and samples it
+    if rt.world > 1:  # not the EMA copy: rank 0 alone recalibrates and samples it
+        for net in (generator, discriminator):
+            globalise(net, rt.shard, config.batch_size // rt.world)
     opt_g, opt_d = model.optimizers(generator, discriminator, config.lr_g, config.lr_d)
     augment = DiffAugment(config.diffaugment, config.augment_p, config.ada_target, rt.shard)
     sampler = Sampler(len(images), config.batch_size, config.seed)
