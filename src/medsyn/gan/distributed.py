@@ -91,7 +91,9 @@ class GlobalDropout(nn.Dropout):
     """Dropout whose mask is this process's rows of the mask one process would draw for the global batch.
 
     The input may stack several local batches of `local_batch` rows (the discriminator scores real and fake images
-    in one call); each is a slice of its own global batch, so the mask is drawn in that global layout."""
+    in one call); each is a slice of its own global batch, so the mask is drawn in that global layout. On CPU this
+    is the mask one process draws; on CUDA torch's fused dropout uses the RNG differently, so there the masks
+    match in distribution only."""
 
     def __init__(self, p: float, shard: BatchShard, local_batch: int):
         super().__init__(p)
