@@ -6,15 +6,18 @@ NAME:field=value,field=value (e.g. `base:` or `ttur:lr_d=4e-4,steps=400`). Each 
 in every feature extractor the audit uses (label-trained CNN, random CNN, Inception-v3 when its weights are on
 disk), each number beside the real-vs-real floor (two halves of real train): FID, KID, precision, recall,
 density, coverage, and label fidelity (the share of synthetic images the real-trained CNN assigns to their
-intended class). `model=acgan` in a spec starts from the acgan preset instead, so cgan and acgan compare at equal
-images seen (same steps x batch_size) or at equal wall time (steps chosen from each one's steps/s), e.g.
-`cgan: acgan:model=acgan,steps=2800,batch_size=32` (equal images seen). Wall time and
-steps/s are of training only: wall time includes snapshots and whatever else
+intended class). `model=acgan` in a spec starts from the acgan preset instead.
+
+`--acgan-baseline` compares the two designs fairly: the cgan (the given configurations' first, or the preset's),
+then acgan (its own preset: the original's optimiser, no augmentation, no EMA) at equal images seen (the cgan's
+steps x batch size), then acgan for the cgan's training time (its steps = the cgan's quiet seconds x acgan's own
+steps/s from the first acgan run). Wall time and steps/s are of training only: wall time includes snapshots and whatever else
 loads the machine; steps/s is the median over logging windows, and "quiet s" = steps / that, the training time on
 an otherwise idle machine. The run folders (with samples/grid-*.png) stay under --out.
 The floor row gives what real images score against real images at the same sample size.
 
 Usage: MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/gan_quality.py base: wide:base_width=16 [--out DIR]
+       MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/gan_quality.py --acgan-baseline cgan:steps=300
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from medsyn import data, gan
 from medsyn.config import GanConfig, gan_preset, preset
@@ -70,23 +74,45 @@ def measure(name: str, config: GanConfig, real: data.ImageSet, out: Path, n: int
             "real_val_acc": audit["label_fidelity"]["reference_real_val_accuracy"], "config": dataclasses.asdict(config)}
 
 
+def acgan_baseline(cgan: GanConfig, preset_name: str, measure_one) -> list[dict]:
+    """cgan; acgan at the cgan's images seen; acgan for the cgan's training time (quiet seconds, so the other
+    load on the machine during either run does not tilt it)."""
+    cgan_row = measure_one("cgan", cgan)
+    acgan = dataclasses.replace(gan_preset(preset_name, "acgan"), steps=cgan.steps, batch_size=cgan.batch_size)
+    same_images = measure_one("acgan=images", acgan)
+    steps = max(1, round(cgan_row["quiet_s"] * same_images["steps_per_s"]))
+    return [cgan_row, same_images, measure_one("acgan=time", dataclasses.replace(acgan, steps=steps))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+", help="NAME:field=value,... (',' inside a value: write '+')")
+    parser.add_argument("configs", nargs="*", help="NAME:field=value,... (',' inside a value: write '+')")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--model", default="cgan")
     parser.add_argument("--n", type=int, default=2000, help="synthetic images audited per configuration")
     parser.add_argument("--out", type=Path, default=None, help="keep run folders here (default: a temp dir)")
+    parser.add_argument("--acgan-baseline", action="store_true",
+                        help="the cgan (first configuration) against acgan at equal images seen and equal time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, for comparable timings)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="medsyn-ganq-"))
     real = data.load(None, preset(args.preset).data)
     audit_config = preset(args.preset).audit
     base = gan_preset(args.preset, args.model)
     rows = []
-    for spec in args.configs:
-        name, config = parse(spec, base, args.preset)
+
+    def measure_one(name: str, config: GanConfig) -> dict:
         rows.append(measure(name, config, real, out, args.n, audit_config))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "config"}), flush=True)
+        return rows[-1]
+
+    configs = [parse(spec, base, args.preset) for spec in args.configs or ["cgan:"]]
+    if args.acgan_baseline:
+        acgan_baseline(configs[0][1], args.preset, measure_one)
+    else:
+        for name, config in configs:
+            measure_one(name, config)
     print(f"\nGAN quality on bundled PneumoniaMNIST 28 px (preset {args.preset} + changes); {args.n} synthetic images "
           f"vs half of real train; floor = the other half of real train; runs in {out}")
     header = f"{'config':14} {'features':18} {'wall s':>7} {'quiet s':>7} {'images':>7} " + \
@@ -99,7 +125,8 @@ def main() -> None:
                   f"{cells} {r['label_acc']:>9.3f}")
     print(f"label accuracy of the same classifier on real val: {rows[0]['real_val_acc']:.3f}")
     for r in rows:
-        changed = {k: v for k, v in r["config"].items() if dataclasses.asdict(base).get(k) != v}
+        own_preset = dataclasses.asdict(gan_preset(args.preset, r["config"]["model"]))
+        changed = {k: v for k, v in r["config"].items() if own_preset.get(k) != v}
         print(f"  {r['name']}: {changed or 'preset'}")
 
 

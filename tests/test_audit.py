@@ -16,7 +16,7 @@ from medsyn.cli import main
 from medsyn.config import AuditConfig, preset
 from medsyn.errors import MedsynError
 from medsyn.evaluate import features, fidelity
-from medsyn.evaluate.audit import FLOOR_SET, NEW_REAL_SET, as_synthetic, run_audit, table_rows
+from medsyn.evaluate.audit import FLOOR_SET, NEW_REAL_SET, _halves, as_synthetic, run_audit, table_rows
 
 # The smoke preset's settings, so `medsyn audit --preset smoke` in the CLI tests reuses the encoder trained here.
 CONFIG = preset("smoke").audit
@@ -83,17 +83,22 @@ def real():
     return data.load()
 
 
+def chosen_rows(real) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """The audits' draws from one seed: 300 training images to plant, then 300 real test images (new images)."""
+    rng = np.random.default_rng(0)
+    planted = rng.choice(len(real.subset("train")), 300, replace=False)
+    return rng, planted, rng.choice(len(real.subset("test")), 300, replace=False)
+
+
 @pytest.fixture(scope="module")
 def audits(real, tmp_path_factory):
     """Three audits: training images planted shifted or mirrored among 300 real test images (new to the audit,
     which never reads test); a blurred, noisy bad generator; and the 300 real test images alone."""
-    rng = np.random.default_rng(0)
+    rng, planted, new = chosen_rows(real)
     train, test = real.subset("train"), real.subset("test")
-    planted = rng.choice(len(train), 300, replace=False)
     moves = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0)]
     copies = [shifted(train.images[i], *moves[n % len(moves)]) for n, i in enumerate(planted[:150])]
     copies += [train.images[i][:, ::-1] for i in planted[150:]]  # mirrored left-right
-    new = rng.choice(len(test), 300, replace=False)
     mixed = as_synthetic(np.concatenate([np.stack(copies), test.images[new]]),
                          np.concatenate([train.labels[planted], test.labels[new]]), real.class_names, "planted")
     noisy = gaussian_filter(train.images[planted].astype(float), sigma=(0, 1.5, 1.5, 0)) \
@@ -133,15 +138,18 @@ def test_shifted_and_mirrored_training_images_are_flagged_and_new_images_are_not
 
 def test_the_audit_never_reads_the_test_split(real, audits, tmp_path):
     test = real.subset("test")
-    new = np.random.default_rng(0).choice(len(test), 300, replace=False)  # the fixture's "test-half" images
+    _, _, new = chosen_rows(real)  # the fixture's "test-half" images
     synthetic = as_synthetic(test.images[new], test.labels[new], real.class_names, "test-half")
     blind = run_audit(real.select(real.split != "test"), synthetic, tmp_path, CONFIG, "test-half",
                       log=lambda message: None)
     seen = audits[0]["test-half"]
     # the baselines that used to come from test: the near-copy yardstick and the label-fidelity reference
-    for key in ("label_fidelity", "memorization"):
+    for key in ("label_fidelity", "memorization", "counts"):
         assert blind[key] == seen[key]
     assert "real_test" not in seen["counts"]
+    # the untrained CNN's numbers, new-images row included, are bitwise the same without test (the label-trained
+    # one is retrained for the other data's cache key, so its features may differ in float rounding)
+    assert blind["fidelity"]["by_features"]["random-cnn"] == seen["fidelity"]["by_features"]["random-cnn"]
 
 
 def test_real_test_images_get_their_labels_far_above_chance(audits, real):
@@ -167,12 +175,19 @@ def test_every_extractor_puts_a_bad_generator_far_above_the_real_vs_real_floor(a
 
 
 def test_the_floor_compares_two_disjoint_halves_of_real_train_of_equal_size(audits, real):
+    labels = real.subset("train").labels
+    half_a, half_b = _halves(np.random.default_rng(CONFIG.seed), labels, CONFIG.max_samples)
+    assert not set(half_a) & set(half_b)
+    assert np.abs(np.bincount(labels[half_a]) - np.bincount(labels[half_b])).max() <= 1  # each class split evenly
     saved = audits[0]["degraded"]
     n_train = len(real.subset("train"))
     floor = saved["fidelity"]["by_features"]["random-cnn"][FLOOR_SET]["all"]
     assert floor["n_real"] + floor["n_synthetic"] == min(n_train, CONFIG.max_samples)
     assert abs(floor["n_real"] - floor["n_synthetic"]) <= real.n_classes
     assert saved["fidelity"]["by_features"]["random-cnn"]["degraded"]["all"]["n_synthetic"] == 300
+    # a set compared with itself has precision and recall exactly 1: the floor compares other images
+    for extractor, by_set in saved["fidelity"]["by_features"].items():
+        assert by_set[FLOOR_SET]["all"]["precision"] < 0.999 and by_set[FLOOR_SET]["all"]["recall"] < 0.999, extractor
 
 
 def test_outputs_and_table_rows(audits, real):
@@ -222,7 +237,7 @@ def test_a_weights_file_holding_code_is_refused_before_torch_fidelity_loads_it(t
 
     rigged = tmp_path / features.INCEPTION_FILE
     torch.save({"fc.weight": torch.zeros(2), "hook": print}, rigged)  # a global: could be any callable
-    with pytest.raises(MedsynError, match="weights_only=True refused it"):
+    with pytest.raises(MedsynError, match="not a file of tensors medsyn can load safely"):
         features.inception(AuditConfig(inception_weights=str(rigged)), log=lambda message: None)
 
 

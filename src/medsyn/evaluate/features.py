@@ -31,7 +31,7 @@ from medsyn.data.cache import cache_root
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, load_tensors, read_json, tensors_buffer, write_json
 
-ENCODER_VERSION = 1
+ENCODER_VERSION = 2  # 2: initial weights drawn from the seed (1 drew them from whatever RNG state the process had)
 ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
                   "encoder_max_size", "seed")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's (and torchmetrics') FID Inception
@@ -112,6 +112,7 @@ def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainE
 
     folder = encoder_cache_dir(real, config)
     input_size = min(real.size, config.encoder_max_size)
+    torch.manual_seed(config.seed)  # the initial weights: the same whatever this process drew before
     network = _build_network(real.channels, real.n_classes, config.encoder_width)
     if (folder / "encoder.pt").is_file() and (folder / "meta.json").is_file():
         network.load_state_dict(torch.load(folder / "encoder.pt", weights_only=True))

@@ -2,8 +2,11 @@
 
 Per step: a batch of real training images, fakes for the model's fake labels, one discriminator update, optional
 lazy R1, one generator update on fresh noise with the same labels, an EMA update. Several processes (launched by
-`torchrun`) each take batch_size / world images and average gradients with torch.distributed (stylegan2-ada's
-approach; no DDP wrapper, so the discriminator can be frozen for the generator step). Mixed precision on GPU.
+`torchrun`) draw the same global batch (data order, labels, noise, augmentation) from identically seeded RNGs and
+each takes its batch_size / world slice; gradients are averaged with torch.distributed (stylegan2-ada's approach;
+no DDP wrapper, so the discriminator can be frozen for the generator step); batch norm uses the global batch's
+statistics and dropout masks are slices of the global batch's, so K processes take the single-process step
+(gan/distributed.py). Mixed precision on GPU.
 Every `snapshot_every` steps rank 0 writes a sample grid and an atomic checkpoint holding everything a resume
 needs: weights, EMA, both optimisers, the loss scaler, augmentation state, counters and all RNG states.
 """
@@ -28,6 +31,7 @@ from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, holds_files, read_json, write_json, write_text
 from medsyn.gan import checkpoint, sample
 from medsyn.gan.augment import DiffAugment, parse_policy
+from medsyn.gan.distributed import BatchShard, average_gradients, globalise, mean_over_processes
 
 R1_EVERY = 16          # lazy regularisation interval (StyleGAN2)
 GRID_COLUMNS = 8
@@ -43,6 +47,10 @@ class Runtime:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def shard(self) -> BatchShard:
+        return BatchShard(self.rank, self.world)
 
 
 class Sampler:
@@ -85,18 +93,21 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
         return final_path
 
     rt = _runtime(config)
-    _seed_everything(config.seed + 1_000_003 * rt.rank)
+    _seed_everything(config.seed)  # the same on every process: each draws the global batch and takes its slice
     model = checkpoint.MODELS[config.model]
-    n_classes, local_batch = train_set.n_classes, config.batch_size // rt.world
+    n_classes = train_set.n_classes
     images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous().to(rt.device)
     labels = torch.from_numpy(train_set.labels).long().to(rt.device)
     info = _info(config, train_set, model)
     generator, discriminator = (net.to(rt.device) for net in model.networks(
         config.size, train_set.channels, n_classes, config.latent_dim, config.base_width))
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    if rt.world > 1:  # not the EMA copy: rank 0 alone recalibrates and samples it
+        for net in (generator, discriminator):
+            globalise(net, rt.shard, config.batch_size // rt.world)
     opt_g, opt_d = model.optimizers(generator, discriminator, config.lr_g, config.lr_d)
-    augment = DiffAugment(config.diffaugment, config.augment_p, config.ada_target)
-    sampler = Sampler(len(images), local_batch, config.seed + 1_000_003 * rt.rank)
+    augment = DiffAugment(config.diffaugment, config.augment_p, config.ada_target, rt.shard)
+    sampler = Sampler(len(images), config.batch_size, config.seed)
     use_amp = config.amp and rt.device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -136,13 +147,14 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
     while counters["step"] < config.steps:
         step_start = time.perf_counter()
         idx = sampler.next().to(rt.device)
+        y_fake = rt.shard.take(model.fake_labels(labels[idx], n_classes))
+        idx = rt.shard.take(idx)
         real, y_real = sample.to_model(images[idx], info["normalization"]), labels[idx]
-        y_fake = model.fake_labels(y_real, n_classes)
 
         discriminator.requires_grad_(True)
         with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=use_amp):
             with torch.no_grad():
-                fake = generator(model.latent(local_batch, config.latent_dim, rt.device), y_fake)
+                fake = generator(_noise(model, config, rt), y_fake)
             d_loss, d_stats = model.discriminator_loss(discriminator, augment(real), augment(fake.float()),
                                                        y_real, y_fake)
         _update(d_loss, opt_d, discriminator, scaler, rt)
@@ -153,12 +165,12 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
             r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean() * (config.r1_gamma / 2 * R1_EVERY)
             _update(r1, opt_d, discriminator, None, rt)
             d_stats["r1"] = r1.detach()
-        augment.update(float(d_stats["real_sign"].detach()) if augment.target > 0 else 0.0, config.batch_size,
-                       counters["step"] + 1)
+        real_sign = float(mean_over_processes(d_stats["real_sign"], rt.world)) if augment.target > 0 else 0.0
+        augment.update(real_sign, config.batch_size, counters["step"] + 1)
 
         discriminator.requires_grad_(False)
         with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=use_amp):
-            fake = generator(model.latent(local_batch, config.latent_dim, rt.device), y_fake)
+            fake = generator(_noise(model, config, rt), y_fake)
             g_loss, g_stats = model.generator_loss(generator, discriminator, augment(fake.float()), y_fake)
         _update(g_loss, opt_g, generator, scaler, rt)
         # EMA warm-up: a shorter average early on, while the generator still changes fast
@@ -283,18 +295,16 @@ def _update(loss: torch.Tensor, optimizer, module, scaler, rt: Runtime) -> None:
     optimizer.zero_grad(set_to_none=True)
     (scaler.scale(loss) if scaler is not None and scaler.is_enabled() else loss).backward()
     if rt.world > 1:
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        flat = torch.cat([g.flatten() for g in grads])
-        dist.all_reduce(flat)
-        flat /= rt.world
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+        average_gradients(module, rt.world)
     if scaler is not None and scaler.is_enabled():
         scaler.step(optimizer)
     else:
         optimizer.step()
+
+
+def _noise(model, config: GanConfig, rt: Runtime) -> torch.Tensor:
+    """This process's slice of the latent noise drawn for the whole global batch."""
+    return rt.shard.take(model.latent(config.batch_size, config.latent_dim, rt.device))
 
 
 @torch.no_grad()
