@@ -10,11 +10,11 @@ from torch import nn
 
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, sha256_file
-from medsyn.gan import acgan, cgan
+from medsyn.gan import acgan, cgan, ddpm
 
 FORMAT = "medsyn-gan-checkpoint"
 VERSION = 1
-MODELS = {"acgan": acgan, "cgan": cgan}
+MODELS = {"acgan": acgan, "cgan": cgan, "ddpm": ddpm}
 INFO_KEYS = ("model", "size", "channels", "class_names", "normalization", "latent", "latent_dim", "base_width")
 
 
@@ -51,9 +51,12 @@ def load(path: str | Path) -> dict:
 
 
 def build_generator(info: dict) -> nn.Module:
+    """The generator an info describes; a diffusion model's sampler settings (guidance, steps) go with it."""
     module = MODELS[info["model"]]
+    if module is ddpm:
+        ddpm.require_diffusers()
     return module.Generator(info["size"], info["channels"], len(info["class_names"]), info["latent_dim"],
-                            info["base_width"])
+                            info["base_width"], **info.get("sampler", {}))
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
