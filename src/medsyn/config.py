@@ -87,7 +87,7 @@ def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
     70 images/s and samples at about 9 images/s at 20 steps (28 px; benchmarks/gan_speed.py), so the quick settings
     are a CPU hour, not minutes, and `medsyn run` leaves ddpm out unless asked (`--gan cgan,ddpm`)."""
     common = dict(model="ddpm", diffaugment="", guidance=1.0, label_dropout=0.1)
-    tuned = {"smoke": dict(base_width=8, lr_g=1e-3, sampling_steps=5),
+    tuned = {"smoke": dict(base_width=8, lr_g=2e-3, sampling_steps=5),
              "quick": dict(base_width=8, steps=6000, lr_g=5e-4, ema_decay=0.999, sampling_steps=20,
                            snapshot_every=1000),
              "full": dict(steps=100_000, base_width=64, lr_g=1e-4, ema_decay=0.9999, sampling_steps=25,

@@ -59,10 +59,17 @@ def build_generator(info: dict) -> nn.Module:
                             info["base_width"], **info.get("sampler", {}))
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The generator to sample from (the EMA copy), in eval mode, and the checkpoint's info plus its sha256."""
+def load_generator(path: str | Path, device: str | torch.device = "cpu",
+                   sampler: dict | None = None) -> tuple[nn.Module, dict]:
+    """The generator to sample from (the EMA copy), in eval mode, and the checkpoint's info plus its sha256.
+    `sampler` replaces a diffusion model's saved sampling settings (guidance, sampling_steps) for this use."""
     state = load(path)
     info = dict(state["info"])
+    if sampler:
+        if "sampler" not in info:
+            raise MedsynError(f"{path}: a {info['model']} checkpoint has no sampler settings; "
+                              f"{', '.join(sampler)} apply to ddpm checkpoints only.")
+        info["sampler"] = {**info["sampler"], **sampler}
     try:
         generator = build_generator(info)
         generator.load_state_dict(state["generator_ema"])
