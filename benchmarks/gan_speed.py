@@ -86,7 +86,7 @@ def main() -> None:
                                   "--steps", str(args.steps), "--threads", str(args.threads)],
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"GAN training speed, bundled PneumoniaMNIST resized, batch 32, preset {args.preset} widths, "
+    print(f"Generator training and sampling speed, bundled PneumoniaMNIST resized, batch 32, preset {args.preset} widths, "
           f"{rows[0]['threads']} torch threads, CPU; {args.steps} timed steps each")
     header = f"{'model':6} {'px':>4} {'width':>5} {'G params':>10} {'D params':>10} {'GFLOP/step':>10} " \
              f"{'img/s':>8} {'steps/s':>8} {'sample img/s':>12} {'(steps)':>7} {'peak RSS MB':>11}"

@@ -83,9 +83,10 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
 
 
 def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
-    """ddpm per preset. Its cost is the number of UNet evaluations: on one CPU core a width-8 UNet trains at about
-    70 images/s and samples at about 9 images/s at 20 steps (28 px; benchmarks/gan_speed.py), so the quick settings
-    are a CPU hour, not minutes, and `medsyn run` leaves ddpm out unless asked (`--gan cgan,ddpm`)."""
+    """ddpm per preset. Its cost is UNet evaluations: on one core of a busy 2-core CPU a width-8 UNet trained at 124
+    images/s and sampled 7.5 images/s at 20 guided steps (32 px; benchmarks/gan_speed.py). The quick settings are
+    then about 26 min of training and 10 min for a quick run's 4,700-image pool, three times the whole quick study,
+    so `medsyn run` leaves ddpm out unless asked (`--gan cgan,ddpm`)."""
     common = dict(model="ddpm", diffaugment="", guidance=1.0, label_dropout=0.1)
     tuned = {"smoke": dict(base_width=8, lr_g=2e-3, sampling_steps=5),
              "quick": dict(base_width=8, steps=6000, lr_g=5e-4, ema_decay=0.999, sampling_steps=20,
