@@ -113,7 +113,9 @@ def test_the_audit_reads_a_ddpm_set(trained, dark_and_bright, tmp_path):
     report = run_audit(dark_and_bright, synth.load_synthetic(folder, dark_and_bright), tmp_path / "audit",
                        preset("smoke").audit, "ddpm", log=lambda *_: None)
     assert (tmp_path / "audit" / "audit.json").exists()
-    assert 0 <= report["label_fidelity"]["synthetic_accuracy"] <= 1
+    assert report["counts"]["synthetic"] == [PER_CLASS, PER_CLASS]  # the audit sees the labels ddpm was asked for
+    scores = report["fidelity"]["by_features"]["random-cnn"]["ddpm"]["all"]
+    assert scores["n_synthetic"] == 2 * PER_CLASS and np.isfinite(scores["fid"])
 
 
 def test_cli_train_generate_and_errors(tmp_path, capsys):
