@@ -132,6 +132,11 @@ def test_cli_train_generate_and_errors(tmp_path, capsys):
     assert main(["gan", "train", "--model", "cgan", "--preset", "smoke", "--guidance", "1",
                  "--out", str(tmp_path / "cgan")]) == 2
     assert "apply to --model ddpm" in capsys.readouterr().err
+    assert main(["gan", "train", "--model", "cgan", "--preset", "smoke", "--steps", "1", "--out",
+                 str(tmp_path / "cgan"), "--no-progress"]) == 0
+    assert main(["gan", "generate", "--checkpoint", str(tmp_path / "cgan" / "final.pt"), "--n", "2",
+                 "--sampling-steps", "3", "--out", str(tmp_path / "cgan-syn")]) == 2
+    assert "apply to ddpm checkpoints only" in capsys.readouterr().err
     assert main(["gan", "train", "--model", "ddpm", "--preset", "smoke", "--guidance", "1", "--out",
                  str(tmp_path / "x"), "--no-progress", "--steps", "0"]) == 2
     assert "steps must be at least 1" in capsys.readouterr().err

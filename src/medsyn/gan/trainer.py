@@ -2,11 +2,12 @@
 
 Per step: a batch of real training images, then the model family's update, then an EMA update of the generator.
 GANs: fakes for the model's fake labels, one discriminator update, optional lazy R1, one generator update on fresh
-noise with the same labels. ddpm: one denoising update of its UNet (the "generator"; there is no discriminator). Several processes (launched by
-`torchrun`) each take batch_size / world images and average gradients with torch.distributed (stylegan2-ada's
-approach; no DDP wrapper, so the discriminator can be frozen for the generator step). Mixed precision on GPU.
-Every `snapshot_every` steps rank 0 writes a sample grid and an atomic checkpoint holding everything a resume
-needs: weights, EMA, both optimisers, the loss scaler, augmentation state, counters and all RNG states.
+noise with the same labels. ddpm: one denoising update of its UNet (its "generator"; there is no discriminator).
+Several processes (launched by `torchrun`) each take batch_size / world images and average gradients with
+torch.distributed (stylegan2-ada's approach; no DDP wrapper, so the discriminator can be frozen for the generator
+step). Mixed precision on GPU. Every `snapshot_every` steps rank 0 writes a sample grid and an atomic checkpoint
+holding everything a resume needs: weights, EMA, the optimisers, the loss scaler, augmentation state, counters
+and all RNG states.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def _diffusion_parts(ctx: StepContext, info: dict) -> dict:
 
 
 def _diffusion_step(parts: dict, ctx: StepContext, real: torch.Tensor, labels: torch.Tensor, step: int) -> dict:
-    """One denoising update: noise a batch at random timesteps, predict the noise, some labels dropped for CFG."""
+    """One denoising update: noise a batch at random timesteps, predict v, some labels dropped for guidance."""
     network = parts["generator"]
     with ctx.autocast():
         loss = network.loss(real, labels, ctx.config.label_dropout)
@@ -320,8 +321,9 @@ def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
                               "another --out.")
         if config_path.exists():
             saved = read_json(config_path)
+            defaults = to_dict(GanConfig())  # a setting added since the run was made had its default value then
             changed = [key for key, value in record["gan"].items()
-                       if key not in RESUMABLE_CHANGES and saved["gan"].get(key) != value]
+                       if key not in RESUMABLE_CHANGES and saved["gan"].get(key, defaults[key]) != value]
             changed += [f"data.{key}" for key, value in record["data"].items() if saved["data"].get(key) != value]
             if changed:
                 raise MedsynError(f"{out_dir} was trained with different settings ({', '.join(changed)}); resume "
