@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from medsyn import data, gan, synth
 from medsyn.cli import main
 from medsyn.config import DataConfig, gan_preset, preset
+from medsyn.errors import MedsynError
 from medsyn.evaluate.audit import run_audit
 
 pytest.importorskip("diffusers")
@@ -145,3 +147,9 @@ def test_cli_train_generate_and_errors(tmp_path, capsys):
 def test_run_plans_ddpm_as_a_generator(capsys):
     assert main(["run", "--preset", "smoke", "--gan", "cgan,ddpm", "--dry-run"]) == 0
     assert "gan/ddpm/g0" in capsys.readouterr().out
+
+
+def test_without_diffusers_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the extra were not installed
+    with pytest.raises(MedsynError, match=r"pip install 'medsyn\[diffusion\]'"):
+        gan.check_config(gan_preset("smoke", "ddpm"))
