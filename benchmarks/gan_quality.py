@@ -6,12 +6,13 @@ NAME:field=value,field=value (e.g. `base:` or `ttur:lr_d=4e-4,steps=400`). Each 
 in every feature extractor the audit uses (label-trained CNN, random CNN, Inception-v3 when its weights are on
 disk), each number beside the real-vs-real floor (two halves of real train): FID, KID, precision, recall,
 density, coverage, and label fidelity (the share of synthetic images the real-trained CNN assigns to their
-intended class). `model=acgan` in a spec starts from the acgan preset instead.
-
-`--acgan-baseline` compares the two designs fairly: the cgan (the given configurations' first, or the preset's),
-then acgan (its own preset: the original's optimiser, no augmentation, no EMA) at equal images seen (the cgan's
-steps x batch size), then acgan for the cgan's training time (its steps = the cgan's quiet seconds x acgan's own
-steps/s from the first acgan run). Wall time and steps/s are of training only: wall time includes snapshots and whatever else
+intended class). `model=acgan` or `model=ddpm` in a spec starts from that model's preset instead, so the models
+compare at equal images seen (same steps x batch_size) or at equal wall time (steps chosen from each one's
+steps/s), e.g. `cgan: acgan:model=acgan,steps=2800,batch_size=32` (equal images seen) or
+`cgan:steps=300 ddpm:model=ddpm,steps=600` (about equal wall time on one CPU core). "sample s" is the time to
+generate the audited images (ddpm: its sampling steps x the UNet). `--acgan-baseline` compares cgan and acgan
+fairly: the cgan, then acgan (its own preset) at equal images seen and at the cgan's training time. Wall time and
+steps/s are of training only: wall time includes snapshots and whatever else
 loads the machine; steps/s is the median over logging windows, and "quiet s" = steps / that, the training time on
 an otherwise idle machine. The run folders (with samples/grid-*.png) stay under --out.
 The floor row gives what real images score against real images at the same sample size.
@@ -41,8 +42,9 @@ METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
 def parse(spec: str, base: GanConfig, preset_name: str) -> tuple[str, GanConfig]:
     name, _, fields = spec.partition(":")
-    if "model=acgan" in fields.split(","):
-        base = gan_preset(preset_name, "acgan")
+    model = dict(item.partition("=")[::2] for item in filter(None, fields.split(","))).get("model")
+    if model and model != base.model:
+        base = gan_preset(preset_name, model)
     types = {f.name: f.type for f in dataclasses.fields(GanConfig)}
     changes = {}
     for item in filter(None, fields.split(",")):
@@ -60,7 +62,9 @@ def measure(name: str, config: GanConfig, real: data.ImageSet, out: Path, n: int
     train = real.subset("train")
     labels = np.random.default_rng(0).choice(train.labels, n)
     generator, info = gan.load_generator(checkpoint)
+    start = time.perf_counter()
     images = gan.generate_images(generator, info, labels, seed=1)
+    sample_s = time.perf_counter() - start
     synthetic = as_synthetic(images, labels, real.class_names, name)
     audit = run_audit(real, synthetic, run / "audit", audit_config, name, overwrite=True, log=lambda *_: None)
     by_features = audit["fidelity"]["by_features"]
@@ -68,7 +72,7 @@ def measure(name: str, config: GanConfig, real: data.ImageSet, out: Path, n: int
     floors = {extractor: by_set[FLOOR_SET]["all"] for extractor, by_set in by_features.items()}
     # the median logging window is the speed of an unloaded machine; the wall time includes any other load
     steps_per_s = float(np.median([row["images_per_s"] for row in gan.read_log(run)])) / config.batch_size
-    return {"name": name, "wall_s": wall, "steps_per_s": steps_per_s, "quiet_s": config.steps / steps_per_s,
+    return {"name": name, "wall_s": wall, "sample_s": sample_s, "steps_per_s": steps_per_s, "quiet_s": config.steps / steps_per_s,
             "images_seen": config.steps * config.batch_size, "scores": scores, "floors": floors,
             "label_acc": audit["label_fidelity"]["synthetic_accuracy"],
             "real_val_acc": audit["label_fidelity"]["reference_real_val_accuracy"], "config": dataclasses.asdict(config)}
@@ -115,13 +119,14 @@ def main() -> None:
             measure_one(name, config)
     print(f"\nGAN quality on bundled PneumoniaMNIST 28 px (preset {args.preset} + changes); {args.n} synthetic images "
           f"vs half of real train; floor = the other half of real train; runs in {out}")
-    header = f"{'config':14} {'features':18} {'wall s':>7} {'quiet s':>7} {'images':>7} " + \
+    header = f"{'config':14} {'features':18} {'wall s':>7} {'quiet s':>7} {'sample s':>8} {'images':>7} " + \
         " ".join(f"{m:>7} {'floor':>6}" for m in METRICS) + f" {'label acc':>9}"
     print(header + "\n" + "-" * len(header))
     for r in rows:
         for extractor, scores in r["scores"].items():
             cells = " ".join(f"{scores[m]:>7.3f} {r['floors'][extractor][m]:>6.3f}" for m in METRICS)
-            print(f"{r['name']:14} {extractor:18} {r['wall_s']:>7.1f} {r['quiet_s']:>7.1f} {r['images_seen']:>7} "
+            print(f"{r['name']:14} {extractor:18} {r['wall_s']:>7.1f} {r['quiet_s']:>7.1f} {r['sample_s']:>8.1f} "
+                  f"{r['images_seen']:>7} "
                   f"{cells} {r['label_acc']:>9.3f}")
     print(f"label accuracy of the same classifier on real val: {rows[0]['real_val_acc']:.3f}")
     for r in rows:

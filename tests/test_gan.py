@@ -110,6 +110,16 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_its_log(bundled, tmp_
     assert [r["step"] for r in gan.read_log(run)] == [1, 2, 3, 4]
 
 
+def test_a_run_made_before_a_setting_existed_resumes(bundled, tmp_path):
+    config = tiny("cgan", steps=2)
+    gan.train(bundled, config, tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    del record["gan"]["label_dropout"]                    # added with ddpm; older run folders lack it
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    gan.train(bundled, dataclasses.replace(config, steps=3), tmp_path / "run", resume=True, progress=False)
+    assert gan.read_log(tmp_path / "run")[-1]["step"] == 3
+
+
 def test_run_folder_is_never_silently_reused(bundled, checkpoint):
     run = checkpoint.parent
     with pytest.raises(MedsynError, match="--resume"):

@@ -26,13 +26,13 @@ class DataConfig:
     skip_bad: bool = False             # skip unreadable images (recorded) instead of failing
 
 
-GAN_MODELS = ("cgan", "acgan")
+GAN_MODELS = ("cgan", "acgan", "ddpm")  # ddpm: a diffusion model, trained and used as a generator
 GAN_SIZES = (28, 32, 64, 128, 224)
 
 
 @dataclass(frozen=True)
 class GanConfig:
-    model: str = "cgan"                # cgan | acgan
+    model: str = "cgan"                # cgan | acgan | ddpm
     size: int = 28
     steps: int = 800                   # generator steps
     batch_size: int = 32               # images per step, summed over all processes
@@ -45,6 +45,9 @@ class GanConfig:
     augment_p: float = 1.0             # probability of each augmentation per image (the start value when adaptive)
     ada_target: float = 0.0            # > 0: adapt augment_p so that E[sign D(real)] tracks this value (ADA)
     r1_gamma: float = 0.0              # R1 penalty on real images, applied lazily every 16 steps; 0 = off
+    guidance: float = 0.0              # ddpm: classifier-free guidance scale when sampling; 0 = plain conditional
+    label_dropout: float = 0.1         # ddpm: share of training labels replaced by the null class (for guidance)
+    sampling_steps: int = 25           # ddpm: DPM-Solver++ steps per image
     snapshot_every: int = 200          # sample grid + checkpoint every K steps
     log_every: int = 10
     amp: bool = True                   # mixed precision (bfloat16, or float16 with loss scaling) on GPU
@@ -63,6 +66,8 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
     sizes = {"smoke": dict(size=28, steps=20, batch_size=16, base_width=8, snapshot_every=10, log_every=5),
              "quick": dict(size=28, steps=800, batch_size=32, base_width=8, snapshot_every=200),
              "full": dict(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000, log_every=50)}
+    if model == "ddpm":
+        return _ddpm_preset(name, sizes[name])
     if model == "acgan":
         original = dict(lr_g=5e-5, lr_d=1e-4, ema_decay=0.0, diffaugment="")
         widths = {"smoke": 4, "quick": 4, "full": 32}  # 32 = the original's 256-128-64-32 filters
@@ -76,6 +81,20 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="color,translation",
                            ema_decay=0.995)}
     return GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
+
+
+def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
+    """ddpm per preset. Its cost is UNet evaluations: on one core of a busy 2-core CPU a width-8 UNet trained at 124
+    images/s and sampled 7.5 images/s at 20 guided steps (32 px; benchmarks/gan_speed.py). The quick settings are
+    then about 26 min of training and 10 min for a quick run's 4,700-image pool, three times the whole quick study,
+    so `medsyn run` leaves ddpm out unless asked (`--gan cgan,ddpm`)."""
+    common = dict(model="ddpm", diffaugment="", guidance=1.0, label_dropout=0.1)
+    tuned = {"smoke": dict(base_width=8, lr_g=2e-3, sampling_steps=5),
+             "quick": dict(base_width=8, steps=6000, lr_g=5e-4, ema_decay=0.999, sampling_steps=20,
+                           snapshot_every=1000),
+             "full": dict(steps=100_000, base_width=64, lr_g=1e-4, ema_decay=0.9999, sampling_steps=25,
+                          snapshot_every=5000)}
+    return GanConfig(**{**schedule, **common, **tuned[name]})
 
 
 @dataclass(frozen=True)

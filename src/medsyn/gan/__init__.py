@@ -1,5 +1,6 @@
-"""The GAN stage: train a class-conditional GAN (acgan: the original design; cgan: data-efficient) on the train
-split, with sample grids, JSONL logs and exactly resumable, self-describing checkpoints.
+"""The generator stage: train a class-conditional GAN (acgan: the original design; cgan: data-efficient) or
+diffusion model (ddpm, with classifier-free guidance) on the train split, with sample grids, JSONL logs and exactly
+resumable, self-describing checkpoints.
 
 Public API:
     train(dataset, config, out_dir, resume=False, progress=True) -> Path    the final checkpoint

@@ -10,11 +10,11 @@ from torch import nn
 
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, sha256_file
-from medsyn.gan import acgan, cgan
+from medsyn.gan import acgan, cgan, ddpm
 
 FORMAT = "medsyn-gan-checkpoint"
 VERSION = 1
-MODELS = {"acgan": acgan, "cgan": cgan}
+MODELS = {"acgan": acgan, "cgan": cgan, "ddpm": ddpm}
 INFO_KEYS = ("model", "size", "channels", "class_names", "normalization", "latent", "latent_dim", "base_width")
 
 
@@ -51,15 +51,25 @@ def load(path: str | Path) -> dict:
 
 
 def build_generator(info: dict) -> nn.Module:
+    """The generator an info describes; a diffusion model's sampler settings (guidance, steps) go with it."""
     module = MODELS[info["model"]]
+    if module is ddpm:
+        ddpm.require_diffusers()
     return module.Generator(info["size"], info["channels"], len(info["class_names"]), info["latent_dim"],
-                            info["base_width"])
+                            info["base_width"], **info.get("sampler", {}))
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """The generator to sample from (the EMA copy), in eval mode, and the checkpoint's info plus its sha256."""
+def load_generator(path: str | Path, device: str | torch.device = "cpu",
+                   sampler: dict | None = None) -> tuple[nn.Module, dict]:
+    """The generator to sample from (the EMA copy), in eval mode, and the checkpoint's info plus its sha256.
+    `sampler` replaces a diffusion model's saved sampling settings (guidance, sampling_steps) for this use."""
     state = load(path)
     info = dict(state["info"])
+    if sampler:
+        if "sampler" not in info:
+            raise MedsynError(f"{path}: a {info['model']} checkpoint has no sampler settings; "
+                              f"{', '.join(sampler)} apply to ddpm checkpoints only.")
+        info["sampler"] = {**info["sampler"], **sampler}
     try:
         generator = build_generator(info)
         generator.load_state_dict(state["generator_ema"])

@@ -20,7 +20,8 @@ def register(verbs) -> None:
     train = sub.add_parser("train", help="train acgan or cgan on the train split; sample grids, log, checkpoints")
     add_data_arguments(train)
     train.add_argument("--model", choices=GAN_MODELS, default="cgan",
-                       help="cgan: data-efficient (default); acgan: the original design")
+                       help="cgan: data-efficient (default); acgan: the original design; ddpm: diffusion "
+                            "(pip install 'medsyn[diffusion]'; a GPU feature at scale)")
     train.add_argument("--preset", choices=PRESETS, default="quick", help="default settings (default: quick)")
     train.add_argument("--steps", type=int, help="generator steps (default: the preset's)")
     train.add_argument("--batch-size", type=int, help="images per step, over all processes (default: preset)")
@@ -28,6 +29,8 @@ def register(verbs) -> None:
     train.add_argument("--snapshot-every", type=int, help="steps between sample grids and checkpoints")
     train.add_argument("--r1", dest="r1_gamma", type=float, help="R1 penalty weight (0 = off)")
     train.add_argument("--ada-target", type=float, help="adapt augmentation strength to this E[sign D(real)]")
+    train.add_argument("--guidance", type=float, help="ddpm: classifier-free guidance scale for samples")
+    train.add_argument("--sampling-steps", type=int, help="ddpm: solver steps per sample")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when available")
     train.add_argument("--seed", type=int, help="seed of weights, noise and data order (default 0)")
     train.add_argument("--out", type=Path, required=True, help="run folder")
@@ -43,6 +46,8 @@ def register(verbs) -> None:
                           help="top up each class of SRC's train split to its largest class (plus --n more)")
     generate.add_argument("--seed", type=int, default=0,
                           help="noise and label seed: the same seed gives the same images")
+    generate.add_argument("--guidance", type=float, help="ddpm: classifier-free guidance scale (default: trained)")
+    generate.add_argument("--sampling-steps", type=int, help="ddpm: solver steps per image (default: trained)")
     generate.add_argument("--out", type=Path, required=True, help="output folder")
     generate.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     generate.set_defaults(func=run_generate)
@@ -52,11 +57,15 @@ def run_train(args: argparse.Namespace) -> int:
     from medsyn import data, gan
     from medsyn.config import gan_preset
     from medsyn.data.cli import data_config
+    from medsyn.errors import MedsynError
     from medsyn.fileio import check_out_dir, claim_out_dir
 
     config = gan_preset(args.preset, args.model)
+    if args.model != "ddpm" and (args.guidance is not None or args.sampling_steps is not None):
+        raise MedsynError(f"--guidance and --sampling-steps apply to --model ddpm, not {args.model}.")
     overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "base_width", "snapshot_every",
-                                                        "r1_gamma", "ada_target", "device", "seed")
+                                                        "r1_gamma", "ada_target", "guidance", "sampling_steps",
+                                                        "device", "seed")
                  if getattr(args, name) is not None}
     if args.size is not None:
         overrides["size"] = args.size
@@ -80,12 +89,24 @@ def run_generate(args: argparse.Namespace) -> int:
     from medsyn.fileio import check_out_dir
 
     check_out_dir(args.out, "gan generate")  # a folder of someone else's files is never replaced, --overwrite or not
-    _, info = gan.load_generator(args.checkpoint)
+    sampler = _sampler_overrides(args)
+    _, info = gan.load_generator(args.checkpoint, sampler=sampler)
     names = info["class_names"]
     per_class = synth.parse_per_class(args.per_class, names) if args.per_class else None
     balance = synth.balance_counts(args.balance_to, names) if args.balance_to else None
     counts = synth.plan_counts(len(names), n=args.n, per_class=per_class, balance_counts=balance)
-    out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite)
+    out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite, sampler=sampler)
     print(f"wrote {sum(counts)} images to {out} ({', '.join(f'{n} {c}' for n, c in zip(counts, names))}); "
           f"data source: {out / 'synthetic.npz'}")
     return 0
+
+
+def _sampler_overrides(args: argparse.Namespace) -> dict:
+    from medsyn.errors import MedsynError
+
+    if args.guidance is not None and args.guidance < 0:
+        raise MedsynError(f"--guidance must be at least 0 (0 = plain conditional sampling), not {args.guidance}.")
+    if args.sampling_steps is not None and args.sampling_steps < 1:
+        raise MedsynError(f"--sampling-steps must be at least 1, not {args.sampling_steps}.")
+    overrides = {"guidance": args.guidance, "sampling_steps": args.sampling_steps}
+    return {key: value for key, value in overrides.items() if value is not None}

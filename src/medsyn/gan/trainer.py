@@ -1,14 +1,15 @@
-"""The one training loop, for acgan and cgan, on CPU, one GPU, or several GPUs under torchrun.
+"""The one training loop, for acgan, cgan and ddpm, on CPU, one GPU, or several GPUs under torchrun.
 
-Per step: a batch of real training images, fakes for the model's fake labels, one discriminator update, optional
-lazy R1, one generator update on fresh noise with the same labels, an EMA update. Several processes (launched by
-`torchrun`) draw the same global batch (data order, labels, noise, augmentation) from identically seeded RNGs and
-each takes its batch_size / world slice; gradients are averaged with torch.distributed (stylegan2-ada's approach;
-no DDP wrapper, so the discriminator can be frozen for the generator step); batch norm uses the global batch's
-statistics and dropout masks are slices of the global batch's, so K processes take the single-process step
-(gan/distributed.py). Mixed precision on GPU.
+Per step: a batch of real training images, then the model family's update, then an EMA update of the generator.
+GANs: fakes for the model's fake labels, one discriminator update, optional lazy R1, one generator update on fresh
+noise with the same labels. ddpm: one denoising update of its UNet (its "generator"; there is no discriminator).
+Several processes (launched by `torchrun`) draw the same global batch (data order, labels, noise, augmentation)
+from identically seeded RNGs and each takes its batch_size / world slice; gradients are averaged with
+torch.distributed (stylegan2-ada's approach; no DDP wrapper, so the discriminator can be frozen for the generator
+step); a GAN's batch norm uses the global batch's statistics and dropout masks are slices of the global batch's,
+so K processes take the single-process step (gan/distributed.py). Mixed precision on GPU.
 Every `snapshot_every` steps rank 0 writes a sample grid and an atomic checkpoint holding everything a resume
-needs: weights, EMA, both optimisers, the loss scaler, augmentation state, counters and all RNG states.
+needs: weights, EMA, the optimisers, the loss scaler, augmentation state, counters and all RNG states.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from medsyn.gan.distributed import BatchShard, average_gradients, globalise, mea
 
 R1_EVERY = 16          # lazy regularisation interval (StyleGAN2)
 GRID_COLUMNS = 8
-RESUMABLE_CHANGES = ("steps", "snapshot_every", "log_every", "device", "amp")  # may differ on --resume
+# may differ on --resume (guidance and sampling_steps only change how ddpm samples, not what it learns)
+RESUMABLE_CHANGES = ("steps", "snapshot_every", "log_every", "device", "amp", "guidance", "sampling_steps")
 
 
 @dataclass
@@ -79,6 +81,85 @@ class Sampler:
         self.order, self.pos, self.epoch = state["order"], state["pos"], state["epoch"]
 
 
+@dataclass
+class StepContext:
+    """What one training step needs besides the parts it updates."""
+    config: GanConfig
+    model: object                 # the model's module (acgan, cgan, ddpm)
+    rt: Runtime
+    n_classes: int
+    local_batch: int
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+    def autocast(self):
+        return torch.autocast(self.rt.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+
+def _gan_parts(ctx: StepContext, info: dict) -> dict:
+    config = ctx.config
+    generator, discriminator = (net.to(ctx.rt.device) for net in ctx.model.networks(
+        config.size, info["channels"], ctx.n_classes, config.latent_dim, config.base_width))
+    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    if ctx.rt.world > 1:  # not the EMA copy: rank 0 alone recalibrates and samples it
+        for net in (generator, discriminator):
+            globalise(net, ctx.rt.shard, ctx.local_batch)
+    opt_g, opt_d = ctx.model.optimizers(generator, discriminator, config.lr_g, config.lr_d)
+    return dict(generator=generator, discriminator=discriminator, generator_ema=generator_ema, opt_g=opt_g,
+                opt_d=opt_d, augment=DiffAugment(config.diffaugment, config.augment_p, config.ada_target,
+                                                 ctx.rt.shard))
+
+
+def _gan_step(parts: dict, ctx: StepContext, real: torch.Tensor, y_real: torch.Tensor, y_global: torch.Tensor,
+              step: int) -> dict:
+    """One discriminator update (with lazy R1 every R1_EVERY steps), then one generator update. Fake labels and
+    noise are drawn for the global batch; this process takes its slice."""
+    config, model, rt = ctx.config, ctx.model, ctx.rt
+    generator, discriminator, augment, scaler = (parts[k] for k in ("generator", "discriminator", "augment", "scaler"))
+    y_fake = rt.shard.take(model.fake_labels(y_global, ctx.n_classes))
+
+    discriminator.requires_grad_(True)
+    with ctx.autocast():
+        with torch.no_grad():
+            fake = generator(_noise(model, config, rt), y_fake)
+        d_loss, d_stats = model.discriminator_loss(discriminator, augment(real), augment(fake.float()), y_real, y_fake)
+    _update(d_loss, parts["opt_d"], discriminator, scaler, rt)
+    if config.r1_gamma > 0 and (step + 1) % R1_EVERY == 0:
+        real_r1 = augment(real).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model.real_scores(discriminator, real_r1, y_real).sum(), real_r1,
+                                      create_graph=True)
+        r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean() * (config.r1_gamma / 2 * R1_EVERY)
+        _update(r1, parts["opt_d"], discriminator, None, rt)
+        d_stats["r1"] = r1.detach()
+    real_sign = float(mean_over_processes(d_stats["real_sign"], rt.world)) if augment.target > 0 else 0.0
+    augment.update(real_sign, config.batch_size, step + 1)
+
+    discriminator.requires_grad_(False)
+    with ctx.autocast():
+        fake = generator(_noise(model, config, rt), y_fake)
+        g_loss, g_stats = model.generator_loss(generator, discriminator, augment(fake.float()), y_fake)
+    _update(g_loss, parts["opt_g"], generator, scaler, rt)
+    stats = {key: value.detach() for key, value in {**d_stats, **g_stats}.items()}
+    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, "augment_p": augment.p}
+
+
+def _diffusion_parts(ctx: StepContext, info: dict) -> dict:
+    generator = checkpoint.build_generator(info).to(ctx.rt.device)
+    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    return dict(generator=generator, generator_ema=generator_ema,
+                opt_g=ctx.model.optimizer(generator, ctx.config.lr_g))
+
+
+def _diffusion_step(parts: dict, ctx: StepContext, real: torch.Tensor, labels: torch.Tensor, y_global: torch.Tensor,
+                    step: int) -> dict:
+    """One denoising update: noise a batch at random timesteps, predict v, some labels dropped for guidance."""
+    network = parts["generator"]
+    with ctx.autocast():
+        loss = network.loss(real, labels, ctx.config.label_dropout)
+    _update(loss, parts["opt_g"], network, parts["scaler"], ctx.rt)
+    return {"loss": loss.detach()}
+
+
 def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = False, progress: bool = True) -> Path:
     """Train on `dataset.subset("train")`; write config.json, log.jsonl, samples/grid-*.png, checkpoint.pt and
     final.pt into out_dir; return final.pt. With resume=True continue from checkpoint.pt (or return a finished
@@ -95,26 +176,20 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
     rt = _runtime(config)
     _seed_everything(config.seed)  # the same on every process: each draws the global batch and takes its slice
     model = checkpoint.MODELS[config.model]
-    n_classes = train_set.n_classes
+    local_batch = config.batch_size // rt.world
     images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous().to(rt.device)
     labels = torch.from_numpy(train_set.labels).long().to(rt.device)
     info = _info(config, train_set, model)
-    generator, discriminator = (net.to(rt.device) for net in model.networks(
-        config.size, train_set.channels, n_classes, config.latent_dim, config.base_width))
-    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    if rt.world > 1:  # not the EMA copy: rank 0 alone recalibrates and samples it
-        for net in (generator, discriminator):
-            globalise(net, rt.shard, config.batch_size // rt.world)
-    opt_g, opt_d = model.optimizers(generator, discriminator, config.lr_g, config.lr_d)
-    augment = DiffAugment(config.diffaugment, config.augment_p, config.ada_target, rt.shard)
-    sampler = Sampler(len(images), config.batch_size, config.seed)
     use_amp = config.amp and rt.device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    step_context = StepContext(config, model, rt, train_set.n_classes, local_batch, use_amp, amp_dtype)
+    build_parts, train_step = (_diffusion_parts, _diffusion_step) if config.model == "ddpm" else (_gan_parts, _gan_step)
+    parts = {**build_parts(step_context, info),
+             "scaler": torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
+             "sampler": Sampler(len(images), config.batch_size, config.seed)}
+    generator, generator_ema, scaler = parts["generator"], parts["generator_ema"], parts["scaler"]
     counters = {"step": 0, "images_seen": 0, "train_seconds": 0.0}
 
-    parts = dict(generator=generator, discriminator=discriminator, generator_ema=generator_ema, opt_g=opt_g,
-                 opt_d=opt_d, scaler=scaler, augment=augment, sampler=sampler)
     if resume and latest_path.exists():
         state = checkpoint.load(latest_path)
         if state["step"] > config.steps:
@@ -125,7 +200,7 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
         counters = {key: state[key] for key in counters}
         _set_rng(state["rng"], rt)
     elif rt.world > 1:
-        for net in (generator, discriminator, generator_ema):
+        for net in (part for part in parts.values() if isinstance(part, torch.nn.Module)):
             for tensor in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(tensor.data, src=0)
     if rt.main:  # rows past the restart point (all of them, on a fresh start) belong to a run that was lost
@@ -146,33 +221,11 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
     window_start, window_images = time.perf_counter(), 0
     while counters["step"] < config.steps:
         step_start = time.perf_counter()
-        idx = sampler.next().to(rt.device)
-        y_fake = rt.shard.take(model.fake_labels(labels[idx], n_classes))
+        idx = parts["sampler"].next().to(rt.device)  # the global batch; this process keeps its slice
+        y_global = labels[idx]
         idx = rt.shard.take(idx)
         real, y_real = sample.to_model(images[idx], info["normalization"]), labels[idx]
-
-        discriminator.requires_grad_(True)
-        with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=use_amp):
-            with torch.no_grad():
-                fake = generator(_noise(model, config, rt), y_fake)
-            d_loss, d_stats = model.discriminator_loss(discriminator, augment(real), augment(fake.float()),
-                                                       y_real, y_fake)
-        _update(d_loss, opt_d, discriminator, scaler, rt)
-        if config.r1_gamma > 0 and (counters["step"] + 1) % R1_EVERY == 0:
-            real_r1 = augment(real).detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(model.real_scores(discriminator, real_r1, y_real).sum(), real_r1,
-                                          create_graph=True)
-            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean() * (config.r1_gamma / 2 * R1_EVERY)
-            _update(r1, opt_d, discriminator, None, rt)
-            d_stats["r1"] = r1.detach()
-        real_sign = float(mean_over_processes(d_stats["real_sign"], rt.world)) if augment.target > 0 else 0.0
-        augment.update(real_sign, config.batch_size, counters["step"] + 1)
-
-        discriminator.requires_grad_(False)
-        with torch.autocast(rt.device.type, dtype=amp_dtype, enabled=use_amp):
-            fake = generator(_noise(model, config, rt), y_fake)
-            g_loss, g_stats = model.generator_loss(generator, discriminator, augment(fake.float()), y_fake)
-        _update(g_loss, opt_g, generator, scaler, rt)
+        losses = train_step(parts, step_context, real, y_real, y_global, counters["step"])
         # EMA warm-up: a shorter average early on, while the generator still changes fast
         _ema(generator_ema, generator, min(config.ema_decay, (1 + counters["step"]) / (10 + counters["step"])))
         if scaler.is_enabled():
@@ -189,13 +242,13 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
             row = {"step": step, "images_seen": counters["images_seen"],
                    "train_seconds": round(counters["train_seconds"], 3),
                    "images_per_s": round(window_images / (now - window_start), 1),
-                   "d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()),
-                   **{k: float(v.detach()) for k, v in {**d_stats, **g_stats}.items()}, "augment_p": augment.p}
+                   **{key: float(value) for key, value in losses.items()}}
             window_start, window_images = now, 0
             if rt.main:
                 with open(out_dir / "log.jsonl", "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(row) + "\n")
-            bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", img_s=row["images_per_s"])
+            bar.set_postfix({key: f"{value:.3f}" for key, value in row.items() if key.endswith("loss")},
+                            img_s=row["images_per_s"])
         if step % config.snapshot_every == 0 or step == config.steps:
             snapshot(latest_path, finished=step == config.steps)
     bar.close()
@@ -226,8 +279,25 @@ def check_config(config: GanConfig) -> None:
             raise MedsynError(f"GAN {name} must be at least 1, not {getattr(config, name)}.")
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"ema_decay must be in [0, 1), not {config.ema_decay}.")
+    if config.model == "ddpm":
+        _check_diffusion(config)
     parse_policy(config.diffaugment)
     check_device(config.device)
+
+
+def _check_diffusion(config: GanConfig) -> None:
+    from medsyn.gan import ddpm
+
+    ddpm.require_diffusers()
+    if config.sampling_steps < 1:
+        raise MedsynError(f"sampling_steps must be at least 1, not {config.sampling_steps}.")
+    if not 0 <= config.label_dropout < 1:
+        raise MedsynError(f"label_dropout must be in [0, 1), not {config.label_dropout}.")
+    if config.guidance < 0:
+        raise MedsynError(f"guidance must be at least 0 (0 = plain conditional sampling), not {config.guidance}.")
+    if config.guidance > 0 and config.label_dropout == 0:
+        raise MedsynError("guidance > 0 needs label_dropout > 0: without dropped labels the model never learns the "
+                          "unconditional noise that guidance pushes away from.")
 
 
 def _check(config: GanConfig, train_set: ImageSet) -> None:
@@ -245,10 +315,16 @@ def _data_record(train_set: ImageSet) -> dict:
 
 
 def _info(config: GanConfig, train_set: ImageSet, model) -> dict:
-    return {"model": config.model, "size": config.size, "channels": train_set.channels,
+    image_noise = model.LATENT == "image-noise"  # ddpm starts from a noise image, not a latent vector
+    info = {"model": config.model, "size": config.size, "channels": train_set.channels,
             "class_names": list(train_set.class_names), "normalization": model.NORMALIZATION,
-            "latent": model.LATENT, "latent_dim": config.latent_dim, "base_width": config.base_width,
-            "data_source": train_set.source, "train_counts": train_set.counts()["train"]}
+            "latent": model.LATENT,
+            "latent_dim": train_set.channels * config.size ** 2 if image_noise else config.latent_dim,
+            "base_width": config.base_width, "data_source": train_set.source,
+            "train_counts": train_set.counts()["train"]}
+    if image_noise:
+        info["sampler"] = {"guidance": config.guidance, "sampling_steps": config.sampling_steps}
+    return info
 
 
 def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
@@ -262,8 +338,9 @@ def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
                               "another --out.")
         if config_path.exists():
             saved = read_json(config_path)
+            defaults = to_dict(GanConfig())  # a setting added since the run was made had its default value then
             changed = [key for key, value in record["gan"].items()
-                       if key not in RESUMABLE_CHANGES and saved["gan"].get(key) != value]
+                       if key not in RESUMABLE_CHANGES and saved["gan"].get(key, defaults[key]) != value]
             changed += [f"data.{key}" for key, value in record["data"].items() if saved["data"].get(key) != value]
             if changed:
                 raise MedsynError(f"{out_dir} was trained with different settings ({', '.join(changed)}); resume "

@@ -80,14 +80,16 @@ def balance_counts(src: str, class_names: Sequence[str]) -> list[int]:
     return [counts[names.index(name)] for name in class_names]
 
 
-def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Path, overwrite: bool = False) -> Path:
+def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Path, overwrite: bool = False,
+             sampler: dict | None = None) -> Path:
+    """`sampler` overrides a ddpm checkpoint's guidance / sampling_steps (recorded in the manifest)."""
     from medsyn import data, gan
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise MedsynError(f"{out_dir} exists and is not empty; pass --overwrite to replace it, or choose another "
                           "--out.")
-    generator, info = gan.load_generator(checkpoint)
+    generator, info = gan.load_generator(checkpoint, sampler=sampler)
     class_names = info["class_names"]
     counts = plan_counts(len(class_names), per_class=per_class)
     labels = np.repeat(np.arange(len(class_names)), counts)
@@ -106,7 +108,7 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
             "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": info["sha256"],
             "checkpoint_step": info["step"], "model": info["model"], "seed": seed, "size": info["size"],
             "channels": info["channels"], "class_names": class_names, "counts": counts, "total": n,
-            "normalization": info["normalization"], "npz": "synthetic.npz",
+            "normalization": info["normalization"], "sampler": info.get("sampler"), "npz": "synthetic.npz",
             "note": "all images are in the train split of synthetic.npz; read it with "
                     "medsyn.synth.load_synthetic(DIR)"})
         claim_out_dir(staging, "gan generate")
