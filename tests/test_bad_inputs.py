@@ -295,20 +295,22 @@ def test_generate_refuses_trillions_of_images():
 
 def test_inception_weights_with_a_pickle_payload_run_no_code(world):
     """torch-fidelity unpickles its weights file itself; medsyn must hand it only what loaded as plain tensors."""
+    from medsyn.config import AuditConfig
     from medsyn.errors import MedsynError
-    from medsyn.evaluate.features import inception_features
+    from medsyn.evaluate.features import inception
 
     with pytest.raises(MedsynError, match="safely"):
-        inception_features(np.zeros((1, 8, 8, 1), np.uint8), world.payload)
+        inception(AuditConfig(inception_weights=str(world.payload)), log=lambda message: None)
     assert not world.marker.exists()
 
 
 def test_inception_weights_of_another_network_are_a_message(world):
+    from medsyn.config import AuditConfig
     from medsyn.errors import MedsynError
-    from medsyn.evaluate.features import inception_features
+    from medsyn.evaluate.features import inception
 
     with pytest.raises(MedsynError, match="not torch-fidelity's Inception-v3"):
-        inception_features(np.zeros((1, 8, 8, 1), np.uint8), world.model)
+        inception(AuditConfig(inception_weights=str(world.model)), log=lambda message: None)
 
 
 # ---------------------------------------------------------------- conversions that must be right, not refused

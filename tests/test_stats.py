@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 
 from medsyn.evaluate.metrics import METRICS
 from medsyn.evaluate.stats import (bootstrap_weights, judge, replicates_needed, summarize_arms,
@@ -17,7 +18,7 @@ from medsyn.evaluate.stats import (bootstrap_weights, judge, replicates_needed, 
 # and z ~ N(0, TAU^2) per case. Given u, the population AUC is Phi((mu + u) / sqrt(2 (1 + TAU^2))); over u it is
 # Phi(mu / sqrt(2 (1 + TAU^2) + SEED_SD^2)): the recipe's true expected AUC.
 MU = {"real": 1.2, "real+synth@1": 1.3}
-SEED_SD, TAU, N_TEST, REPLICATES = 0.25, 0.7, 250, 4
+SEED_SD, TAU, N_TEST, REPLICATES = 0.25, 0.7, 200, 4
 
 
 def _true_auc(mu: float) -> float:
@@ -37,7 +38,7 @@ def _study(rng) -> dict:
     return results
 
 
-def _test_only_interval(results, rng, n_bootstrap=200) -> tuple[float, float]:
+def _test_only_interval(results, rng, n_bootstrap=150) -> tuple[float, float]:
     """What medsyn used to report: a percentile bootstrap of the replicate-averaged difference over test cases,
     with the trained models held fixed."""
     y = results["real"][0]["y_true"]
@@ -53,7 +54,7 @@ def test_intervals_cover_a_known_difference_and_the_test_only_bootstrap_does_not
     studies, covered, covered_old = 150, 0, 0
     for i in range(studies):
         results = _study(rng)
-        summary = summarize_arms(results, {"real+synth@1": "real"}, n_bootstrap=200, seed=i)
+        summary = summarize_arms(results, {"real+synth@1": "real"}, n_bootstrap=150, seed=i)
         auc = next(c for c in summary["comparisons"] if c["metric"] == "auc")
         covered += auc["ci_low"] <= truth <= auc["ci_high"]
         low, high = _test_only_interval(results, rng)
@@ -86,6 +87,8 @@ def test_holm_adjusts_over_every_comparison_of_a_metric():
         got = np.array([c["p_adjusted"] for c in family])[order]
         np.testing.assert_allclose(got, expected)
         assert all(c["p_adjusted"] >= c["p_value"] for c in family)
+        np.testing.assert_allclose([c["p_adjusted"] for c in family],
+                                   multipletests([c["p_value"] for c in family], method="holm")[1])
 
 
 def _record(diff, low, high, p_adjusted, n=5):

@@ -51,7 +51,6 @@ def register(verbs) -> None:
 def classify_config(args: argparse.Namespace):
     """The preset's ClassifyConfig with the flags the user gave replacing single fields."""
     from medsyn.config import preset
-    from medsyn.fileio import read_json
 
     config = preset(args.preset).classify
     given = {name: getattr(args, name) for name in ("arch", "width", "batch_norm", "pretrained", "epochs",
@@ -63,14 +62,11 @@ def classify_config(args: argparse.Namespace):
 
 
 def run_train(args) -> int:
-
     from medsyn import data
-    from medsyn.classify import parse_arm, train_arm
+    from medsyn.classify import check_config, parse_arm, train_arm
     from medsyn.classify.train import RUN_FILES
     from medsyn.config import preset
-
-    from medsyn.classify import check_config
-    from medsyn.fileio import check_out_dir, claim_out_dir
+    from medsyn.fileio import check_out_dir, claim_out_dir, read_json
 
     parse_arm(args.arm)  # a typo fails before any data is loaded
     config = classify_config(args)

@@ -116,7 +116,7 @@ class LocalBackend:
 
         self.slots = max(1, workers)
         self._context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(self.slots, mp_context=self._context)
+        self._pool = self._new_pool()
         self._futures: dict = {}
 
     @property
@@ -141,12 +141,28 @@ class LocalBackend:
             self._renew()
         return out
 
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.slots, mp_context=self._context, initializer=_exit_with_parent,
+                                   initargs=(os.getpid(),))
+
     def _renew(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = ProcessPoolExecutor(self.slots, mp_context=self._context)
+        self._pool = self._new_pool()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: exit when the process that started it is gone (killed, not shut down), instead of lingering."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class RayBackend:
