@@ -90,13 +90,15 @@ class SequentialBackend:
     slots = 1
 
     def __init__(self):
-        self.running: list[tuple[Job, Study]] = []
+        self.running: list[Job] = []
+        self._study: Study | None = None
 
     def submit(self, job: Job, study: Study) -> None:
-        self.running.append((job, study))
+        self.running.append(job)
+        self._study = study
 
     def wait(self):
-        job, study = self.running.pop()
+        job, study = self.running.pop(), self._study
         try:
             return [(job, run_job(job, study))]
         except Exception as err:  # reported by the scheduler, retried unless it is bad input
