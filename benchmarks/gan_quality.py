@@ -9,7 +9,8 @@ density, coverage, and label fidelity (the share of synthetic images the real-tr
 intended class). `model=acgan` or `model=ddpm` in a spec starts from that model's preset instead, so the models
 compare at equal images seen (same steps x batch_size) or at equal wall time (steps chosen from each one's
 steps/s), e.g. `cgan: acgan:model=acgan,steps=2800,batch_size=32` (equal images seen) or
-`cgan:steps=300 ddpm:model=ddpm,steps=600` (about equal wall time on one CPU core). "sample s" is the time to
+`--equal-time ddpm:model=ddpm cgan:` (the cgan trained for the quick ddpm's training time, its steps set from a
+short calibration run of its steps/s). "sample s" is the time to
 generate the audited images (ddpm: its sampling steps x the UNet). `--acgan-baseline` compares cgan and acgan
 fairly: the cgan, then acgan (its own preset) at equal images seen and at the cgan's training time. Wall time and
 steps/s are of training only: wall time includes snapshots and whatever else
@@ -88,6 +89,22 @@ def acgan_baseline(cgan: GanConfig, preset_name: str, measure_one) -> list[dict]
     return [cgan_row, same_images, measure_one("acgan=time", dataclasses.replace(acgan, steps=steps))]
 
 
+def steps_per_second(name: str, config: GanConfig, real: data.ImageSet, out: Path, steps: int = 60) -> float:
+    """Training steps/s of `config` from a short calibration run (median logging window)."""
+    run = out / f"{name}-calibration"
+    gan.train(real, dataclasses.replace(config, steps=steps, snapshot_every=steps, log_every=10), run, progress=False)
+    return float(np.median([row["images_per_s"] for row in gan.read_log(run)])) / config.batch_size
+
+
+def equal_time(configs: list[tuple[str, GanConfig]], real: data.ImageSet, out: Path, measure_one) -> None:
+    """The first configuration as given; every other one trained for the first one's quiet training time, its
+    steps set from its own calibrated steps/s."""
+    reference = measure_one(*configs[0])
+    for name, config in configs[1:]:
+        steps = max(1, round(reference["quiet_s"] * steps_per_second(name, config, real, out)))
+        measure_one(name, dataclasses.replace(config, steps=steps, snapshot_every=max(1, steps // 2)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="*", help="NAME:field=value,... (',' inside a value: write '+')")
@@ -97,6 +114,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep run folders here (default: a temp dir)")
     parser.add_argument("--acgan-baseline", action="store_true",
                         help="the cgan (first configuration) against acgan at equal images seen and equal time")
+    parser.add_argument("--equal-time", action="store_true",
+                        help="train every configuration after the first for the first one's training time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, for comparable timings)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -114,6 +133,8 @@ def main() -> None:
     configs = [parse(spec, base, args.preset) for spec in args.configs or ["cgan:"]]
     if args.acgan_baseline:
         acgan_baseline(configs[0][1], args.preset, measure_one)
+    elif args.equal_time:
+        equal_time(configs, real, out, measure_one)
     else:
         for name, config in configs:
             measure_one(name, config)

@@ -15,6 +15,10 @@ from medsyn.cli import main
 from medsyn.config import DataConfig, gan_preset, preset
 from medsyn.errors import MedsynError
 from medsyn.evaluate.audit import run_audit
+from medsyn.report.html import _guidance_table
+from medsyn.evaluate.guidance import DEFAULT_SCALES, choose_guidance, parse_guidance
+from medsyn.study.jobs import Study, run_job
+from medsyn.study.plan import build_plan
 
 pytest.importorskip("diffusers")
 
@@ -130,7 +134,7 @@ def test_cli_train_generate_and_errors(tmp_path, capsys):
     assert json.loads((tmp_path / "syn" / "manifest.json").read_text())["sampler"]["guidance"] == 0.5
     assert main(["gan", "generate", "--checkpoint", str(run / "final.pt"), "--n", "4", "--guidance", "-1",
                  "--out", str(tmp_path / "bad")]) == 2
-    assert "medsyn: error: --guidance must be at least 0" in capsys.readouterr().err
+    assert "medsyn: error: --guidance '-1': give a scale of at least 0" in capsys.readouterr().err
     assert main(["gan", "train", "--model", "cgan", "--preset", "smoke", "--guidance", "1",
                  "--out", str(tmp_path / "cgan")]) == 2
     assert "apply to --model ddpm" in capsys.readouterr().err
@@ -142,6 +146,92 @@ def test_cli_train_generate_and_errors(tmp_path, capsys):
     assert main(["gan", "train", "--model", "ddpm", "--preset", "smoke", "--guidance", "1", "--out",
                  str(tmp_path / "x"), "--no-progress", "--steps", "0"]) == 2
     assert "steps must be at least 1" in capsys.readouterr().err
+
+
+def val_images_for(val: data.ImageSet, labels: np.ndarray, flip: bool = False) -> np.ndarray:
+    """Real val images of each asked label (of the other class when `flip`): a sampler of known quality."""
+    wanted = 1 - labels if flip else labels
+    images = np.zeros((len(labels), *val.images.shape[1:]), np.uint8)
+    for c in np.unique(wanted):
+        images[wanted == c] = val.images[val.labels == c][: (wanted == c).sum()]
+    return images
+
+
+def test_the_chosen_guidance_is_the_scale_whose_samples_score_best(dark_and_bright):
+    val = dark_and_bright.subset("val")
+    audit = preset("smoke").audit
+    # only scale 1 returns images of the asked class; 0 and 2 return the other class's images
+    chosen = choose_guidance(dark_and_bright, lambda scale, labels: val_images_for(val, labels, flip=scale != 1),
+                             [0, 1, 2], audit, log=lambda *_: None)
+    rows = {row["guidance"]: row for row in chosen["scales"]}
+    assert chosen["chosen"] == 1.0
+    assert rows[1.0]["label_fidelity"] > 0.9 and rows[0.0]["label_fidelity"] < 0.1
+    assert rows[1.0]["precision"] > rows[0.0]["precision"] and rows[1.0]["recall"] > rows[2.0]["recall"]
+    assert chosen["per_class"] == [32, 32] and chosen["reference"]["label_fidelity"] > 0.9
+    # equally good samples at every scale: the tie goes to the smallest (cheapest) scale
+    tied = choose_guidance(dark_and_bright, lambda scale, labels: val_images_for(val, labels), [2, 0.5, 4], audit,
+                           log=lambda *_: None)
+    assert tied["chosen"] == 0.5
+
+
+def test_parse_guidance():
+    assert parse_guidance("2") == (2.0,)
+    assert parse_guidance("auto") == DEFAULT_SCALES
+    assert parse_guidance("0, 1,4") == (0.0, 1.0, 4.0)
+    for bad in ("-1", "x", "", "1,1", "0,-2"):
+        with pytest.raises(MedsynError, match="--guidance"):
+            parse_guidance(bad)
+
+
+def test_generate_chooses_the_guidance_on_val(trained, dark_and_bright, tmp_path, capsys):
+    src = tmp_path / "data.npz"
+    data.save_npz(dark_and_bright, src)
+    out = tmp_path / "auto"
+    assert main(["gan", "generate", "--checkpoint", str(trained), "--n", "20", "--guidance", "0,2", "--data",
+                 str(src), "--out", str(out)]) == 0
+    choice = json.loads((out / "guidance.json").read_text())
+    assert f"guidance {choice['chosen']:g} chosen on real val among 0, 2" in capsys.readouterr().out
+    scores = {row["guidance"]: row["score"] for row in choice["scales"]}
+    assert sorted(scores) == [0.0, 2.0] and scores[choice["chosen"]] == max(scores.values())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sampler"]["guidance"] == choice["chosen"] and manifest["guidance_chosen_on_val"]
+    fixed = tmp_path / "fixed"
+    assert main(["generator", "generate", "--checkpoint", str(trained), "--n", "20", "--guidance", f"{choice['chosen']}",
+                 "--out", str(fixed)]) == 0
+    assert np.array_equal(np.load(out / "synthetic.npz")["train_images"],
+                          np.load(fixed / "synthetic.npz")["train_images"])
+
+
+def test_guidance_is_chosen_only_on_the_training_data_of_a_ddpm(trained, tmp_path, capsys):
+    # the bundled data has the same classes and size but not the train split the model was trained on
+    assert main(["gan", "generate", "--checkpoint", str(trained), "--n", "4", "--guidance", "auto",
+                 "--out", str(tmp_path / "other")]) == 2
+    assert "is not the data" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    assert main(["gan", "train", "--model", "cgan", "--preset", "smoke", "--steps", "1", "--out",
+                 str(tmp_path / "cgan"), "--no-progress"]) == 0
+    assert main(["gan", "generate", "--checkpoint", str(tmp_path / "cgan" / "final.pt"), "--n", "2",
+                 "--guidance", "auto", "--out", str(tmp_path / "cgan-syn")]) == 2
+    assert "has no guidance to choose" in capsys.readouterr().err and not (tmp_path / "cgan-syn").exists()
+    assert main(["run", "--preset", "smoke", "--guidance", "auto", "--dry-run"]) == 2
+    assert "--guidance applies to the ddpm generator" in capsys.readouterr().err
+
+
+def test_a_run_chooses_each_generators_guidance_on_val(trained, dark_and_bright, tmp_path):
+    src = tmp_path / "data.npz"
+    data.save_npz(dark_and_bright, src)
+    config = dataclasses.replace(preset("smoke"), gans=("ddpm",), arms=("real", "real+synth@1"), gan_seeds=1,
+                                 guidance=(0.0, 2.0))
+    study = Study(config, str(src), tmp_path / "run")
+    (study.run_dir / "gan" / "ddpm" / "g0").mkdir(parents=True)
+    (study.run_dir / "gan" / "ddpm" / "g0" / "final.pt").write_bytes(trained.read_bytes())
+    job = next(j for j in build_plan(config, 128) if j.name == "synthetic/ddpm/g0")
+    run_job(job, study)
+    choice = json.loads((study.run_dir / "synthetic/ddpm/g0/guidance.json").read_text())
+    manifest = json.loads((study.run_dir / "synthetic/ddpm/g0/manifest.json").read_text())
+    assert manifest["sampler"]["guidance"] == choice["chosen"] and manifest["counts"] == [64, 64]
+    assert [row["guidance"] for row in choice["scales"]] == [0.0, 2.0]
+    table = _guidance_table(study.run_dir / "synthetic/ddpm/g0/guidance.json")  # the report's view of it
+    assert f"{choice['chosen']:g} (chosen)" in table and table.count("(chosen)") == 1
 
 
 def test_run_plans_ddpm_as_a_generator(capsys):

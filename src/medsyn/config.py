@@ -164,6 +164,8 @@ class RunConfig:
     sizes: tuple[float, ...] = (1.0,)  # learning curve over real-data size: fractions (<= 1) or image counts (> 1)
                                        # of the real train split, nested; generators and arms run per size
     imbalance: float = 1.0             # every class but the largest subsampled to this share (1 = as given)
+    guidance: tuple[float, ...] = ()   # ddpm sampling: () the trained scale; one scale; several: chosen among them on
+                                       # real val per generator (evaluate/guidance.py)
     min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
     n_bootstrap: int = 2000
 

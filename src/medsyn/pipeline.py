@@ -62,6 +62,9 @@ def register(verbs) -> None:
     parser.add_argument("--exposure", choices=("real-passes", "equal-steps"), default=None,
                         help="real-passes (default): every arm sees every real image once per epoch, synthetic "
                              "images ride along; equal-steps: real and synthetic pooled into as many batches as real")
+    parser.add_argument("--guidance", metavar="G|auto|G1,G2,...", default=None,
+                        help="ddpm: classifier-free guidance scale of the synthetic pools (default: the preset's); "
+                             "auto or a list: each generator's scale is chosen among them on real val")
     parser.add_argument("--min-effect", type=float, default=None,
                         help="smallest difference of interest (default 0.01): a wider 95%% CI is 'inconclusive'")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>-<time>)")
@@ -94,6 +97,10 @@ def _run_cli(args) -> int:
         config = dataclasses.replace(config, seeds=parse_seeds(args.seeds))
     if args.exposure:
         config = dataclasses.replace(config, classify=dataclasses.replace(config.classify, exposure=args.exposure))
+    if args.guidance is not None:
+        from medsyn.evaluate.guidance import parse_guidance
+
+        config = dataclasses.replace(config, guidance=parse_guidance(args.guidance))
     if args.fractions or args.train_sizes:
         config = dataclasses.replace(config, sizes=parse_sizes(args.fractions, args.train_sizes))
     for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect"), ("imbalance", "imbalance")):
@@ -184,6 +191,9 @@ def validate(config: configs.RunConfig) -> None:
                           "comma-separated.")
     for model in config.gans:
         gan.check_config(config.gan_config(model, config.seeds[0] if config.seeds else 0))
+    if config.guidance and "ddpm" not in config.gans:
+        raise MedsynError(f"--guidance applies to the ddpm generator, and this run trains {', '.join(config.gans)}; "
+                          "add it with --gan ddpm (or cgan,ddpm).")
     if config.data.size not in (None, config.gan.size):
         raise MedsynError(f"the data size {config.data.size} differs from the GAN size {config.gan.size}; "
                           "set both with --size.")

@@ -1,4 +1,4 @@
-"""`medsyn gan train` and `medsyn gan generate`."""
+"""`medsyn gan train` and `medsyn gan generate` (also spelt `medsyn generator ...`: ddpm is no GAN)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from medsyn.config import GAN_MODELS, PRESETS
 
 
 def register(verbs) -> None:
-    parser = verbs.add_parser("gan", help="train a class-conditional GAN, or generate labelled images from one")
+    parser = verbs.add_parser("gan", aliases=["generator"],
+                              help="train a class-conditional generator (cgan, acgan, ddpm), or generate labelled "
+                                   "images from one (`medsyn generator` is the same verb)")
     sub = parser.add_subparsers(dest="gan_verb", metavar="ACTION")
     sub.required = True
 
@@ -46,10 +48,13 @@ def register(verbs) -> None:
                           help="top up each class of SRC's train split to its largest class (plus --n more)")
     generate.add_argument("--seed", type=int, default=0,
                           help="noise and label seed: the same seed gives the same images")
-    generate.add_argument("--guidance", type=float, help="ddpm: classifier-free guidance scale (default: trained)")
+    generate.add_argument("--guidance", metavar="G|auto|G1,G2,...",
+                          help="ddpm: classifier-free guidance scale (default: the trained one); auto or a list: "
+                               "choose among them on the real val split of --data (guidance.json says how)")
     generate.add_argument("--sampling-steps", type=int, help="ddpm: solver steps per image (default: trained)")
     generate.add_argument("--out", type=Path, required=True, help="output folder")
     generate.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_data_arguments(generate)  # only read to choose the guidance on real val
     generate.set_defaults(func=run_generate)
 
 
@@ -86,27 +91,43 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from medsyn import gan, synth
-    from medsyn.fileio import check_out_dir
+    from medsyn.fileio import check_out_dir, read_json
 
     check_out_dir(args.out, "gan generate")  # a folder of someone else's files is never replaced, --overwrite or not
-    sampler = _sampler_overrides(args)
+    sampler, scales = _sampler_overrides(args)
     _, info = gan.load_generator(args.checkpoint, sampler=sampler)
     names = info["class_names"]
     per_class = synth.parse_per_class(args.per_class, names) if args.per_class else None
     balance = synth.balance_counts(args.balance_to, names) if args.balance_to else None
     counts = synth.plan_counts(len(names), n=args.n, per_class=per_class, balance_counts=balance)
-    out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite, sampler=sampler)
+    real = _training_data(args, info) if scales else None
+    out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite, sampler=sampler,
+                         choose_guidance_on=real, guidance_scales=scales)
+    if scales:
+        print(f"guidance {read_json(out / 'guidance.json')['chosen']:g} chosen on real val among "
+              f"{', '.join(f'{s:g}' for s in scales)} ({out / 'guidance.json'})")
     print(f"wrote {sum(counts)} images to {out} ({', '.join(f'{n} {c}' for n, c in zip(counts, names))}); "
           f"data source: {out / 'synthetic.npz'}")
     return 0
 
 
-def _sampler_overrides(args: argparse.Namespace) -> dict:
+def _sampler_overrides(args: argparse.Namespace) -> tuple[dict, tuple[float, ...]]:
+    """(sampler settings for the checkpoint, guidance scales to choose among on val: empty for a fixed scale)."""
     from medsyn.errors import MedsynError
+    from medsyn.evaluate.guidance import parse_guidance
 
-    if args.guidance is not None and args.guidance < 0:
-        raise MedsynError(f"--guidance must be at least 0 (0 = plain conditional sampling), not {args.guidance}.")
     if args.sampling_steps is not None and args.sampling_steps < 1:
         raise MedsynError(f"--sampling-steps must be at least 1, not {args.sampling_steps}.")
-    overrides = {"guidance": args.guidance, "sampling_steps": args.sampling_steps}
-    return {key: value for key, value in overrides.items() if value is not None}
+    scales = parse_guidance(args.guidance) if args.guidance is not None else ()
+    overrides = {"guidance": scales[0] if len(scales) == 1 else None, "sampling_steps": args.sampling_steps}
+    return {key: value for key, value in overrides.items() if value is not None}, scales if len(scales) > 1 else ()
+
+
+def _training_data(args: argparse.Namespace, info: dict):
+    """The real data whose val split chooses the guidance, at the checkpoint's size and channels."""
+    from medsyn import data
+    from medsyn.data.cli import data_config
+
+    config = data_config(args)
+    return data.load(args.src, dataclasses.replace(config, size=config.size or info["size"],
+                                                   channels=config.channels or info["channels"]))

@@ -150,8 +150,25 @@ def _generator_sections(run: _RunFiles) -> str:
                         f"({', '.join(map(html.escape, run.class_names))})</figcaption></figure>" for t, g in grids)
         log = gan.read_log(run.point / "gan" / model)
         curves = f"<img src='{figures.loss_curves(log, f'{model} training losses')}'>" if log else ""
-        parts.append(f"<h3>{html.escape(model)}</h3><div class='grids'>{cells}</div>{curves}")
+        parts.append(f"<h3>{html.escape(model)}</h3><div class='grids'>{cells}</div>{curves}"
+                     f"{_guidance_table(run.point / 'synthetic' / model / 'guidance.json')}")
     return "".join(parts)
+
+
+def _guidance_table(path: Path) -> str:
+    """How a ddpm's guidance scale was chosen on real val (synthetic/<model>/guidance.json), when it was."""
+    if not path.exists():
+        return ""
+    choice = read_json(path)
+    rows = [[f"{r['guidance']:g}" + (" (chosen)" if r["guidance"] == choice["chosen"] else ""),
+             *(f"{r[m]:.3f}" for m in ("label_fidelity", "precision", "recall", "score"))] for r in choice["scales"]]
+    if choice.get("reference"):
+        rows.append(["real train images", *(f"{choice['reference'][m]:.3f}"
+                                            for m in ("label_fidelity", "precision", "recall", "score"))])
+    return (f"<p class='note'>Guidance scale chosen on {html.escape(choice['measured_against'])}, "
+            f"{', '.join(map(str, choice['per_class']))} images per class at each scale: "
+            f"{html.escape(choice['rule'])}.</p>"
+            + _table(["guidance", "label fidelity", "precision", "recall", "score"], rows))
 
 
 def _real_train(run: _RunFiles):

@@ -70,7 +70,7 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, after:
     for model in config.gans:  # the primary model feeds the arms, one generator per seed; the others are audited
         seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
         for k, seed in enumerate(seeds):
-            jobs += _generator_jobs(config, model, k, seed, point, after=_last_audit(jobs) or after)
+            jobs += _generator_jobs(config, model, k, seed, point, n_size, after=_last_audit(jobs) or after)
     primary = config.gans[0]
     for r, seed in enumerate(config.seeds):
         for arm in config.arms:
@@ -93,7 +93,7 @@ def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
     return tuple(audits[-1:])
 
 
-def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict,
+def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, n_size: float,
                     after: tuple[str, ...]) -> list[Job]:
     p = point["prefix"]
     base = f"{model}/g{k}"
@@ -103,7 +103,7 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
         Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data",),
             estimate_s=_gan_seconds(gan)),
         Job(f"{p}synthetic/{base}", "synthesize", params, f"{p}synthetic/{base}/manifest.json", (f"{p}gan/{base}",),
-            estimate_s=10),
+            estimate_s=_synthesize_seconds(config, gan, n_size)),
         Job(f"{p}audit/{base}", "audit", params, f"{p}audit/{base}/audit.json", (f"{p}synthetic/{base}", *after),
             estimate_s=40),
     ]
@@ -112,13 +112,37 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
 # Seconds measured on this project's 2-core CPU machines with one thread per job (benchmarks/gan_speed.py,
 # benchmarks/classify_quick.py); only the ETA and --dry-run use them.
 GAN_SECONDS_PER_STEP = 0.30          # cgan, width 12, batch 32, 28 px
+DDPM_SECONDS_PER_STEP = 0.26         # ddpm, width 8, batch 32, 28 px (124 images/s)
+DDPM_SECONDS_PER_UNET_PASS = 3.3e-3  # ddpm sampling, width 8, 28 px, per image and solver step (guided: 2 passes)
+GUIDANCE_SAMPLES = 400               # images sampled per candidate scale when the guidance is chosen on val
 CLASSIFY_SECONDS_PER_IMAGE = 1.1e-3  # vgg16 width 1/8, 28 px, forward + backward
 EXPECTED_EPOCHS = 6
 
 
 def _gan_seconds(gan) -> float:
+    if gan.model == "ddpm":
+        return gan.steps * DDPM_SECONDS_PER_STEP * (gan.batch_size / 32) * _ddpm_scale(gan)
     scale = (gan.batch_size / 32) * (gan.base_width / 12) ** 2 * (gan.size / 28) ** 2
     return gan.steps * GAN_SECONDS_PER_STEP * scale
+
+
+def _synthesize_seconds(config: RunConfig, gan, n_size: float) -> float:
+    """A GAN's pool is one forward pass (seconds); a ddpm's is sampling_steps UNet passes per image, twice with
+    guidance, and choosing the guidance on val samples GUIDANCE_SAMPLES images per candidate scale."""
+    if gan.model != "ddpm":
+        return 10
+    from medsyn.classify import parse_arm
+
+    arms = [parse_arm(a) for a in config.arms if parse_arm(a).uses_synthetic]
+    pool = n_size * max([max(a.synth_ratio, 1) * (2 if a.filtered else 1) for a in arms], default=0)
+    scales = config.guidance if len(config.guidance) > 1 else ()
+    guidance = config.guidance[0] if len(config.guidance) == 1 else gan.guidance
+    images = pool * (2 if guidance > 0 else 1) + GUIDANCE_SAMPLES * sum(2 if s > 0 else 1 for s in scales)
+    return 10 + images * gan.sampling_steps * DDPM_SECONDS_PER_UNET_PASS * _ddpm_scale(gan)
+
+
+def _ddpm_scale(gan) -> float:
+    return (gan.base_width / 8) ** 2 * (gan.size / 28) ** 2
 
 
 def _classify_seconds(config: RunConfig, arm, n_train: int) -> float:
