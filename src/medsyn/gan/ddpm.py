@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsyn.errors import MedsynError
+from medsyn.gan.distributed import WHOLE_BATCH, BatchShard
 
 NORMALIZATION = "tanh"     # pixels scaled to [-1, 1], the range the noise schedule assumes
 LATENT = "image-noise"     # the latent is the initial noise image, flattened
@@ -63,11 +64,15 @@ class Generator(nn.Module):
         self.guidance, self.sampling_steps = guidance, sampling_steps
         self.noise_schedule = DDPMScheduler(**SCHEDULE)
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor, label_dropout: float) -> torch.Tensor:
-        """v-prediction MSE at uniformly drawn timesteps, the label replaced by the null class at random."""
-        noise = torch.randn_like(images)
-        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (len(images),), device=images.device)
-        dropped = torch.rand(len(labels), device=labels.device) < label_dropout
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, label_dropout: float,
+             shard: BatchShard = WHOLE_BATCH) -> torch.Tensor:
+        """v-prediction MSE at uniformly drawn timesteps, the label replaced by the null class at random. Noise,
+        timesteps and dropped labels are drawn for the global batch (every process alike) and `shard` takes this
+        process's rows, so that under torchrun no two processes share them."""
+        n = len(images)
+        noise = shard.randn(n, *images.shape[1:], device=images.device, dtype=images.dtype)
+        t = shard.randint(0, SCHEDULE["num_train_timesteps"], n, device=images.device)
+        dropped = shard.rand(n, device=labels.device) < label_dropout
         labels = torch.where(dropped, torch.full_like(labels, self.null_class), labels)
         noisy = self.noise_schedule.add_noise(images, noise, t)
         target = self.noise_schedule.get_velocity(images, noise, t)

@@ -31,6 +31,10 @@ class BatchShard:
         """This process's n rows of uniform noise drawn for all n*world images."""
         return self.take(torch.rand(n * self.world, *tail, device=device, dtype=dtype))
 
+    def randn(self, n: int, *tail: int, device=None, dtype=None) -> torch.Tensor:
+        """This process's n rows of normal noise drawn for all n*world images."""
+        return self.take(torch.randn(n * self.world, *tail, device=device, dtype=dtype))
+
     def randint(self, low: int, high: int, n: int, *tail: int, device=None) -> torch.Tensor:
         return self.take(torch.randint(low, high, (n * self.world, *tail), device=device))
 

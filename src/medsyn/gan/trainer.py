@@ -155,7 +155,7 @@ def _diffusion_step(parts: dict, ctx: StepContext, real: torch.Tensor, labels: t
     """One denoising update: noise a batch at random timesteps, predict v, some labels dropped for guidance."""
     network = parts["generator"]
     with ctx.autocast():
-        loss = network.loss(real, labels, ctx.config.label_dropout)
+        loss = network.loss(real, labels, ctx.config.label_dropout, ctx.rt.shard)
     _update(loss, parts["opt_g"], network, parts["scaler"], ctx.rt)
     return {"loss": loss.detach()}
 
