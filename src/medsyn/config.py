@@ -84,10 +84,10 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
 
 
 def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
-    """ddpm per preset. Its cost is UNet evaluations: on one core of a busy 2-core CPU a width-8 UNet trained at 124
-    images/s and sampled 7.5 images/s at 20 guided steps (32 px; benchmarks/gan_speed.py). The quick settings are
-    then about 26 min of training and 10 min for a quick run's 4,700-image pool, three times the whole quick study,
-    so `medsyn run` leaves ddpm out unless asked (`--gan cgan,ddpm`)."""
+    """ddpm per preset. Its cost is UNet evaluations: a width-8 UNet at 28 px trained at 236 images/s and sampled
+    15.4 images/s at 20 guided steps on each core of an idle 2-core CPU (half that on a busy one). A quick
+    `medsyn run --gan ddpm` took 29.6 min, 17.7 of them training and 6.2 sampling the 5,774-image pools, over twice
+    the quick budget, so `medsyn run` leaves ddpm out unless asked (`--gan ddpm` or `--gan cgan,ddpm`)."""
     common = dict(model="ddpm", diffaugment="", guidance=1.0, label_dropout=0.1)
     tuned = {"smoke": dict(base_width=8, lr_g=2e-3, sampling_steps=5),
              "quick": dict(base_width=8, steps=6000, lr_g=5e-4, ema_decay=0.999, sampling_steps=20,
