@@ -8,7 +8,7 @@ weights and real-batch order between the two runs, so each synthetic arm of B is
 its matched control, paired by replicate, with the statistics of `medsyn run` (mean over replicates; 95% CI from
 the between-replicate variance, which here includes both runs' generator seeds, plus test-set sampling by a
 paired bootstrap; Holm over the arms). Arms without synthetic images are the same runs in both folders and are
-checked to have the same predictions. The audit rows are each run's primary generators (g0, g1, ...) in the
+checked to have the same predictions. Runs with a learning curve are compared point by point. The audit rows are each run's primary generators (g0, g1, ...) in the
 label-trained CNN's feature space, each against its own run's real-vs-real floor.
 """
 
@@ -35,8 +35,18 @@ def main() -> None:
     names = [f"{c['gans'][0]} ({run.name})" for c, run in zip(configs, args.runs)]
     if configs[0]["seeds"] != configs[1]["seeds"] or configs[0]["arms"] != configs[1]["arms"]:
         raise SystemExit("the two runs must have the same --seeds and --arms")
-    print_audits(args.runs, configs, names)
-    print_arms(args.runs, configs[0], names)
+    for point in points(args.runs[0]):
+        if point != ".":
+            print(f"\n=== learning-curve point {point} ===")
+        folders = [run / point for run in args.runs]
+        print_audits(folders, configs, names)
+        print_arms(folders, configs[0], names)
+
+
+def points(run: Path) -> list[str]:
+    """The run folder itself, or each learning-curve point's folder (sizes/<tag>) of a run with sizes."""
+    sizes = run / "sizes"
+    return [f"sizes/{p.name}" for p in sorted(sizes.iterdir())] if sizes.is_dir() else ["."]
 
 
 def print_audits(runs: list[Path], configs: list[dict], names: list[str]) -> None:
