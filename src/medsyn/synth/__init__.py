@@ -1,7 +1,8 @@
 """The synth stage: labelled synthetic images from a GAN checkpoint, as PNG class folders and a MedMNIST-layout npz.
 
 Public API:
-    generate(checkpoint, per_class, seed, out_dir, overwrite=False) -> Path   out_dir
+    generate(checkpoint, per_class, seed, out_dir, overwrite=False, sampler=None,
+             choose_guidance_on=None, guidance_scales=()) -> Path            out_dir (+ guidance.json when chosen)
     sample_grid(checkpoint, n_per_class, seed) -> uint8 (H, W, C)             one row per class
     parse_per_class(text, class_names), balance_counts(src, class_names) -> list[int]   CLI helpers
     load_synthetic(path, real=None) -> ImageSet                               a generated set, all in train
