@@ -5,6 +5,7 @@ never reads the test split), blurred noisy images (a bad generator)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ from scipy.ndimage import gaussian_filter
 
 from medsyn import data
 from medsyn.cli import main
-from medsyn.config import AuditConfig, preset
+from medsyn.config import AuditConfig, DataConfig, preset
 from medsyn.errors import MedsynError
 from medsyn.evaluate import features, fidelity
 from medsyn.evaluate.audit import FLOOR_SET, NEW_REAL_SET, _halves, as_synthetic, run_audit, table_rows
@@ -261,3 +262,21 @@ def test_cli_rejects_a_synthetic_set_with_other_classes(real, tmp_path, capsys):
     data.save_npz(as_synthetic(test.images[:20], test.labels[:20], ("a", "b"), "x"), tmp_path / "synthetic.npz")
     assert main(["audit", "--synthetic", str(tmp_path), "--preset", "smoke"]) == 2
     assert "differ from the real data" in capsys.readouterr().err
+
+
+def test_the_label_trained_cnn_learns_the_classes_of_a_small_train_split(monkeypatch, tmp_path):
+    """235 train images are two batches: one pass per epoch left the CNN predicting the majority class on val."""
+    monkeypatch.setenv("MEDSYN_CACHE", str(tmp_path))
+    full = data.load(None, DataConfig(size=28))
+    real = full.select(np.isin(np.arange(len(full)), np.flatnonzero(full.split == "train")[:235]) |
+                       (full.split == "val"))
+    val = real.subset("val")
+
+    def balanced_val_accuracy(config) -> float:
+        _, probs = features.encode(features.label_trained_cnn(real, config, log=lambda *_: None), val.images)
+        return float(np.mean([(probs[val.labels == c].argmax(1) == c).mean() for c in range(2)]))
+
+    audit = preset("smoke").audit
+    one_pass = balanced_val_accuracy(dataclasses.replace(audit, encoder_min_epoch_steps=1))
+    enough_steps = balanced_val_accuracy(audit)
+    assert enough_steps > 0.6 and enough_steps > one_pass + 0.1, (one_pass, enough_steps)

@@ -174,6 +174,16 @@ def test_the_chosen_guidance_is_the_scale_whose_samples_score_best(dark_and_brig
     assert tied["chosen"] == 0.5
 
 
+def test_no_scale_is_chosen_when_the_audits_classifier_is_at_chance(trained, dark_and_bright, tmp_path):
+    blank = dataclasses.replace(dark_and_bright, images=np.full_like(dark_and_bright.images, 128))  # no class signal
+    folder = synth.generate(trained, [4, 4], seed=0, out_dir=tmp_path / "syn", choose_guidance_on=blank,
+                            guidance_scales=(0.0, 2.0), audit_config=preset("smoke").audit, log=lambda *_: None)
+    choice = json.loads((folder / "guidance.json").read_text())
+    assert choice["chosen"] is None and "at chance on real val" in choice["not_chosen"] and choice["scales"] == []
+    assert json.loads((folder / "manifest.json").read_text())["sampler"]["guidance"] == 1.0  # the trained scale
+    assert "not chosen on val" in _guidance_table(folder / "guidance.json")
+
+
 def test_parse_guidance():
     assert parse_guidance("2") == (2.0,)
     assert parse_guidance("auto") == DEFAULT_SCALES

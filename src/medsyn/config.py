@@ -134,6 +134,8 @@ class AuditConfig:
     encoder_patience: int = 2          # epochs without a better val loss before stopping
     encoder_batch_size: int = 128
     encoder_lr: float = 2e-3
+    encoder_min_epoch_steps: int = 30  # small train splits are passed over several times per epoch: at 235 images
+                                       # (2 batches) 8 epochs of one pass left the CNN predicting the majority class
     encoder_max_size: int = 64         # images larger than this are downsized for the encoder
     k: int = 5                         # nearest neighbours for precision/recall/density/coverage
     kid_subsets: int = 100

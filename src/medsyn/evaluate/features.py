@@ -33,7 +33,7 @@ from medsyn.fileio import atomic_path, load_tensors, read_json, tensors_buffer, 
 
 ENCODER_VERSION = 2  # 2: initial weights drawn from the seed (1 drew them from whatever RNG state the process had)
 ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
-                  "encoder_max_size", "seed")
+                  "encoder_min_epoch_steps", "encoder_max_size", "seed")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's (and torchmetrics') FID Inception
 
 
@@ -144,9 +144,10 @@ def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -
     optimizer = torch.optim.Adam(network.parameters(), lr=config.encoder_lr)
     best = (float("inf"), None, 0, 0.0)  # val loss, weights, epoch, val accuracy
     epochs_run = 0
+    passes = -(-config.encoder_min_epoch_steps // -(-len(x_train) // config.encoder_batch_size))
     for epoch in range(config.encoder_epochs):
         network.train()
-        order = torch.randperm(len(x_train), generator=generator)
+        order = torch.cat([torch.randperm(len(x_train), generator=generator) for _ in range(passes)])
         for start in range(0, len(order), config.encoder_batch_size):
             batch = order[start:start + config.encoder_batch_size]
             loss = F.cross_entropy(network(x_train[batch]), y_train[batch])

@@ -12,7 +12,8 @@ the feature space of the audit's label-trained CNN (trained on real train, early
 The chosen scale has the highest harmonic mean of the three, so it cannot buy fidelity with a collapse of recall
 or diversity with wrong labels; ties go to the smaller scale (cheaper: scale 0 needs one UNet pass per step, not
 two). The same three numbers for real train images against real val are the reference: what real images score.
-Only the train and val splits are read.
+When the CNN itself is at chance on real val (a tiny train split), nothing is chosen and the trained scale is kept,
+with the reason in the result. Only the train and val splits are read.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from medsyn.errors import MedsynError
 from medsyn.evaluate import features, fidelity
 
 DEFAULT_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
+CHANCE_MARGIN = 0.05  # the CNN must beat chance on real val by this balanced accuracy for its measures to rank
 RULE = ("highest harmonic mean of label fidelity, precision and recall against real val (label-trained CNN "
         "features, per class, averaged); ties to the smaller scale")
 
@@ -45,6 +47,13 @@ def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.nda
                           f" give a fixed --guidance instead.")
     encoder = features.label_trained_cnn(real, config, log)
     reference = _encode_by_class(encoder, val.images, val.labels, real.n_classes)
+    val_accuracy = _balanced_accuracy(reference[1], val.labels, real.n_classes)
+    if val_accuracy < 1 / real.n_classes + CHANCE_MARGIN:
+        return {"chosen": None, "rule": RULE, "scales": [], "reference": None, "per_class": per_class.tolist(),
+                "class_names": list(real.class_names), "measured_against": f"real val ({len(val)} images)",
+                "not_chosen": f"the audit's label-trained CNN is at chance on real val (balanced accuracy "
+                              f"{val_accuracy:.3f}), so its label fidelity and features cannot rank the scales; "
+                              f"the checkpoint's own scale is kept"}
     labels = np.repeat(np.arange(real.n_classes), per_class)
     floor = _reference(encoder, reference, real.subset("train"), per_class, config)
     table = []
@@ -63,6 +72,10 @@ def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(parse_guidance(",".join(str(float(s)) for s in scales))))
 
 
+def _balanced_accuracy(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
+    return float(np.mean([(probs[labels == c].argmax(1) == c).mean() for c in range(n_classes)]))
+
+
 def _encode_by_class(encoder, images: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple:
     feats, probs = features.encode(encoder, images)
     return tuple(feats[labels == c] for c in range(n_classes)), probs
@@ -70,9 +83,8 @@ def _encode_by_class(encoder, images: np.ndarray, labels: np.ndarray, n_classes:
 
 def _score(encoder, reference: tuple, images: np.ndarray, labels: np.ndarray, k: int) -> dict:
     by_class, probs = _encode_by_class(encoder, images, labels, len(reference[0]))
-    fidelity_per_class = [float((probs[labels == c].argmax(1) == c).mean()) for c in range(len(by_class))]
     prdc = [fidelity.prdc(real, fake, k) for real, fake in zip(reference[0], by_class)]
-    measures = {"label_fidelity": float(np.mean(fidelity_per_class)),
+    measures = {"label_fidelity": _balanced_accuracy(probs, labels, len(by_class)),
                 "precision": float(np.mean([p["precision"] for p in prdc])),
                 "recall": float(np.mean([p["recall"] for p in prdc]))}
     values = np.array(list(measures.values()))

@@ -104,8 +104,10 @@ def run_generate(args: argparse.Namespace) -> int:
     out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite, sampler=sampler,
                          choose_guidance_on=real, guidance_scales=scales)
     if scales:
-        print(f"guidance {read_json(out / 'guidance.json')['chosen']:g} chosen on real val among "
-              f"{', '.join(f'{s:g}' for s in scales)} ({out / 'guidance.json'})")
+        choice = read_json(out / "guidance.json")
+        print(f"guidance {choice['chosen']:g} chosen on real val among {', '.join(f'{s:g}' for s in scales)} "
+              f"({out / 'guidance.json'})" if choice["chosen"] is not None else
+              f"guidance not chosen: {choice['not_chosen']} ({out / 'guidance.json'})")
     print(f"wrote {sum(counts)} images to {out} ({', '.join(f'{n} {c}' for n, c in zip(counts, names))}); "
           f"data source: {out / 'synthetic.npz'}")
     return 0

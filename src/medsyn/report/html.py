@@ -160,6 +160,8 @@ def _guidance_table(path: Path) -> str:
     if not path.exists():
         return ""
     choice = read_json(path)
+    if choice["chosen"] is None:
+        return f"<p class='note'>Guidance scale not chosen on val: {html.escape(choice['not_chosen'])}.</p>"
     rows = [[f"{r['guidance']:g}" + (" (chosen)" if r["guidance"] == choice["chosen"] else ""),
              *(f"{r[m]:.3f}" for m in ("label_fidelity", "precision", "recall", "score"))] for r in choice["scales"]]
     if choice.get("reference"):

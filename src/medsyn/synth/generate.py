@@ -97,7 +97,8 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
     if guidance_scales:
         selection = choose_guidance(checkpoint, choose_guidance_on, guidance_scales, seed, sampler,
                                     audit_config or AuditConfig(), log)
-        sampler = {**(sampler or {}), "guidance": selection["chosen"]}
+        if selection["chosen"] is not None:
+            sampler = {**(sampler or {}), "guidance": selection["chosen"]}
     generator, info = gan.load_generator(checkpoint, sampler=sampler)
     class_names = info["class_names"]
     counts = plan_counts(len(class_names), per_class=per_class)
