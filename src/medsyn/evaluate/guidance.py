@@ -47,10 +47,11 @@ def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.nda
                           f" give a fixed --guidance instead.")
     encoder = features.label_trained_cnn(real, config, log)
     reference = _encode_by_class(encoder, val.images, val.labels, real.n_classes)
+    about = {"rule": RULE, "per_class": per_class.tolist(), "class_names": list(real.class_names),
+             "measured_against": f"real val ({len(val)} images)"}
     val_accuracy = _balanced_accuracy(reference[1], val.labels, real.n_classes)
     if val_accuracy < 1 / real.n_classes + CHANCE_MARGIN:
-        return {"chosen": None, "rule": RULE, "scales": [], "reference": None, "per_class": per_class.tolist(),
-                "class_names": list(real.class_names), "measured_against": f"real val ({len(val)} images)",
+        return {"chosen": None, "scales": [], "reference": None, **about,
                 "not_chosen": f"the audit's label-trained CNN is at chance on real val (balanced accuracy "
                               f"{val_accuracy:.3f}), so its label fidelity and features cannot rank the scales; "
                               f"the checkpoint's own scale is kept"}
@@ -62,14 +63,17 @@ def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.nda
         log(f"guidance {scale:g}: label fidelity {table[-1]['label_fidelity']:.3f}, precision "
             f"{table[-1]['precision']:.3f}, recall {table[-1]['recall']:.3f}, score {table[-1]['score']:.3f}")
     best = max(table, key=lambda row: (round(row["score"], 9), -row["guidance"]))
-    return {"chosen": best["guidance"], "rule": RULE, "scales": table,
-            "reference": floor,
-            "per_class": per_class.tolist(), "class_names": list(real.class_names),
-            "measured_against": f"real val ({len(val)} images)"}
+    return {"chosen": best["guidance"], "scales": table, "reference": floor, **about}
 
 
-def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
-    return tuple(sorted(parse_guidance(",".join(str(float(s)) for s in scales))))
+def check_scales(scales: Sequence[float], given: str | None = None) -> tuple[float, ...]:
+    """Distinct scales of at least 0, sorted; `given` is how the user wrote them (for the message)."""
+    scales = tuple(float(s) for s in scales)
+    if not scales or min(scales) < 0 or len(set(scales)) != len(scales):
+        shown = given if given is not None else ",".join(f"{s:g}" for s in scales)
+        raise MedsynError(f"--guidance {shown!r}: give a scale of at least 0 (e.g. 2), a list of distinct scales to "
+                          f"choose from on real val (e.g. 0,1,2,4), or auto ({','.join(f'{s:g}' for s in DEFAULT_SCALES)}).")
+    return tuple(sorted(scales))
 
 
 def _balanced_accuracy(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
@@ -112,7 +116,5 @@ def parse_guidance(text: str) -> tuple[float, ...]:
         scales = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         scales = ()
-    if not scales or min(scales) < 0 or len(set(scales)) != len(scales):
-        raise MedsynError(f"--guidance {text!r}: give a scale of at least 0 (e.g. 2), a list of distinct scales to "
-                          f"choose from on real val (e.g. 0,1,2,4), or auto ({','.join(f'{s:g}' for s in DEFAULT_SCALES)}).")
+    check_scales(scales, given=text)
     return scales

@@ -100,10 +100,10 @@ def run_generate(args: argparse.Namespace) -> int:
     per_class = synth.parse_per_class(args.per_class, names) if args.per_class else None
     balance = synth.balance_counts(args.balance_to, names) if args.balance_to else None
     counts = synth.plan_counts(len(names), n=args.n, per_class=per_class, balance_counts=balance)
-    real = _training_data(args, info) if scales else None
+    real = _training_data(args, info) if len(scales) > 1 else None
     out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite, sampler=sampler,
                          choose_guidance_on=real, guidance_scales=scales)
-    if scales:
+    if len(scales) > 1:
         choice = read_json(out / "guidance.json")
         print(f"guidance {choice['chosen']:g} chosen on real val among {', '.join(f'{s:g}' for s in scales)} "
               f"({out / 'guidance.json'})" if choice["chosen"] is not None else
@@ -114,15 +114,15 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _sampler_overrides(args: argparse.Namespace) -> tuple[dict, tuple[float, ...]]:
-    """(sampler settings for the checkpoint, guidance scales to choose among on val: empty for a fixed scale)."""
+    """(sampler settings for the checkpoint, --guidance's scales: one is that scale, several are chosen among)."""
     from medsyn.errors import MedsynError
     from medsyn.evaluate.guidance import parse_guidance
 
     if args.sampling_steps is not None and args.sampling_steps < 1:
         raise MedsynError(f"--sampling-steps must be at least 1, not {args.sampling_steps}.")
     scales = parse_guidance(args.guidance) if args.guidance is not None else ()
-    overrides = {"guidance": scales[0] if len(scales) == 1 else None, "sampling_steps": args.sampling_steps}
-    return {key: value for key, value in overrides.items() if value is not None}, scales if len(scales) > 1 else ()
+    sampler = {"sampling_steps": args.sampling_steps} if args.sampling_steps is not None else {}
+    return sampler, scales
 
 
 def _training_data(args: argparse.Namespace, info: dict):

@@ -91,10 +91,9 @@ def _synthesize(job: Job, study: Study) -> None:
     train = real.subset("train")
     counts = synthetic_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
     checkpoint = _folder(study, p, "gan", p["model"], f"g{p['index']}") / "final.pt"
-    guidance = study.config.guidance if p["model"] == "ddpm" else ()
     synth.generate(checkpoint, counts, seed=p["seed"], out_dir=study.run_dir / job.name, overwrite=True,
-                   sampler={"guidance": guidance[0]} if len(guidance) == 1 else None, choose_guidance_on=real,
-                   guidance_scales=guidance if len(guidance) > 1 else (), audit_config=study.config.audit)
+                   choose_guidance_on=real, guidance_scales=study.config.guidance if p["model"] == "ddpm" else (),
+                   audit_config=study.config.audit)
 
 
 def _audit(job: Job, study: Study) -> None:

@@ -84,9 +84,9 @@ def balance_counts(src: str, class_names: Sequence[str]) -> list[int]:
 def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Path, overwrite: bool = False,
              sampler: dict | None = None, choose_guidance_on: ImageSet | None = None,
              guidance_scales: Sequence[float] = (), audit_config: AuditConfig | None = None, log=print) -> Path:
-    """`sampler` overrides a ddpm checkpoint's guidance / sampling_steps (recorded in the manifest). With
-    `guidance_scales`, the guidance is chosen among them on the real val split of `choose_guidance_on` (the data the
-    model was trained on) and the choice is written to DIR/guidance.json."""
+    """`sampler` overrides a ddpm checkpoint's guidance / sampling_steps (recorded in the manifest). One value in
+    `guidance_scales` is that scale; several are chosen among on the real val split of `choose_guidance_on` (the
+    data the model was trained on), and the choice is written to DIR/guidance.json."""
     from medsyn import data, gan
 
     out_dir = Path(out_dir)
@@ -94,7 +94,9 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
         raise MedsynError(f"{out_dir} exists and is not empty; pass --overwrite to replace it, or choose another "
                           "--out.")
     selection = None
-    if guidance_scales:
+    if len(guidance_scales) == 1:
+        sampler = {**(sampler or {}), "guidance": float(guidance_scales[0])}
+    elif guidance_scales:
         selection = choose_guidance(checkpoint, choose_guidance_on, guidance_scales, seed, sampler,
                                     audit_config or AuditConfig(), log)
         if selection["chosen"] is not None:
@@ -139,14 +141,14 @@ def choose_guidance(checkpoint: Path, real: ImageSet | None, scales: Sequence[fl
     from medsyn import gan
     from medsyn.evaluate import guidance
 
-    _, info = gan.load_generator(checkpoint)
+    generator, info = gan.load_generator(checkpoint, sampler=sampler)
     if info["model"] != "ddpm":
         raise MedsynError(f"{checkpoint}: a {info['model']} checkpoint has no guidance to choose; guidance applies "
                           f"to ddpm checkpoints.")
     _check_training_data(real, info, checkpoint)
 
     def sample(scale: float, labels: np.ndarray) -> np.ndarray:
-        generator, info = gan.load_generator(checkpoint, sampler={**(sampler or {}), "guidance": scale})
+        generator.guidance = scale  # a sampling setting of the loaded model: no need to read the checkpoint again
         return gan.generate_images(generator, info, labels, seed)
 
     return guidance.choose_guidance(real, sample, scales, audit_config, log=log)
