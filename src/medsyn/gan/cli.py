@@ -19,7 +19,7 @@ def register(verbs) -> None:
 
     from medsyn.data.cli import add_data_arguments
 
-    train = sub.add_parser("train", help="train acgan or cgan on the train split; sample grids, log, checkpoints")
+    train = sub.add_parser("train", help="train cgan, acgan or ddpm on the train split; sample grids, log, checkpoints")
     add_data_arguments(train)
     train.add_argument("--model", choices=GAN_MODELS, default="cgan",
                        help="cgan: data-efficient (default); acgan: the original design; ddpm: diffusion "
