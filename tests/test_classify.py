@@ -287,11 +287,67 @@ def test_every_arm_sees_every_real_image_equally_often_by_default(chest, synthet
     for arm in ("real", "real+synth@2", "real+balance"):
         epochs = seen[arm]["best_epoch"]
         assert seen[arm]["real_passes"] == pytest.approx(epochs * steps * batch / n_real, abs=1e-4)
+        assert seen[arm]["real_seen"] == epochs * steps * batch
     assert seen["real"]["synthetic_seen"] == 0 and seen["synth"]["real_passes"] == 0
-    assert seen["real+synth@2"]["synthetic_seen"] == seen["real+synth@2"]["best_epoch"] * 2 * n_real
+    assert seen["real+synth@2"]["synthetic_seen"] == 2 * seen["real+synth@2"]["real_seen"]
     counts = np.array(chest.counts()["train"])
-    assert seen["real+balance"]["synthetic_seen"] == seen["real+balance"]["best_epoch"] * (counts.max() - counts).sum()
+    top_up = (counts.max() - counts).sum() / n_real
+    assert seen["real+balance"]["synthetic_seen"] == round(top_up * seen["real+balance"]["real_seen"])
     pooled = dataclasses.replace(two, exposure="equal-steps")
     train_arm(chest, "real+synth@2", 0, pooled, tmp_path / "pooled", synthetic=synthetic)
     old = json.loads((tmp_path / "pooled" / "val_metrics.json").read_text())
     assert old["real_passes"] < 0.5 * old["best_epoch"]          # the old rule: about 1/3 of a pass per epoch
+
+
+def _curve_point(fraction: float) -> data.ImageSet:
+    """The bundled data at one learning-curve size, as `medsyn run` makes it (train subset, val in proportion)."""
+    from medsyn.data.splits import learning_curve_point
+
+    full = data.load()
+    return full.select(learning_curve_point(full.labels, full.groups, full.split, fraction))
+
+
+@pytest.mark.parametrize("exposure", ["real-passes", "equal-steps"])
+@pytest.mark.parametrize("arm", ["real+synth@0.5", "real+synth@1", "real+synth@2", "real+heldout@1"])
+def test_an_arm_at_dose_r_sees_r_extra_images_per_real_image_at_the_smallest_size(arm, exposure, tmp_path):
+    """94 real train images, the study preset's minimum of 20 steps of 64 per epoch: the dose holds within 5%."""
+    study = preset("study").classify
+    config = dataclasses.replace(study, width=0.0625, epochs=2, patience=5, exposure=exposure)
+    point = _curve_point(0.02)
+    assert sum(point.counts()["train"]) == 94
+    pool = stand_in_synthetic(point, copies=3)
+    train_arm(point, arm, 0, config, tmp_path, synthetic=pool)
+    seen = json.loads((tmp_path / "val_metrics.json").read_text())
+    ratio = parse_arm(arm).synth_ratio
+    assert seen["real_seen"] > 0 and seen["synthetic_seen"] / seen["real_seen"] == pytest.approx(ratio, rel=0.05)
+    assert seen["dose"] == pytest.approx(ratio, rel=0.05)
+
+
+def test_the_dose_holds_on_the_full_train_split(tmp_path):
+    """The largest setting a preset uses: all 4708 train images, one pass per epoch."""
+    config = dataclasses.replace(preset("study").classify, width=0.0625, epochs=1, patience=1)
+    full = data.load()
+    train_arm(full, "real+synth@1", 0, config, tmp_path, synthetic=stand_in_synthetic(full, copies=1))
+    seen = json.loads((tmp_path / "val_metrics.json").read_text())
+    assert seen["dose"] == pytest.approx(1.0, rel=0.05) and seen["real_passes"] == pytest.approx(1.0, rel=0.01)
+
+
+def test_real_batches_their_augmentation_and_dropout_draws_agree_across_arms(chest, synthetic):
+    """Common random numbers: with augmentation on, the real images of every step (their order and their augmented
+    pixels) and the dropout draws are the same with and without ride-along images."""
+    norm = classify_models.normalization(False, chest.channels)
+    transform = classify_train._augmentation(chest.size)
+    draws = {}
+    for arm in ("real", "real+synth@1", "real+synth@2"):
+        data_ = training_data(parse_arm(arm), chest.subset("train"), synthetic, 3)
+        batches = classify_train._Batches(data_, 16, 6, 3, transform, norm)
+        steps = []
+        for _ in range(2):
+            for x, y in batches.epoch():
+                mask = torch.nn.functional.dropout(torch.ones(len(x), 64), 0.4, training=True)[:16]
+                steps.append((x[:16].clone(), y[:16].clone(), mask))            # the real rows' dropout masks
+        draws[arm] = steps
+    for arm in ("real+synth@1", "real+synth@2"):
+        for (x, y, drop), (x0, y0, drop0) in zip(draws[arm], draws["real"]):
+            assert torch.equal(y, y0) and torch.equal(x, x0) and torch.equal(drop, drop0)
+    assert not torch.equal(draws["real"][0][0], draws["real"][1][0])          # fresh draws every step

@@ -11,7 +11,7 @@ import pytest
 from medsyn import data
 from medsyn.classify import parse_arm
 from medsyn.cli import main
-from medsyn.data.splits import nested_train_subset
+from medsyn.data.splits import VAL_FLOOR_PER_CLASS, learning_curve_point, nested_train_subset
 from medsyn.errors import MedsynError
 
 
@@ -62,26 +62,81 @@ def test_strategy_arms_and_their_controls():
             parse_arm(bad)
 
 
+def test_val_shrinks_with_train_in_proportion_nested_and_grouped(grouped):
+    labels, groups, split = grouped
+    val_counts = np.bincount(labels[split == "val"])
+    masks = {f: learning_curve_point(labels, groups, split, f) for f in (0.02, 0.05, 0.25, 1.0)}
+    n_val = {}
+    for f, mask in masks.items():
+        assert (mask[split == "test"]).all()                                   # the test split whole
+        train = (mask & (split == "train")).sum() / (split == "train").sum()
+        kept = np.bincount(labels[mask & (split == "val")], minlength=2)
+        expected = np.maximum(VAL_FLOOR_PER_CLASS, np.round(train * val_counts))
+        np.testing.assert_allclose(kept, np.minimum(expected, val_counts), atol=3)  # one 3-image patient
+        n_val[f] = kept.sum()
+        for g in np.unique(groups[split == "val"]):
+            assert len(set(mask[(groups == g) & (split == "val")])) == 1
+    assert n_val[0.02] < n_val[0.05] < n_val[0.25] < n_val[1.0] == len(labels[split == "val"])
+    for small, large in zip((0.02, 0.05, 0.25), (0.05, 0.25, 1.0)):
+        assert not (masks[small] & ~masks[large]).any()                        # nested, val included
+    optimistic = learning_curve_point(labels, groups, split, 0.02, scale_val=False)
+    assert (optimistic[split == "val"]).all()
+
+
+def test_positive_control_pool_is_real_train_outside_the_subset_never_val_or_test(tmp_path):
+    import hashlib
+
+    from medsyn.config import preset
+    from medsyn.study import jobs
+
+    study = jobs.Study(preset("study"), None, tmp_path)
+    full = data.load()
+    digest = lambda images: {hashlib.sha256(np.ascontiguousarray(i).tobytes()).hexdigest() for i in images}
+    for size in (0.02, 0.25):
+        point, pool = jobs.point_dataset(study, {"size": size}), jobs.heldout_pool(study, {"size": size})
+        subset = point.subset("train")
+        assert set(pool.split) == {"train"} and len(pool) + len(subset) <= (full.split == "train").sum()
+        assert not set(pool.paths) & set(subset.paths)                          # outside the subset
+        assert set(pool.paths) <= set(full.paths[full.split == "train"])        # real train rows only
+        assert not digest(pool.images) & digest(full.images[full.split != "train"])   # no val or test image
+        outside = (full.split == "train") & ~np.isin(full.paths, subset.paths)
+        left_out = outside & ~np.isin(full.paths, pool.paths)
+        assert 0 < left_out.sum() <= 20                                        # only the source's duplicates ...
+        assert digest(full.images[left_out]) <= digest(full.images[full.split != "train"])   # ... of val/test
+    development = jobs.development_data(study, {"size": 0.02})
+    assert "test" not in set(development.split)
+
+
 def test_learning_curve_run_end_to_end(tmp_path):
     out = tmp_path / "curve"
     assert main(["run", "--preset", "smoke", "--fractions", "0.1,1", "--imbalance", "0.5", "--out", str(out),
-                 "--arms", "real,real+synth@1,real+pretrain-synth@1,real+filtered-synth@1"]) == 0
+                 "--arms", "real,real+heldout@1,real+synth@1,real+pretrain-synth@1,real+filtered-synth@1"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert [p["tag"] for p in results["curve"]] == ["f0.1", "f1"]
     small, full = results["curve"]
     assert small["n_train"] < full["n_train"] and full["per_class"][1] == 3494
     assert abs(full["per_class"][0] - 0.5 * 1214) <= 1
+    assert small["n_val"] < full["n_val"] and small["n_labelled"] == small["n_train"] + small["n_val"]
+    assert "real+heldout@1" in small["arms"] and "real+heldout@1" not in full["arms"]   # no held-out images at f1
+    assert results["sensitivity"]["positive_control"] == "real+heldout@1"
+    for arm in ("real+heldout@1", "real+synth@1"):
+        assert small["exposure"]["per_arm"][arm]["dose"] == [pytest.approx(1.0, rel=0.05)] * 2
     gan_record = json.loads((out / "sizes" / "f0.1" / "gan" / "cgan" / "g0" / "config.json").read_text())
     assert json.dumps(small["per_class"]) in json.dumps(gan_record)   # the generator trained on its subset only
     worth = [w for w in results["worth"] if w["metric"] == "auc"]
-    assert {(w["arm"], w["n_train"]) for w in worth} == {(a, p["n_train"]) for a in
-                                                         ("real+synth@1", "real+pretrain-synth@1",
-                                                          "real+filtered-synth@1") for p in results["curve"]}
+    assert {(w["arm"], w["n_labelled"]) for w in worth} == \
+        {(a, p["n_labelled"]) for a in ("real+synth@1", "real+pretrain-synth@1", "real+filtered-synth@1")
+         for p in results["curve"]} | {("real+heldout@1", small["n_labelled"])}
     filtered = json.loads((out / "sizes" / "f1" / "arms" / "real+filtered-synth@1" / "seed0" / "config.json")
                           .read_text())
     assert "p(label) >=" in filtered["synthetic_source"]
+    kept = next(w for w in worth if w["arm"] == "real+filtered-synth@1" and w["n_labelled"] == full["n_labelled"])
+    drawn = [json.loads((out / "sizes" / "f1" / "arms" / "real+filtered-synth@1" / f"seed{s}" / "config.json")
+                        .read_text())["training_set"]["n_synthetic"] for s in (0, 1)]
+    assert kept["n_synthetic"] == int(np.mean(drawn)) and max(drawn) < 4708     # what the filter kept
     pretrained = json.loads((out / "sizes" / "f1" / "arms" / "real+pretrain-synth@1" / "seed0" /
                              "val_metrics.json").read_text())
     assert pretrained["synthetic_seen"] > 0 and "pretrain_best_epoch" in pretrained
     page = (out / "report.html").read_text()
-    assert "Learning curve over real-data size" in page and "worth in real images" in page
+    assert "Learning curve over labelled-data size" in page and "worth in labelled images" in page
+    assert "achieved dose" in page and ("THE STUDY CANNOT SEE HELP" in page or "Positive control:" in page)

@@ -166,6 +166,8 @@ class RunConfig:
     sizes: tuple[float, ...] = (1.0,)  # learning curve over real-data size: fractions (<= 1) or image counts (> 1)
                                        # of the real train split, nested; generators and arms run per size
     imbalance: float = 1.0             # every class but the largest subsampled to this share (1 = as given)
+    scale_val: bool = True             # a curve point's val split shrinks with its train subset (False: the whole
+                                       # val split at every size, optimistic at small sizes)
     guidance: tuple[float, ...] = ()   # ddpm sampling: () the trained scale; one scale; several: chosen among them on
                                        # real val per generator (evaluate/guidance.py)
     min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
@@ -205,12 +207,14 @@ def preset(name: str = "quick") -> RunConfig:
                          seeds=(0, 1, 2, 3), gan_seeds=2)
     if name == "study":
         # The small-data question on a CPU: a learning curve over 5 nested sizes of the real train split, the
-        # strategies known to work (mixing, synthetic pretraining, filtering, balancing), 5 replicates.
+        # strategies known to work (mixing, synthetic pretraining, filtering), the positive control (held-out real
+        # images at the same dose), 5 replicates with a generator each (generator randomness is replicated too).
         return RunConfig(preset=name, data=DataConfig(size=28), gan=replace(gan_preset("quick"), steps=400),
                          classify=ClassifyConfig(epochs=8, patience=2, min_epoch_steps=20),
                          audit=AuditConfig(inception="off", kid_subsets=20),
-                         arms=("real", "real+synth@1", "real+pretrain-synth@1", "real+filtered-synth@1"),
-                         seeds=(0, 1, 2, 3, 4), gan_seeds=2, sizes=(0.02, 0.05, 0.1, 0.25, 1.0))
+                         arms=("real", "real+heldout@1", "real+synth@1", "real+pretrain-synth@1",
+                               "real+filtered-synth@1"),
+                         seeds=(0, 1, 2, 3, 4), gan_seeds=5, sizes=(0.02, 0.05, 0.1, 0.25, 1.0))
     if name == "full":
         return RunConfig(
             preset=name,

@@ -59,6 +59,9 @@ def register(verbs) -> None:
                         help="learning curve in images instead of fractions, e.g. 100,250,1000,4708")
     parser.add_argument("--imbalance", type=float, default=None,
                         help="keep the largest class and subsample every other class to this share, e.g. 0.2")
+    parser.add_argument("--full-val", action="store_true",
+                        help="learning curve: validate every size on the whole val split (optimistic: by default a "
+                             "size's val split shrinks in proportion to its train subset)")
     parser.add_argument("--exposure", choices=("real-passes", "equal-steps"), default=None,
                         help="real-passes (default): every arm sees every real image once per epoch, synthetic "
                              "images ride along; equal-steps: real and synthetic pooled into as many batches as real")
@@ -103,6 +106,8 @@ def _run_cli(args) -> int:
         config = dataclasses.replace(config, guidance=parse_guidance(args.guidance))
     if args.fractions or args.train_sizes:
         config = dataclasses.replace(config, sizes=parse_sizes(args.fractions, args.train_sizes))
+    if args.full_val:
+        config = dataclasses.replace(config, scale_val=False)
     for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect"), ("imbalance", "imbalance")):
         if getattr(args, flag) is not None:
             config = dataclasses.replace(config, **{field: getattr(args, flag)})
@@ -210,6 +215,10 @@ def validate(config: configs.RunConfig) -> None:
     if not 0 < config.imbalance <= 1:
         raise MedsynError(f"--imbalance {config.imbalance}: give the share kept of every class but the largest, in "
                           "(0, 1], e.g. 0.2.")
+    heldout = [a for a in config.arms if classify.parse_arm(a).heldout]
+    if heldout and all(s == 1.0 for s in config.sizes):
+        raise MedsynError(f"arm {heldout[0]} draws real train images from outside a learning-curve subset, and this "
+                          "run trains on the whole train split; add sizes (--fractions 0.02,0.1,1) or drop the arm.")
     controls = {classify.parse_arm(a).control for a in config.arms} - {None}
     controls |= {classify.parse_arm(a).filter_model for a in config.arms if classify.parse_arm(a).filtered}
     missing = sorted(controls - set(config.arms))

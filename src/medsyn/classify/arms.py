@@ -5,11 +5,17 @@ image), `synth` or `synth@R` (synthetic images; with `real`, R synthetic per rea
 as many synthetic images as the real train split holds, i.e. synthetic-only), `balance` (with `real`: synthetic
 images for the minority classes only, up to the majority class's count), `filtered-synth@R` (with `real`: like
 synth@R, from the pool's images that the replicate's real-only classifier gives their label with probability at
-least tau, tau chosen on real val) and `pretrain-synth@R` (with `real`: pretrain on R synthetic images per real
-one, then fine-tune on real exactly as `real` trains). Examples: `real+aug`, `real+synth@0.5`.
+least tau, tau chosen on real val), `pretrain-synth@R` (with `real`: pretrain on R synthetic images per real
+one, then fine-tune on real exactly as `real` trains) and `heldout@R` (with `real`: the positive control, R REAL
+train images from outside a learning-curve subset per image inside it, at the same dose and through the same
+pipeline as synth@R: what a perfect generator would give). Examples: `real+aug`, `real+synth@0.5`,
+`real+heldout@1`.
 
-Every arm with synthetic images has a matched control, the arm without them (`Arm.control`): the comparison that
-isolates what the synthetic images did.
+Dose: an arm with R extra images per real one sees R of them per real image seen, at every size and steps per
+epoch (`classify.train`'s batch stream).
+
+Every arm with extra images has a matched control, the arm without them (`Arm.control`): the comparison that
+isolates what the extra images did.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from medsyn.errors import MedsynError
 
 ARMS = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
         "real+aug+synth")
-_SYNTH = re.compile(r"^(filtered-|pretrain-)?synth(?:@(\d+(?:\.\d+)?))?$")
+_SYNTH = re.compile(r"^(filtered-|pretrain-)?(synth|heldout)(?:@(\d+(?:\.\d+)?))?$")
 
 
 @dataclass(frozen=True)
@@ -36,16 +42,22 @@ class Arm:
     balance: bool           # synthetic images for minority classes only, up to the majority count
     filtered: bool = False  # synthetic images kept only where the replicate's real-only classifier agrees
     pretrain: bool = False  # pretrain on the synthetic images, then fine-tune on real (same real exposure as real)
+    heldout: bool = False   # the extra images are real train images outside the subset (the positive control)
 
     @property
-    def uses_synthetic(self) -> bool:
+    def uses_pool(self) -> bool:
+        """Trains on extra images beside the real train split (a synthetic or a held-out real pool)."""
         return self.synth_ratio > 0 or self.balance
 
     @property
+    def uses_synthetic(self) -> bool:
+        return self.uses_pool and not self.heldout
+
+    @property
     def control(self) -> str | None:
-        """The arm that differs from this one only by the synthetic images (real+aug+synth -> real+aug,
-        real+synth@R, real+balance and synth -> real); None for an arm without synthetic images."""
-        if not self.uses_synthetic:
+        """The arm that differs from this one only by the extra images (real+aug+synth -> real+aug,
+        real+synth@R, real+heldout@R, real+balance and synth -> real); None for an arm without them."""
+        if not self.uses_pool:
             return None
         return "real+aug" if self.augment else "real"
 
@@ -58,7 +70,7 @@ class Arm:
 def parse_arm(name: str) -> Arm:
     """`real+synth@2` -> Arm(real=True, synth_ratio=2.0, ...); a MedsynError names what is wrong."""
     parts = name.strip().split("+")
-    real = augment = balance = filtered = pretrain = False
+    real = augment = balance = filtered = pretrain = heldout = False
     ratio = 0.0
     for part in parts:
         if part == "real" and not real:
@@ -68,8 +80,9 @@ def parse_arm(name: str) -> Arm:
         elif part == "balance" and not balance:
             balance = True
         elif (match := _SYNTH.match(part)) and ratio == 0:
-            ratio = float(match.group(2) or 1.0)
+            ratio = float(match.group(3) or 1.0)
             filtered, pretrain = match.group(1) == "filtered-", match.group(1) == "pretrain-"
+            heldout = match.group(2) == "heldout"
             if ratio <= 0:
                 raise MedsynError(f"arm {name!r}: the synthetic ratio must be positive.")
         else:
@@ -83,8 +96,11 @@ def parse_arm(name: str) -> Arm:
     if (filtered or pretrain) and not real:
         raise MedsynError(f"arm {name!r}: filtered-synth and pretrain-synth work with the real train split; add "
                           f"real, e.g. real+filtered-synth@1 or real+pretrain-synth@1.")
+    if heldout and (not real or filtered or pretrain):
+        raise MedsynError(f"arm {name!r}: the positive control is real+heldout@R (optionally +aug): held-out real "
+                          f"images ride along with the real train split exactly as synth@R does.")
     return Arm(name=name.strip(), real=real, augment=augment, synth_ratio=ratio, balance=balance,
-               filtered=filtered, pretrain=pretrain)
+               filtered=filtered, pretrain=pretrain, heldout=heldout)
 
 
 EXPOSURES = ("real-passes", "equal-steps")
@@ -92,8 +108,8 @@ EXPOSURES = ("real-passes", "equal-steps")
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What one run trains on. An epoch is one shuffled pass over `stream`; `ride_along` images (synthetic) are
-    spread over the epoch's batches so that each of them is also seen once per epoch."""
+    """What one run trains on. The batches are drawn from `stream`; `ride` images (synthetic or held-out real)
+    join them at the arm's dose, len(ride) / n_real per real image seen."""
     stream_images: np.ndarray
     stream_labels: np.ndarray
     ride_images: np.ndarray
@@ -113,7 +129,7 @@ def training_data(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, se
     if exposure not in EXPOSURES:
         raise MedsynError(f"exposure {exposure!r}: choose one of {', '.join(EXPOSURES)}.")
     empty = real_train.images[:0], real_train.labels[:0]
-    if not arm.uses_synthetic:
+    if not arm.uses_pool:
         return TrainingData(real_train.images, real_train.labels, *empty, len(real_train), 0)
     synth_images, synth_labels = _synthetic_draw(arm, real_train, synthetic, seed)
     if not arm.real:
@@ -172,6 +188,9 @@ def _draw(pool_labels: np.ndarray, wanted: np.ndarray, seed: int, arm: str) -> n
 
 
 def _check_pool(arm: Arm, real: ImageSet, synthetic: ImageSet | None) -> None:
+    if synthetic is None and arm.heldout:
+        raise MedsynError(f"arm {arm.name!r} needs real train images outside the training subset: it runs at the "
+                          f"learning-curve sizes below the full train split (--fractions or --train-sizes).")
     if synthetic is None:
         raise MedsynError(f"arm {arm.name!r} needs synthetic images; pass --synthetic DIR (a folder holding "
                           f"synthetic.npz from `medsyn gan generate`) or an .npz file.")

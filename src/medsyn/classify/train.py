@@ -78,14 +78,16 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
 
     steps = _steps_per_epoch(len(real_train), config.batch_size, config.min_epoch_steps)
     init, pretrained = None, {}
-    if parsed.pretrain:
+    if parsed.pretrain:  # a pretraining epoch passes R synthetic images per image of a real epoch
         pre = fit(pretraining_data(parsed, real_train, synthetic, seed), val, dataset.n_classes, config, seed,
-                  augment=parsed.augment, steps_per_epoch=steps, log=log)
+                  augment=parsed.augment, steps_per_epoch=max(1, round(steps * parsed.synth_ratio)), log=log)
         init = pre.model.state_dict()
         pretrained = {"pretrain_best_epoch": pre.best_epoch, "synthetic_seen": pre.exposure["synthetic_seen"]}
     fitted = fit(data, val, dataset.n_classes, config, seed, augment=parsed.augment, steps_per_epoch=steps,
                  log=log, init_state=init)
     fitted.exposure.update(pretrained)
+    if parsed.pretrain:
+        fitted.exposure["dose"] = round(pretrained["synthetic_seen"] / fitted.exposure["real_seen"], 4)
     meta = {"arch": _arch(config, dataset), "class_names": list(dataset.class_names),
             "image_size": dataset.size, "channels": dataset.channels, "aspect": dataset.aspect,
             "normalization": models.normalization(config.pretrained, dataset.channels),
@@ -192,52 +194,72 @@ def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log, init
 
 
 class _Batches:
-    """The training batches of one run. An epoch is `steps` batches drawn from shuffled passes over the stream;
-    the ride-along images are spread evenly over the same steps, one pass per epoch. The stream's order comes from
-    `seed` alone (common random numbers across arms); the ride-along order from a separate generator. Real images
-    come first in the stream (`TrainingData`), which is how the real ones are counted."""
+    """The training batches of one run. An epoch is `steps` batches of `batch` stream images, drawn from shuffled
+    passes over the stream (real images lead it, which is how they are counted). Ride-along images join each
+    batch so that, from the first step on, round(R x real images seen) of them have been seen, R = ride-along
+    images per real image of the arm's draw: the dose holds at every size and every number of steps per epoch.
+
+    Common random numbers across the arms of a replicate: the stream's order, the augmentation of its images and
+    the dropout masks (the stream's images lead every batch) depend on `seed` and the step alone; the ride-along
+    images have their own order and augmentation generators."""
 
     def __init__(self, data: TrainingData, batch: int, steps: int | None, seed: int, transform, norm: dict):
         import torch
 
-        self.data, self.batch, self.transform, self.norm = data, batch, transform, norm
+        self.data, self.batch, self.transform, self.norm, self.seed = data, batch, transform, norm, seed
         self.steps = steps or _steps_per_epoch(len(data.stream_labels), batch)
         self.stream = _index_stream(len(data.stream_labels), np.random.default_rng(seed))
         self.ride = _index_stream(len(data.ride_labels), np.random.default_rng([seed, 1]))
+        self.dose = len(data.ride_labels) / data.n_real if data.n_real else 0.0
         self.images = torch.from_numpy(np.concatenate([data.stream_images, data.ride_images])).permute(0, 3, 1, 2)
         self.labels = torch.from_numpy(np.concatenate([data.stream_labels, data.ride_labels]).astype(np.int64))
         self.offset = len(data.stream_labels)
-        self.counts: list[tuple[int, int]] = []   # (real, synthetic) images seen per epoch
+        self.step = 0
+        self.real_seen = self.ride_seen = 0
+        self.counts: list[tuple[int, int]] = []   # (real, extra) images seen per epoch
 
     def epoch(self):
+        """`steps` batches (images, labels); torch's global generator is seeded for the step's dropout."""
         import torch
 
-        n_ride, real, synthetic = len(self.data.ride_labels), 0, 0
-        for step in range(self.steps):
-            k = (step + 1) * n_ride // self.steps - step * n_ride // self.steps
+        real, extra = 0, 0
+        for _ in range(self.steps):
             drawn = np.fromiter((next(self.stream) for _ in range(self.batch)), np.int64, self.batch)
-            ride = np.fromiter((self.offset + next(self.ride) for _ in range(k)), np.int64, k)
             n_real = int((drawn < self.data.n_real).sum())
-            real, synthetic = real + n_real, synthetic + self.batch - n_real + k
-            idx = torch.from_numpy(np.concatenate([drawn, ride]))
-            yield self._tensor(idx), self.labels[idx]
-        self.counts.append((real, synthetic))
+            k = round(self.dose * (self.real_seen + n_real)) - self.ride_seen
+            ride = np.fromiter((self.offset + next(self.ride) for _ in range(k)), np.int64, k)
+            self.real_seen, self.ride_seen = self.real_seen + n_real, self.ride_seen + k
+            real, extra = real + n_real, extra + self.batch - n_real + k
+            images = torch.cat([self._tensor(drawn, "stream"), self._tensor(ride, "ride")])
+            torch.manual_seed(self._step_seed("dropout"))
+            self.step += 1
+            yield images, self.labels[torch.from_numpy(np.concatenate([drawn, ride]))]
+        self.counts.append((real, extra))
 
-    def _tensor(self, idx):
+    def _step_seed(self, purpose: str) -> int:
+        return int(np.random.default_rng([self.seed, self.step, PURPOSES.index(purpose)]).integers(2 ** 62))
+
+    def _tensor(self, idx: np.ndarray, part: str):
         import torch
 
-        images = self.images[idx]
-        if self.transform is not None:
+        images = self.images[torch.from_numpy(idx)]
+        if self.transform is not None and len(images):
+            torch.manual_seed(self._step_seed(part))
             images = torch.cat([self.transform(images[i:i + AUGMENT_GROUP])
                                 for i in range(0, len(images), AUGMENT_GROUP)])
         return models.normalize(images, self.norm)
 
     def seen(self, epochs: int) -> dict:
-        """Real passes and synthetic images seen up to the end of `epochs` (the selected model)."""
+        """Real and extra (synthetic or held-out) images seen up to the end of `epochs` (the selected model), and
+        their ratio: the dose the arm achieved."""
         real = sum(r for r, _ in self.counts[:epochs])
-        synthetic = sum(s for _, s in self.counts[:epochs])
+        extra = sum(s for _, s in self.counts[:epochs])
         return {"real_passes": round(real / self.data.n_real, 4) if self.data.n_real else 0.0,
-                "synthetic_seen": int(synthetic)}
+                "real_seen": int(real), "synthetic_seen": int(extra),
+                "dose": round(extra / real, 4) if real else None}
+
+
+PURPOSES = ("stream", "ride", "dropout")  # each step's seeds: one generator per purpose keeps the arms in step
 
 
 def _steps_per_epoch(n: int, batch: int, minimum: int = 1) -> int:

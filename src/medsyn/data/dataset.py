@@ -64,6 +64,10 @@ class ImageSet:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         return self.select(self.split == split)
 
+    def without_test(self) -> "ImageSet":
+        """The train and val rows only: what every stage before the final evaluation receives."""
+        return self.select(self.split != "test")
+
     def counts(self, given: bool = False) -> dict[str, list[int]]:
         """Images per class for each split: {split: [n_class0, n_class1, ...]}; `given`: the source's own splits."""
         split = self.given_split if given else self.split

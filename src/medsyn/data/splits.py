@@ -85,25 +85,50 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, given: np.ndarray, n_c
 
 
 def nested_train_subset(labels: np.ndarray, groups: np.ndarray, split: np.ndarray, size: float,
-                        imbalance: float = 1.0, seed: int = 0) -> np.ndarray:
-    """A mask of the train rows kept for a learning-curve point: `size` <= 1 is a fraction of the train split,
-    > 1 a number of images. Stratified (each class keeps its share, times `imbalance` for every class but the
-    largest), grouped (a patient's images stay together) and nested: every class's patients are taken in one
-    seeded order, so a smaller subset is always inside a larger one. Val and test rows are never touched."""
-    train = np.flatnonzero(split == "train")
-    counts = np.bincount(labels[train])
-    fraction = size if size <= 1 else size / len(train)
+                        imbalance: float = 1.0, seed: int = 0, which: str = "train",
+                        min_per_class: int = 1) -> np.ndarray:
+    """A mask of the `which` rows (train unless told) kept for a learning-curve point: `size` <= 1 is a fraction
+    of that split, > 1 a number of images. Stratified (each class keeps its share, times `imbalance` for every
+    class but the largest, and at least `min_per_class` images where the class has them), grouped (a patient's
+    images stay together) and nested: every class's patients are taken in one seeded order, so a smaller subset
+    is always inside a larger one. Rows of the other splits are never touched."""
+    rows_of_split = np.flatnonzero(split == which)
+    counts = np.bincount(labels[rows_of_split])
+    fraction = size if size <= 1 else size / len(rows_of_split)
     kept = np.zeros(len(labels), dtype=bool)
-    rng = np.random.default_rng([seed, 20260101])
+    rng = np.random.default_rng([seed, 20260101, *SPLIT_STREAMS[which]])
     for cls, n in enumerate(counts):
         if n == 0:
             continue
         share = fraction * (1.0 if n == counts.max() else imbalance)
-        target = max(1, int(round(share * n)))
-        rows = train[labels[train] == cls]
+        target = min(n, max(min_per_class, int(round(share * n))))
+        rows = rows_of_split[labels[rows_of_split] == cls]
         ids = np.array([g if g else f"__row{i}" for i, g in zip(rows, groups[rows])])
         order = rng.permutation(np.unique(ids))
         sizes = np.array([np.sum(ids == g) for g in order])
         take = order[:max(1, int(np.searchsorted(np.cumsum(sizes), target, side="right")))]
         kept[rows[np.isin(ids, take)]] = True
     return kept
+
+
+SPLIT_STREAMS = {"train": [], "val": [1]}  # each split's subsets draw their own patient order
+
+
+def learning_curve_point(labels: np.ndarray, groups: np.ndarray, split: np.ndarray, size: float,
+                         imbalance: float = 1.0, seed: int = 0, scale_val: bool = True) -> np.ndarray:
+    """The rows of one learning-curve point: the nested train subset of `size`, the whole test split, and a val
+    split in the same proportion to the train subset as the full val split is to the full train split (nested,
+    stratified, patient-grouped, at least VAL_FLOOR_PER_CLASS images per class), so that a point with 94 labelled
+    train images is not tuned on hundreds of val images no such user would have. `scale_val=False` keeps the whole
+    val split at every size (optimistic at small sizes)."""
+    train = nested_train_subset(labels, groups, split, size, imbalance, seed)
+    if scale_val:
+        fraction = train.sum() / (split == "train").sum()
+        val = nested_train_subset(labels, groups, split, fraction, imbalance, seed, which="val",
+                                  min_per_class=VAL_FLOOR_PER_CLASS)
+    else:
+        val = split == "val"
+    return train | val | (split == "test")
+
+
+VAL_FLOOR_PER_CLASS = 5  # early stopping, the threshold and the filter need a few val images of every class

@@ -80,18 +80,19 @@ def forest_plot(rows: list[tuple[str, float, float, float]], metric: str, refere
 
 
 def learning_curves(curve: list[dict], metric: str) -> str:
-    """Test metric (mean over replicates, 95% CI) against the number of real training images, one line per arm."""
+    """Test metric (mean over replicates, 95% CI) against the number of labelled images (train + val), one line per
+    arm, drawn where it ran (the positive control has no point at the full size)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    sizes = np.array([p["n_train"] for p in curve])
-    for arm in curve[0]["arms"]:
-        stats = [p["arms"][arm][metric] for p in curve]
+    for arm in dict.fromkeys(a for p in curve for a in p["arms"]):
+        sizes = np.array([p["n_labelled"] for p in curve if arm in p["arms"]])
+        stats = [p["arms"][arm][metric] for p in curve if arm in p["arms"]]
         mean = np.array([s["mean"] for s in stats], dtype=float)
         low = np.array([s["ci_low"] for s in stats], dtype=float)
         high = np.array([s["ci_high"] for s in stats], dtype=float)
         ax.errorbar(sizes, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, linewidth=1, label=arm)
     ax.set_xscale("log")
-    ax.set_xlabel("real training images (log scale)")
+    ax.set_xlabel("labelled images, train + val (log scale)")
     ax.set_ylabel(f"test {metric} (mean over replicates, 95% CI)")
     ax.legend(fontsize=7)
     return figure_uri(fig)

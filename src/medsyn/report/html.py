@@ -64,15 +64,35 @@ def _verdict_section(run: _RunFiles) -> str:
     r = run.results
     rows = comparisons(r, "auc")
     items = "".join(f"<li class='{_verdict_class(c)}'>{html.escape(sentence(c, r))}</li>" for c in rows)
-    kind = "better" if any(c["verdict"] == "improved" for c in rows) else \
-        "worse" if any(c["verdict"] == "worse" for c in rows) else "none"
-    return (f"<h2>Verdict</h2><div class='verdict {kind}'>{html.escape(headline(r, 'auc'))}</div><ul>{items}</ul>"
+    kind = "better" if any(c["verdict"].startswith("improved") for c in rows) else \
+        "worse" if any(c["verdict"].startswith("worse") for c in rows) else "none"
+    return (f"<h2>Verdict</h2>{_sensitivity_banner(r)}<div class='verdict {kind}'>{html.escape(headline(r, 'auc'))}"
+            f"</div><ul>{items}</ul>"
             f"<p class='note'>Each arm with synthetic images is compared with its matched control, the arm that "
             f"differs from it only by the synthetic images, on the same replicates (a replicate = one classifier "
-            f"seed and one generator seed). Differences are the mean over replicates of the paired test-AUC "
-            f"difference; 95% CI: {html.escape(r['ci_method'])}; it covers rerunning with new seeds and a new test "
-            f"sample. {html.escape(r['multiplicity'])}. Verdicts: improved / worse when the Holm-adjusted p &lt; "
-            f"0.05; no difference when the CI lies within ±{r['min_effect']:g}; inconclusive otherwise.</p>")
+            f"seed and one generator). Differences are the mean over generators of the paired test-AUC "
+            f"difference; CI: {html.escape(r['ci_method'])}; it covers new generators, new seeds and a new test "
+            f"sample. {html.escape(r['multiplicity'])}. Verdicts read that adjusted CI: improved / worse when it "
+            f"excludes 0 ('by less than min_effect' when it also lies within ±{r['min_effect']:g}); no difference "
+            f"when it lies within ±{r['min_effect']:g}; inconclusive otherwise.</p>")
+
+
+def _sensitivity_banner(r: dict) -> str:
+    """Before any other verdict: whether the positive control saw help at the smallest size."""
+    sensitivity = r.get("sensitivity") or {}
+    if sensitivity.get("sees_help") is None:
+        return ""
+    smallest = min(sensitivity["points"], key=lambda p: p["n_train"])
+    effect = f"{smallest['diff']:+.3f} [{smallest['ci_low']:+.3f}, {smallest['ci_high']:+.3f}]"
+    if sensitivity["sees_help"]:
+        return (f"<div class='verdict better'>Positive control: {html.escape(smallest['arm'])} improved test AUC at "
+                f"{smallest['n_labelled']} labelled images ({effect}): this study can see help where help is "
+                f"certain.</div>")
+    return (f"<div class='verdict worse'>THE STUDY CANNOT SEE HELP: the positive control "
+            f"{html.escape(smallest['arm'])} (real images from outside the subset, as a perfect generator would give) "
+            f"did not improve test AUC significantly at {smallest['n_labelled']} labelled images ({effect}, "
+            f"{html.escape(smallest['verdict'])}). A 'no difference' or 'inconclusive' verdict on synthetic images "
+            f"below says nothing about whether they could help.</div>")
 
 
 def _curve_section(run: _RunFiles) -> str:
@@ -81,26 +101,51 @@ def _curve_section(run: _RunFiles) -> str:
     curve = run.results.get("curve")
     if not curve:
         return ""
-    verdicts = "".join(f"<li><b>{p['n_train']} real training images</b> ({', '.join(map(str, p['per_class']))} per "
-                       f"class): {html.escape(headline(p, 'auc'))}</li>" for p in curve)
+    verdicts = "".join(f"<li><b>{p['n_labelled']} labelled images</b> ({p['n_train']} train: "
+                       f"{', '.join(map(str, p['per_class']))} per class; {p['n_val']} val): "
+                       f"{html.escape(headline(p, 'auc'))}</li>" for p in curve)
     figs = "".join(f"<img src='{figures.learning_curves(curve, m)}'>" for m in ("auc", "balanced_accuracy"))
-    rows = [[w["arm"], w["n_train"], w["n_synthetic"], _worth_text(w)] for w in run.results["worth"]
-            if w["metric"] == "auc"]
-    table = _table(["arm", "real images", "synthetic images drawn", "worth in real images (test AUC) [95% CI]"],
-                   rows)
-    return (f"<h2>Learning curve over real-data size</h2><p class='note'>Nested, stratified, patient-grouped subsets "
-            f"of the real train split (imbalance {run.results.get('imbalance', 1.0):g}); val and test untouched; "
-            f"generators trained on each subset only. Worth: the number of real images with which the real-only "
-            f"arm reaches the same mean test AUC (its curve interpolated on a log scale); 95% CI from resampling "
-            f"replicates (training randomness, not test sampling).</p><ul>{verdicts}</ul>{figs}{table}")
+    rows = [[w["arm"], w["control"], w["n_labelled"], w["n_synthetic"], _worth_text(w)]
+            for w in run.results["worth"] if w["metric"] == "auc"]
+    table = _table(["arm", "read off", "labelled images", "extra images drawn",
+                    "worth in labelled images (test AUC) [95% CI]"], rows)
+    val = ("each size's val split is a nested, stratified, patient-grouped subset of val in the same proportion to "
+           "its train subset as in the full data" if run.results.get("val_scaled", True) else
+           "every size was validated on the WHOLE val split (--full-val): optimistic at small sizes, since no user "
+           "with that little labelled data has that much validation data")
+    return (f"<h2>Learning curve over labelled-data size</h2><p class='note'>Nested, stratified, patient-grouped "
+            f"subsets of the real train split (imbalance {run.results.get('imbalance', 1.0):g}); {val}; the test "
+            f"split untouched; generators trained on each subset only. Sizes count the labelled images used (train "
+            f"+ val). Worth: the number of labelled images with which the arm's matched control reaches the same "
+            f"mean test AUC (an isotonic fit on a log scale); 95% CI from the same variance model as the verdicts "
+            f"(generators, seeds and test sampling).</p><ul>{verdicts}</ul>{figs}{table}{_efficiency_table(curve)}")
+
+
+def _efficiency_table(curve: list[dict]) -> str:
+    """Each synthetic arm's gain as a share of the positive control's gain, per size."""
+    rows = [[p["n_labelled"], e["arm"], e["positive_control"], _efficiency_text(e)]
+            for p in curve for e in p.get("efficiency", []) if e["metric"] == "auc"]
+    if not rows:
+        return ""
+    return ("<h3>Generator efficiency</h3><p class='note'>The arm's test-AUC gain over its control divided by the "
+            "positive control's gain at the same dose (1 = as good as real images from outside the subset, 0 = no "
+            "help); 95% CI by the delta method, given where the positive control's gain is significant.</p>"
+            + _table(["labelled images", "arm", "positive control", "efficiency [95% CI]"], rows))
+
+
+def _efficiency_text(e: dict) -> str:
+    if e["ci_low"] is None:
+        return e["note"] or ""
+    return f"{e['efficiency']:.2f} [{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
 
 
 def _worth_text(w: dict) -> str:
-    ci = f"[{w['ci_low']:.0f}, {w['ci_high']:.0f}]"
+    ends = ["open" if v is None else f"{v:.0f}" for v in (w["ci_low"], w["ci_high"])]
+    ci = f"[{ends[0]}, {ends[1]}]"
     if w["beyond"] == "above":
-        return f"more than {w['worth']:.0f} (beyond the largest size) {ci}"
+        return f"more than {w['bound']:.0f} (beyond the largest size) {ci}"
     if w["beyond"] == "below":
-        return f"fewer than {w['worth']:.0f} (below the smallest size) {ci}"
+        return f"fewer than {w['bound']:.0f} (below the smallest size) {ci}"
     return f"about {w['worth']:.0f} {ci}"
 
 
@@ -199,11 +244,12 @@ def _comparison_section(run: _RunFiles) -> str:
     parts = ["<h2>Paired differences with matched controls</h2>"]
     for metric in ("auc", "balanced_accuracy", "sensitivity", "specificity"):
         rows = comparisons(r, metric)
-        table = _table(["arm", "control", f"Δ {metric} [95% CI]", "between-replicate sd", "test-sampling sd", "p",
-                        "Holm p", "verdict", "replicates needed"],
-                       [[c["arm"], c["control"], _diff(c), _cell(c["between_replicate_sd"]),
+        rows = rows + comparisons(r, metric, positive=True)
+        table = _table(["arm", "control", f"Δ {metric} [adjusted CI]", "generators", "between-generator sd",
+                        "test-sampling sd", "p", "adjusted p", "verdict", "would be decided by"],
+                       [[c["arm"], c["control"], _diff(c), c["n_clusters"], _cell(c["between_cluster_sd"]),
                          _cell(c["test_sampling_sd"]), _p(c["p_value"]), _p(c["p_adjusted"]), c["verdict"],
-                         c["replicates_needed"] or ""] for c in rows])
+                         c["decided_by"] or ""] for c in rows])
         forest = [(f"{c['arm']} vs {c['control']}", c["diff"], c["ci_low"], c["ci_high"]) for c in rows
                   if c["diff"] is not None]
         plot = f"<img src='{figures.forest_plot(forest, metric, 'matched control')}'>" if forest and \
@@ -216,16 +262,23 @@ def _exposure_section(run: _RunFiles) -> str:
     exposure = run.results.get("exposure")
     if not exposure:
         return ""
-    rows = [[arm, _mean(e["real_passes"]), _mean(e["synthetic_seen"]), _mean(e["best_epoch"])]
-            for arm, e in exposure["per_arm"].items()]
+    rows = [[arm, _mean(e["real_passes"]), _mean(e["real_seen"]), _mean(e["synthetic_seen"]), _dose(e["dose"]),
+             _mean(e["best_epoch"])] for arm, e in exposure["per_arm"].items()]
     share = exposure["share_best_at_cap"]
     warning = (f"<div class='verdict worse'>{share:.0%} of the classifier runs had their best validation loss at "
                f"the last allowed epoch ({exposure['epoch_cap']}): the epoch cap, not early stopping, ended them, so "
                f"they may be undertrained; raise the epochs.</div>") if share > 0.2 else ""
     return (f"<h2>Training exposure</h2>{warning}<p class='note'>Per arm, mean over replicates of the selected "
-            f"model's real-train passes, synthetic images seen and best epoch (of at most {exposure['epoch_cap']}); "
+            f"model's real-train passes, real and extra (synthetic or held-out) images seen, the dose they achieved "
+            f"(extra per real image seen; an arm @R aims at R) and best epoch (of at most {exposure['epoch_cap']}); "
             f"{share:.0%} of runs had their best epoch at the cap.</p>"
-            f"{_table(['arm', 'real passes', 'synthetic images seen', 'best epoch'], rows)}")
+            + _table(["arm", "real passes", "real images seen", "extra images seen", "achieved dose", "best epoch"],
+                     rows))
+
+
+def _dose(values: list) -> str:
+    doses = [v for v in values if v is not None]
+    return f"{np.mean(doses):.3f}" if doses else "-"
 
 
 def _curves_section(run: _RunFiles) -> str:
@@ -306,16 +359,18 @@ def _curve_markdown(r: dict) -> list[str]:
     """The learning curve as tables: test AUC per size and arm, the verdict per size, and the worth."""
     if not r.get("curve"):
         return []
-    arms = list(r["curve"][0]["arms"])
+    arms = list(dict.fromkeys(a for p in r["curve"] for a in p["arms"]))
     lines = ["", "## Learning curve (real test split, test AUC mean ± between-replicate sd [95% CI])", "",
-             "| real train images | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
-    lines += [f"| {p['n_train']} | " + " | ".join(_estimate(p["arms"][a]["auc"]) for a in arms) + " |"
+             "| labelled images (train + val) | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    lines += [f"| {p['n_labelled']} ({p['n_train']} + {p['n_val']}) | "
+              + " | ".join(_estimate(p["arms"][a]["auc"]) if a in p["arms"] else "-" for a in arms) + " |"
               for p in r["curve"]]
-    lines += ["", "Verdict per size:", ""] + [f"- {p['n_train']} real images: {headline(p)}" for p in r["curve"]]
-    lines += ["", "## Worth in real images (test AUC, 95% CI over replicates)", "",
-              "| arm | real images | synthetic images | worth in real images |", "|---|---|---|---|"]
-    lines += [f"| {w['arm']} | {w['n_train']} | {w['n_synthetic']} | {_worth_text(w)} |" for w in r["worth"]
-              if w["metric"] == "auc"]
+    lines += ["", "Verdict per size:", ""]
+    lines += [f"- {p['n_labelled']} labelled images: {headline(p)}" for p in r["curve"]]
+    lines += ["", "## Worth in labelled images (test AUC, 95% CI)", "",
+              "| arm | read off | labelled images | extra images | worth in labelled images |", "|---|---|---|---|---|"]
+    lines += [f"| {w['arm']} | {w['control']} | {w['n_labelled']} | {w['n_synthetic']} | {_worth_text(w)} |"
+              for w in r["worth"] if w["metric"] == "auc"]
     return lines
 
 

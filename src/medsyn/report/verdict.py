@@ -1,22 +1,28 @@
 """The plain-language answer, from results.json's `comparisons`: for each arm with synthetic images, did it change
-the test metric against its matched control, and how sure is that?"""
+the test metric against its matched control, and how sure is that? The positive control (real+heldout@R) is stated
+apart: it says whether the study could see help at all."""
 
 from __future__ import annotations
 
 
-def comparisons(results: dict, metric: str = "auc") -> list[dict]:
-    return [c for c in results.get("comparisons", []) if c["metric"] == metric]
+def comparisons(results: dict, metric: str = "auc", positive: bool = False) -> list[dict]:
+    """The comparisons of `metric`: the synthetic ones, or with `positive` the positive controls'."""
+    return [c for c in results.get("comparisons", []) if c["metric"] == metric and _is_positive(c) == positive]
 
 
 def headline(results: dict, metric: str = "auc") -> str:
-    """One sentence over every comparison of `metric`: what improved, what got worse, what is unresolved."""
+    """One sentence over every synthetic comparison of `metric`: what improved, what got worse, what is
+    unresolved; led by the positive control's result where the run has one."""
     rows = comparisons(results, metric)
+    lead = [sensitivity_sentence(c) for c in comparisons(results, metric, positive=True)]
     if not rows:
-        return "No arm with synthetic images was compared with its control in this run."
+        return " ".join(lead + ["No arm with synthetic images was compared with its control in this run."])
     label = _label(metric)
-    by = {v: [c for c in rows if c["verdict"] == v] for v in ("improved", "worse", "no difference", "inconclusive")}
-    where = (f"on the held-out real test split (n = {results['n_test']}; {len(results['replicates'])} replicates, "
-             f"Holm-adjusted over {len(rows)} comparisons)")
+    by = {v: [c for c in rows if c["verdict"].split(",")[0] == v]
+          for v in ("improved", "worse", "no difference", "inconclusive")}
+    m = rows[0].get("n_comparisons", len(rows))
+    where = (f"on the held-out real test split (n = {results['n_test']}; {len(results['replicates'])} replicates; "
+             f"CIs Bonferroni-adjusted over {m} comparisons)")
     parts = []
     if by["improved"]:
         parts.append("improved " + label + ": " + "; ".join(_effect(c) for c in by["improved"]))
@@ -26,39 +32,44 @@ def headline(results: dict, metric: str = "auc") -> str:
         parts.append(f"no difference larger than ±{results['min_effect']:g}: "
                      + ", ".join(_pair(c) for c in by["no difference"]))
     if by["inconclusive"]:
-        parts.append("inconclusive (the 95% CI is wider than the smallest effect of interest, "
+        parts.append("inconclusive (the adjusted CI is wider than the smallest effect of interest, "
                      f"±{results['min_effect']:g}): " + ", ".join(_pair(c) for c in by["inconclusive"]))
     if not by["improved"]:
         parts.insert(0, f"No arm with synthetic images improved test {label} over its matched control")
-    return f"{'. '.join(p[0].upper() + p[1:] for p in parts)} {where}."
+    return " ".join(lead + [f"{'. '.join(p[0].upper() + p[1:] for p in parts)} {where}."])
+
+
+def sensitivity_sentence(c: dict) -> str:
+    """Whether the positive control saw the help it is certain to bring, and what that means for the rest."""
+    effect = _effect(c, pair=False)
+    if c["verdict"].startswith("improved"):
+        return f"The study can see help here: the positive control {_pair(c)} improved {effect}."
+    return (f"THE STUDY CANNOT SEE HELP HERE: the positive control {_pair(c)} ({effect}) did not improve "
+            f"significantly, so no verdict on synthetic images at this size can say they do not help.")
 
 
 def sentence(c: dict, results: dict) -> str:
     """One comparison, stated with its interval, both variance components and what would resolve it."""
     text = (f"{_pair(c)}: {_label(c['metric'])} {_effect(c, pair=False)}, between-replicate sd "
             f"{_num(c['between_replicate_sd'])}, test-sampling sd {_num(c['test_sampling_sd'])}: {c['verdict']}")
-    if c["verdict"] == "inconclusive":
-        text += "; " + resolution(c, results)
+    if c["verdict"] == "inconclusive" and c.get("decided_by"):
+        text += "; would be decided by " + c["decided_by"]
     return text + "."
-
-
-def resolution(c: dict, results: dict) -> str:
-    """What data would decide an inconclusive comparison."""
-    from medsyn.evaluate.stats import test_split_growth_needed
-
-    if c["n_replicates"] < 2:
-        return "one replicate cannot measure training variability: run at least 2 (--seeds)"
-    if c["replicates_needed"]:
-        return f"about {c['replicates_needed']} replicates would narrow the CI below ±{results['min_effect']:g}"
-    factor = test_split_growth_needed(c["test_sampling_sd"] or 0.0, results["min_effect"])
-    return (f"more replicates alone cannot: the test split's sampling error needs a test split about "
-            f"{factor:.1f} times larger")
 
 
 def _effect(c: dict, pair: bool = True) -> str:
     head = f"{_pair(c)} " if pair else ""
-    return (f"{head}{c['diff']:+.3f} [95% CI {c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
-            f"Holm p = {c['p_adjusted']:.3g}") if c["diff"] is not None else f"{head}n/a"
+    if c["diff"] is None:
+        return f"{head}n/a"
+    level = c.get("ci_level", 0.95)
+    return (f"{head}{c['diff']:+.3f} [{level:.1%} CI {c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
+            f"adjusted p = {c['p_adjusted']:.3g}")
+
+
+def _is_positive(c: dict) -> bool:
+    from medsyn.classify import parse_arm
+
+    return parse_arm(c["arm"]).heldout
 
 
 def _pair(c: dict) -> str:

@@ -53,20 +53,46 @@ def dataset(src: str | None, data_config):
 
 
 @functools.lru_cache(maxsize=4)
-def _point_dataset(src: str | None, data_config, size: float, imbalance: float):
-    from medsyn.data.splits import nested_train_subset
+def _point_rows(src: str | None, data_config, size: float, imbalance: float, scale_val: bool) -> np.ndarray:
+    from medsyn.data.splits import learning_curve_point
 
     full = dataset(src, data_config)
     if size == 1.0 and imbalance == 1.0:
-        return full
-    kept = nested_train_subset(full.labels, full.groups, full.split, size, imbalance, data_config.split_seed)
-    return full.select(kept | (full.split != "train"))
+        return np.ones(len(full), dtype=bool)
+    return learning_curve_point(full.labels, full.groups, full.split, size, imbalance, data_config.split_seed,
+                                scale_val)
+
+
+def _rows(study: Study, params: dict) -> np.ndarray:
+    return _point_rows(study.src, study.config.data, params.get("size", 1.0), study.config.imbalance,
+                       study.config.scale_val)
 
 
 def point_dataset(study: Study, params: dict):
-    """The data of one learning-curve point: the run's val and test splits and the point's nested train subset.
-    Its generators and arms never see a real training image outside it."""
-    return _point_dataset(study.src, study.config.data, params.get("size", 1.0), study.config.imbalance)
+    """The data of one learning-curve point: its nested train subset, its val subset (in proportion, see
+    `learning_curve_point`) and the whole test split. Only the classifier runs receive it, and they seal the test
+    rows until their final evaluation; every earlier stage gets `development_data`."""
+    return dataset(study.src, study.config.data).select(_rows(study, params))
+
+
+def development_data(study: Study, params: dict):
+    """The point's train and val rows, without any test row: what generators, synthesis (with its guidance
+    choice), the audit and the filter learn from and choose on."""
+    return point_dataset(study, params).without_test()
+
+
+def heldout_pool(study: Study, params: dict):
+    """The positive control's pool: the real train images outside the point's train subset, labelled as they are,
+    standing in for a perfect generator's output. An image whose pixels also stand in val or test (a duplicate
+    the source carries across splits) is left out: the pool never holds a val or test image, by content."""
+    import hashlib
+
+    full = dataset(study.src, study.config.data)
+    digest = lambda image: hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
+    held = {digest(image) for image in full.images[full.split != "train"]}
+    outside = (full.split == "train") & ~_rows(study, params)
+    outside[outside] = [digest(image) not in held for image in full.images[outside]]
+    return full.select(outside)
 
 
 def _data(job: Job, study: Study) -> None:
@@ -79,7 +105,7 @@ def _generator(job: Job, study: Study) -> None:
     from medsyn import gan
 
     p = job.params
-    gan.train(point_dataset(study, p), study.config.gan_config(p["model"], p["seed"]),
+    gan.train(development_data(study, p), study.config.gan_config(p["model"], p["seed"]),
               _folder(study, p, "gan", p["model"], f"g{p['index']}"), resume=True, progress=False)
 
 
@@ -87,7 +113,7 @@ def _synthesize(job: Job, study: Study) -> None:
     from medsyn import synth
 
     p = job.params
-    real = point_dataset(study, p)
+    real = development_data(study, p)
     train = real.subset("train")
     counts = synthetic_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
     checkpoint = _folder(study, p, "gan", p["model"], f"g{p['index']}") / "final.pt"
@@ -101,7 +127,7 @@ def _audit(job: Job, study: Study) -> None:
     from medsyn.evaluate.audit import run_audit
 
     p = job.params
-    real = point_dataset(study, p)
+    real = development_data(study, p)
     pool = synth.load_synthetic(_folder(study, p, "synthetic", p["model"], f"g{p['index']}"), real)
     run_audit(real, pool, study.run_dir / job.name, study.config.audit, generator_name=f"{p['model']} g{p['index']}")
 
@@ -113,10 +139,11 @@ def _classify(job: Job, study: Study) -> None:
     p = job.params
     real = point_dataset(study, p)
     arm = parse_arm(p["arm"])
-    pool = None if p["generator"] is None else \
+    pool = heldout_pool(study, p) if arm.heldout else None if p["generator"] is None else \
         synth.load_synthetic(_folder(study, p, "synthetic", study.config.gans[0], f"g{p['generator']}"), real)
     if arm.filtered:
-        pool = filter_pool(pool, _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}"), real.subset("val"))
+        pool = filter_pool(pool, _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}"),
+                           development_data(study, p).subset("val"))
     train_arm(real, p["arm"], p["seed"], study.config.classify, _folder(study, p, "arms", p["arm"], f"seed{p['seed']}"),
               synthetic=pool)
 
@@ -141,58 +168,95 @@ BODIES = {"data": _data, "generator": _generator, "synthesize": _synthesize, "au
 
 def evaluate_run(study: Study) -> dict:
     """Statistics over replicates from the finished runs' prediction files, per learning-curve point, written to
-    results.json: the largest point's summary at the top level (the main verdict), every point under `curve`,
-    and what each synthetic arm was worth in real images under `worth`."""
-    from medsyn.study.plan import size_points, size_tag
+    results.json: the largest point's summary at the top level (the main verdict), every point under `curve`
+    (with its train and val counts: the labelled images it used), whether the positive control saw help under
+    `sensitivity`, and what each arm with extra images was worth in labelled real images under `worth`."""
+    from medsyn.study.plan import arms_at, size_points, size_tag
 
     config = study.config
+    n_full = int((dataset(study.src, config.data).split == "train").sum())
     points = []
     for prefix, size in size_points(config):
-        train = point_dataset(study, {"size": size}).subset("train")
-        summary = _summarize(study.run_dir / prefix, config)
+        point = point_dataset(study, {"size": size})
+        train, val = point.subset("train"), point.subset("val")
+        summary = _summarize(study.run_dir / prefix, config, arms_at(config, size, n_full))
         points.append({"size": size, "tag": size_tag(size), "folder": prefix or ".", "n_train": len(train),
+                       "n_val": len(val), "n_labelled": len(train) + len(val),
                        "per_class": np.bincount(train.labels, minlength=train.n_classes).tolist(), **summary})
     largest = max(points, key=lambda p: p["n_train"])
     result = {k: v for k, v in largest.items() if k not in ("size", "tag", "per_class")}
     if len(points) > 1:
         result["imbalance"] = config.imbalance
+        result["val_scaled"] = config.scale_val
         result["curve"] = points
+        result["sensitivity"] = _sensitivity(points)
         result["worth"] = _worth(points, config)
     write_json(study.run_dir / "results.json", result)
     return result
 
 
-def _summarize(folder: Path, config: RunConfig) -> dict:
+def _summarize(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
     from medsyn.classify import parse_arm, read_predictions
     from medsyn.evaluate.stats import summarize_arms
 
     results = {arm: {seed: read_predictions(folder / "arms" / arm / f"seed{seed}") for seed in config.seeds}
-               for arm in config.arms}
-    controls = {arm: parse_arm(arm).control for arm in config.arms if parse_arm(arm).control}
-    summary = summarize_arms(results, controls, n_bootstrap=config.n_bootstrap, seed=0, min_effect=config.min_effect)
+               for arm in arms}
+    controls = {arm: parse_arm(arm).control for arm in arms if parse_arm(arm).control}
+    clusters = {arm: {seed: generator_of(config, r) for r, seed in enumerate(config.seeds)}
+                for arm in arms if parse_arm(arm).uses_synthetic}
+    summary = summarize_arms(results, controls, n_bootstrap=config.n_bootstrap, seed=0, min_effect=config.min_effect,
+                             clusters=clusters, positive_controls=positive_controls(arms))
     summary["generators"] = {str(seed): f"{config.gans[0]} g{generator_of(config, r)}"
                              for r, seed in enumerate(config.seeds)}
-    summary["exposure"] = _exposure(folder, config)
+    summary["exposure"] = _exposure(folder, config, arms)
     return summary
 
 
-def _worth(points: list[dict], config: RunConfig) -> list[dict]:
-    """For every arm with synthetic images and every point: the real images its test AUC and balanced accuracy
-    are worth on the real-only curve."""
+def positive_controls(arms: tuple[str, ...]) -> dict[str, str]:
+    """Each synthetic arm's positive control: the real+heldout arm with its control, at its dose if there is one."""
     from medsyn.classify import parse_arm
-    from medsyn.classify.arms import synthetic_need
+
+    heldout = [parse_arm(a) for a in arms if parse_arm(a).heldout]
+    out = {}
+    for arm in (parse_arm(a) for a in arms if parse_arm(a).uses_synthetic and parse_arm(a).real):
+        same_control = [h for h in heldout if h.control == arm.control]
+        same_dose = [h for h in same_control if h.synth_ratio == arm.synth_ratio]
+        if same_control:
+            out[arm.name] = (same_dose or same_control)[0].name
+    return out
+
+
+def _sensitivity(points: list[dict]) -> dict:
+    """Could the study see help? The positive control's test-AUC verdict at each size where it ran; `sees_help`
+    is whether it improved at the smallest size."""
+    rows = [{"n_train": p["n_train"], "n_labelled": p["n_labelled"], "arm": c["arm"], "diff": c["diff"],
+             "ci_low": c["ci_low"], "ci_high": c["ci_high"], "verdict": c["verdict"]}
+            for p in points for c in p["comparisons"] if c["metric"] == "auc" and "heldout" in c["arm"]]
+    if not rows:
+        return {"positive_control": None, "sees_help": None, "points": []}
+    smallest = min(r["n_train"] for r in rows)
+    sees = all(r["verdict"].startswith("improved") for r in rows if r["n_train"] == smallest)
+    return {"positive_control": rows[0]["arm"], "sees_help": sees, "points": rows}
+
+
+def _worth(points: list[dict], config: RunConfig) -> list[dict]:
+    """For every arm with extra images and every point: the labelled real images its test AUC and balanced
+    accuracy are worth on its matched control's curve, with how many extra images it actually drew (after a
+    filter, what the filter kept)."""
+    from medsyn.classify import parse_arm
     from medsyn.evaluate.worth import real_images_worth
 
-    sizes = [p["n_train"] for p in points]
+    sizes = [p["n_labelled"] for p in points]
     out = []
     for metric in ("auc", "balanced_accuracy"):
-        real = [p["arms"]["real"][metric]["per_replicate"] for p in points]
-        for arm in (a for a in config.arms if parse_arm(a).uses_synthetic):
-            for point in points:
-                worth = real_images_worth(sizes, real, point["arms"][arm][metric]["per_replicate"])
-                drawn = int(synthetic_need(parse_arm(arm), np.array(point["per_class"])).sum())
-                out.append({"arm": arm, "metric": metric, "n_train": point["n_train"],
-                            "n_synthetic": drawn, **worth})
+        for arm in (a for a in config.arms if parse_arm(a).uses_pool):
+            curve = [p["arms"][parse_arm(arm).control][metric] for p in points]
+            for point in (p for p in points if arm in p["arms"]):
+                worth = real_images_worth(sizes, curve, point["arms"][arm][metric])
+                drawn = point["exposure"]["per_arm"][arm]["n_synthetic"]
+                out.append({"arm": arm, "control": parse_arm(arm).control, "metric": metric,
+                            "n_train": point["n_train"], "n_labelled": point["n_labelled"],
+                            "n_synthetic": int(np.mean(drawn)), **worth})
     return out
 
 
@@ -206,15 +270,19 @@ def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[in
     return [int(max(1, *column)) for column in zip(*needs)] if needs else [1] * len(train_counts)
 
 
-def _exposure(folder: Path, config: RunConfig) -> dict:
-    """Per arm: real passes, synthetic images seen and best epoch of each replicate's selected model, and the
-    share of runs whose best epoch was the last one allowed (the epoch cap, not early stopping, ended them)."""
+def _exposure(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
+    """Per arm: real and extra images seen, the dose they make (extra per real image seen), real passes, best
+    epoch and extra images drawn of each replicate's selected model, and the share of runs whose best epoch was
+    the last one allowed (the epoch cap, not early stopping, ended them)."""
     from medsyn.fileio import read_json
 
     out = {}
-    for arm in config.arms:
-        runs = [read_json(folder / "arms" / arm / f"seed{s}" / "val_metrics.json") for s in config.seeds]
-        out[arm] = {key: [r.get(key) for r in runs] for key in ("real_passes", "synthetic_seen", "best_epoch")}
+    for arm in arms:
+        runs = [folder / "arms" / arm / f"seed{s}" for s in config.seeds]
+        exposure = [read_json(run / "val_metrics.json") for run in runs]
+        out[arm] = {key: [r.get(key) for r in exposure]
+                    for key in ("real_seen", "synthetic_seen", "dose", "real_passes", "best_epoch")}
+        out[arm]["n_synthetic"] = [read_json(run / "config.json")["training_set"]["n_synthetic"] for run in runs]
     capped = [r == config.classify.epochs for a in out.values() for r in a["best_epoch"]]
     return {"per_arm": out, "epoch_cap": config.classify.epochs,
             "share_best_at_cap": round(sum(capped) / max(1, len(capped)), 3)}

@@ -48,6 +48,15 @@ def size_tag(size: float) -> str:
     return f"f{size:g}" if size <= 1 else f"n{int(size)}"
 
 
+def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
+    """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R)
+    only where real train images lie outside the point's subset."""
+    from medsyn.classify import parse_arm
+
+    full = size == 1.0 or size >= n_train
+    return tuple(a for a in config.arms if not (full and parse_arm(a).heldout))
+
+
 def build_plan(config: RunConfig, n_train: int) -> list[Job]:
     """Every job of `medsyn run`, in an order that respects the dependencies. `n_train`: real train images, for
     the time estimates only."""
@@ -73,7 +82,7 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, after:
             jobs += _generator_jobs(config, model, k, seed, point, n_size, after=_last_audit(jobs) or after)
     primary = config.gans[0]
     for r, seed in enumerate(config.seeds):
-        for arm in config.arms:
+        for arm in arms_at(config, size, n_train):
             parsed = parse_arm(arm)
             needs = (f"{prefix}synthetic/{primary}/g{generator_of(config, r)}",) if parsed.uses_synthetic else ()
             if parsed.filtered:
