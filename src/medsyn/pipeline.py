@@ -38,14 +38,15 @@ def register(verbs) -> None:
                               epilog=RUN_LAYOUT)
     add_data_arguments(parser)
     parser.add_argument("--preset", choices=configs.PRESETS, default="quick",
-                        help="smoke (about a minute, for tests), quick (default, about 12 min on 2 CPU cores), "
-                             "full (GPU)")
+                        help="smoke (about a minute, for tests), quick (default, a real answer on 2 CPU cores), "
+                             "study (a learning curve with a positive control), full (GPU)")
     parser.add_argument("--gan", default=None,
                         help="generator model(s), comma-separated: cgan, acgan or cgan,acgan (default: the preset's); "
                              "the first one feeds the classifier arms, every one is audited")
     parser.add_argument("--arms", default=None,
                         help="classifier arms, comma-separated (default: the preset's), e.g. "
-                             "real,real+aug,real+synth@1; every arm with synthetic images needs its matched control")
+                             "real,real+aug,real+synth@1; every arm with synthetic images needs its matched control; "
+                             "real+heldout@R is the positive control of a learning curve")
     parser.add_argument("--seeds", default=None,
                         help="replicates, as a list or a range: 0,1,2 or 10-14 (default: the preset's); replicate "
                              "seed s is the classifier seed of every arm")

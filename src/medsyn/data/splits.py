@@ -132,3 +132,16 @@ def learning_curve_point(labels: np.ndarray, groups: np.ndarray, split: np.ndarr
 
 
 VAL_FLOOR_PER_CLASS = 5  # early stopping, the threshold and the filter need a few val images of every class
+
+
+def heldout_train_rows(images: np.ndarray, split: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """The train rows outside `kept` (a learning-curve point's rows) whose pixels stand in no val or test row: the
+    positive control's pool, which must never hold a val or test image, even one the source duplicates across
+    splits."""
+    import hashlib
+
+    digest = lambda image: hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
+    held = {digest(image) for image in images[split != "train"]}
+    outside = (split == "train") & ~kept
+    outside[outside] = [digest(image) not in held for image in images[outside]]
+    return outside

@@ -85,14 +85,10 @@ def heldout_pool(study: Study, params: dict):
     """The positive control's pool: the real train images outside the point's train subset, labelled as they are,
     standing in for a perfect generator's output. An image whose pixels also stand in val or test (a duplicate
     the source carries across splits) is left out: the pool never holds a val or test image, by content."""
-    import hashlib
+    from medsyn.data.splits import heldout_train_rows
 
     full = dataset(study.src, study.config.data)
-    digest = lambda image: hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
-    held = {digest(image) for image in full.images[full.split != "train"]}
-    outside = (full.split == "train") & ~_rows(study, params)
-    outside[outside] = [digest(image) not in held for image in full.images[outside]]
-    return full.select(outside)
+    return full.select(heldout_train_rows(full.images, full.split, _rows(study, params)))
 
 
 def _data(job: Job, study: Study) -> None:
