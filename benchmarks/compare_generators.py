@@ -81,14 +81,20 @@ def print_arms(runs: list[Path], config: dict, names: list[str]) -> None:
         print(f"\n{arm}: {'the same predictions in both runs' if same else 'PREDICTIONS DIFFER between the runs'}")
     results = {f"{arm} [{tag}]": {s: read_predictions(run / "arms" / arm / f"seed{s}") for s in seeds}
                for arm in synthetic for tag, run in zip("AB", runs)}
-    summary = summarize_arms(results, {f"{arm} [B]": f"{arm} [A]" for arm in synthetic})
+    generators = {s: r % config["gan_seeds"] for r, s in enumerate(seeds)}  # replicates on one generator: one unit
+    summary = summarize_arms(results, {f"{arm} [B]": f"{arm} [A]" for arm in synthetic},
+                             clusters={name: generators for name in results})
     print(f"\narms on the real test split (n = {summary['n_test']}), replicates {seeds}; A = {names[0]}, "
-          f"B = {names[1]}; B - A paired by replicate, Holm over {len(synthetic)} arms")
+          f"B = {names[1]}; B - A paired by replicate, clustered by generator, Bonferroni over {len(synthetic)} arms")
     for metric in ("auc", "balanced_accuracy"):
-        print(f"\n{'arm':18} {'A ' + metric:>24} {'B ' + metric:>24} {'B - A [95% CI]':>28} {'Holm p':>7}  verdict")
+        print(f"\n{'arm':18} {'A ' + metric:>24} {'B ' + metric:>24} {'B - A [adjusted CI]':>28} {'adj. p':>7}  "
+              f"verdict")
         for arm in synthetic:
             a, b = (summary["arms"][f"{arm} [{tag}]"][metric] for tag in "AB")
             c = next(r for r in summary["comparisons"] if r["arm"] == f"{arm} [B]" and r["metric"] == metric)
+            if c["ci_low"] is None:
+                print(f"{arm:18} {_interval(a):>24} {_interval(b):>24} {c['diff']:>+8.4f} (one generator: no interval)")
+                continue
             print(f"{arm:18} {_interval(a):>24} {_interval(b):>24} "
                   f"{c['diff']:>+8.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] {c['p_adjusted']:>7.3f}  {c['verdict']}")
 

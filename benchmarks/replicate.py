@@ -60,7 +60,7 @@ def compare(a: dict, b: dict, run_a: Path, run_b: Path) -> str:
     consistent = total = same_verdict = 0
     for ca in (c for c in a["comparisons"] if c["metric"] in METRICS):
         cb = b_rows.get(key(ca))
-        if cb is None or ca["diff"] is None or cb["diff"] is None:
+        if cb is None or ca["ci_low"] is None or cb["ci_low"] is None:
             continue
         overlap = ca["ci_low"] <= cb["ci_high"] and cb["ci_low"] <= ca["ci_high"]
         total += 1

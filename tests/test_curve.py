@@ -51,6 +51,10 @@ def test_imbalance_subsamples_every_class_but_the_largest_and_sizes_count_images
     assert kept[1] == counts[1] and abs(kept[0] - 0.2 * counts[0]) <= 3
     by_count = nested_train_subset(labels, groups, split, 250, seed=0)
     assert abs(by_count.sum() - 250) <= 6
+    point = learning_curve_point(labels, groups, split, 1.0, imbalance=0.2)
+    val_kept = np.bincount(labels[point & (split == "val")], minlength=2)
+    val_all = np.bincount(labels[split == "val"])
+    assert val_kept[1] == val_all[1] and abs(val_kept[0] - 0.2 * val_all[0]) <= 3   # the same shares as train
 
 
 def test_strategy_arms_and_their_controls():
@@ -69,10 +73,10 @@ def test_val_shrinks_with_train_in_proportion_nested_and_grouped(grouped):
     n_val = {}
     for f, mask in masks.items():
         assert (mask[split == "test"]).all()                                   # the test split whole
-        train = (mask & (split == "train")).sum() / (split == "train").sum()
         kept = np.bincount(labels[mask & (split == "val")], minlength=2)
-        expected = np.maximum(VAL_FLOOR_PER_CLASS, np.round(train * val_counts))
-        np.testing.assert_allclose(kept, np.minimum(expected, val_counts), atol=3)  # one 3-image patient
+        train_share = np.bincount(labels[mask & (split == "train")], minlength=2) / np.bincount(labels[split == "train"])
+        np.testing.assert_allclose(kept, np.round(train_share * val_counts), atol=3)   # within one 3-image patient ...
+        assert (kept >= np.minimum(VAL_FLOOR_PER_CLASS, val_counts)).all()              # ... and never below the floor
         n_val[f] = kept.sum()
         for g in np.unique(groups[split == "val"]):
             assert len(set(mask[(groups == g) & (split == "val")])) == 1

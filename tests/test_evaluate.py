@@ -151,8 +151,9 @@ def test_summarize_arms_pairs_arms_with_their_controls_and_detects_a_real_differ
     per_seed = [skm.roc_auc_score(y, r["proba"][:, 1]) for r in results["real"].values()]
     assert real["mean"] == pytest.approx(np.mean(per_seed))
     assert real["between_replicate_sd"] == pytest.approx(np.std(per_seed, ddof=1))
-    se = np.sqrt(real["between_replicate_sd"] ** 2 / 3 + real["test_sampling_sd"] ** 2)
-    assert real["ci_high"] - real["mean"] == pytest.approx(sps.t.ppf(0.975, real["df"]) * se)
+    assert real["n_clusters"] == 3 and real["df"] == 2       # no generator: each replicate is its own unit
+    half = np.hypot(sps.t.ppf(0.975, 2) * real["between_cluster_sd"] / np.sqrt(3), 1.959964 * real["test_sampling_sd"])
+    assert real["ci_high"] - real["mean"] == pytest.approx(half, rel=1e-6)
     by = {(c["arm"], c["metric"]): c for c in summary["comparisons"]}
     assert len(summary["comparisons"]) == 3 * len(METRICS)
     better = by["better", "auc"]

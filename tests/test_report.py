@@ -9,7 +9,7 @@ from medsyn.report.verdict import headline, sentence
 def _record(arm, diff, low, high, verdict, control="real", decided_by=None, between=0.01, test_sd=0.003):
     return {"arm": arm, "control": control, "metric": "auc", "diff": diff, "ci_low": low, "ci_high": high,
             "p_value": 0.01, "p_adjusted": 0.03, "n_replicates": 5, "n_clusters": 5, "n_comparisons": 3,
-            "ci_level": 1 - 0.05 / 3, "between_replicate_sd": between, "test_sampling_sd": test_sd,
+            "ci_level": 1 - 0.05 / 3, "between_cluster_sd": between, "unit": "generator", "test_sampling_sd": test_sd,
             "verdict": verdict, "decided_by": decided_by}
 
 
@@ -47,5 +47,5 @@ def test_no_gain_is_said_plainly_and_inconclusive_says_what_would_decide():
     assert text.startswith("No arm with synthetic images improved test AUC over its matched control. No difference "
                            "larger than ±0.01: real+synth@1 vs real.")
     wide = sentence(results["comparisons"][1], results)
-    assert "between-replicate sd 0.0100, test-sampling sd 0.0030: inconclusive" in wide
+    assert "sd between 5 generators 0.0100, test-sampling sd 0.0030: inconclusive" in wide
     assert "would be decided by about 12 generators, one per replicate" in wide

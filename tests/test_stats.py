@@ -101,8 +101,9 @@ def test_shared_generators_say_more_generators_are_needed_and_widen_the_interval
     a, b = (next(c for c in s["comparisons"] if c["metric"] == "auc") for s in (shared, own))
     assert a["n_clusters"] == 2 and b["n_clusters"] == 6 and a["df"] == 1 and b["df"] == 5
     assert a["ci_high"] - a["ci_low"] > b["ci_high"] - b["ci_low"]
-    if a["verdict"] == "inconclusive" and a["replicates_needed"]:
-        assert "generators" in a["decided_by"]
+    assert a["verdict"] == "inconclusive" and a["replicates_needed"] > 2
+    assert a["decided_by"] == (f"about {a['replicates_needed']} generators, one per replicate: more replicates on "
+                               f"the same 2 generators would not")
 
 
 def test_generator_efficiency_recovers_a_known_share_of_the_perfect_gain():
@@ -139,6 +140,7 @@ def test_a_single_replicate_is_never_decisive(metric):
     record = next(c for c in summary["comparisons"] if c["metric"] == metric)
     assert record["between_replicate_sd"] is None and record["verdict"] == "inconclusive"
     assert "second generator" in record["decided_by"]
+    assert record["ci_low"] is None and record["p_value"] is None and record["p_adjusted"] is None
 
 
 def test_worth_recovers_a_known_answer_on_a_constructed_curve():

@@ -50,7 +50,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", "1,1"], "distinct"), (["--seeds", "a-b"], "non-negative integers"),
     (["--gan-seeds", "3"], "between 1 and the number of replicates"), (["--workers", "0"], "at least 1"),
-    (["--min-effect", "0"], "between 0 and 1")])
+    (["--min-effect", "0"], "between 0 and 1"),
+    (["--arms", "real,real+heldout@1"], "draws real train images from outside a learning-curve subset"),
+    (["--arms", "real,real+heldout@1", "--fractions", "0.6,1"], "real train images outside the subset, and only"),
+    (["--arms", "real,real+heldout@2", "--fractions", "0.02,0.4"], "a lower dose")])
 def test_bad_study_flags_fail_before_any_folder_is_made(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
     assert main(["run", "--preset", "smoke", "--out", str(out), *flags]) == 2

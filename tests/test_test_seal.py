@@ -1,7 +1,8 @@
-"""The test split is for the final number only, by construction: a study run twice, once on real data and once on
-the same data with its TEST split scrambled (noise images, shuffled labels), trains the same generator, samples
-the same pool with the same guidance chosen, audits it the same, filters it the same and selects the same
-classifiers. Only the final test metrics may differ."""
+"""The test split is for the final number only, by construction: a learning-curve study run twice, once on real
+data and once on the same data with its TEST split scrambled (noise images, random labels in other proportions),
+trains the same generators, samples the same pools with the same guidance chosen, audits them the same, draws the
+same positive-control pool, filters the same and selects the same classifiers at every size. Only the final test
+metrics may differ."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from medsyn.data.export import save_npz
 
 pytest.importorskip("diffusers")
 
-ARMS = ("real", "real+filtered-synth@1")
+ARMS = ("real", "real+heldout@1", "real+filtered-synth@1")
+SIZES = ("f0.25", "f1")
 
 
 def _sources(folder):
-    """A 500/120/200 slice of the bundled data, and its twin whose test images are noise with shuffled labels."""
+    """A 500/120/200 slice of the bundled data, and its twin whose test images are noise with random labels."""
     full = data.load()
     keep = np.zeros(len(full), dtype=bool)
     for split, n in (("train", 500), ("val", 120), ("test", 200)):
@@ -32,7 +34,7 @@ def _sources(folder):
     rng = np.random.default_rng(0)
     images, labels = real.images.copy(), real.labels.copy()
     images[test] = rng.integers(0, 256, images[test].shape, dtype=np.uint8)
-    labels[test] = rng.permutation(labels[test])
+    labels[test] = rng.integers(0, 2, test.sum())
     scrambled = dataclasses.replace(real, images=images, labels=labels)
     paths = folder / "real.npz", folder / "scrambled.npz"
     save_npz(real, paths[0])
@@ -47,22 +49,17 @@ def twin_runs(tmp_path_factory):
     for source in _sources(folder):
         out = folder / source.stem
         assert main(["run", "--preset", "smoke", "--data", str(source), "--gan", "ddpm", "--guidance", "0,1",
-                     "--arms", ",".join(ARMS), "--seeds", "0", "--gan-seeds", "1", "--executor", "sequential",
+                     "--arms", ",".join(ARMS), "--fractions", "0.25,1", "--seeds", "0", "--gan-seeds", "1",
+                     "--executor", "sequential",
                      "--out", str(out)]) == 0
         runs.append(out)
     return runs
 
 
-def _weights(path):
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in state.items() if torch.is_tensor(v)} if "model" not in state else \
-        {k: v for k, v in state["model"].items()}
-
-
-def test_generator_training_never_sees_the_test_split(twin_runs):
-    real, scrambled = (run / "gan" / "ddpm" / "g0" / "final.pt" for run in twin_runs)
-    a, b = torch.load(real, map_location="cpu", weights_only=True), torch.load(scrambled, map_location="cpu",
-                                                                            weights_only=True)
+@pytest.mark.parametrize("size", SIZES)
+def test_generator_training_never_sees_the_test_split(twin_runs, size):
+    a, b = (torch.load(run / "sizes" / size / "gan" / "ddpm" / "g0" / "final.pt", map_location="cpu",
+                       weights_only=True) for run in twin_runs)
     tensors = lambda state: {k: v for k, v in _flatten(state) if torch.is_tensor(v)}
     ta, tb = tensors(a), tensors(b)
     assert ta.keys() == tb.keys() and len(ta) > 10
@@ -77,29 +74,35 @@ def _flatten(value, prefix=""):
         yield prefix, value
 
 
-def test_synthesis_and_its_guidance_choice_never_see_the_test_split(twin_runs):
-    pools = [np.load(run / "synthetic" / "ddpm" / "g0" / "synthetic.npz") for run in twin_runs]
+@pytest.mark.parametrize("size", SIZES)
+def test_synthesis_and_its_guidance_choice_never_see_the_test_split(twin_runs, size):
+    pools = [np.load(run / "sizes" / size / "synthetic" / "ddpm" / "g0" / "synthetic.npz") for run in twin_runs]
     assert np.array_equal(pools[0]["train_images"], pools[1]["train_images"])
     assert np.array_equal(pools[0]["train_labels"], pools[1]["train_labels"])
-    tables = [json.loads((run / "synthetic" / "ddpm" / "g0" / "guidance.json").read_text()) for run in twin_runs]
+    tables = [json.loads((run / "sizes" / size / "synthetic" / "ddpm" / "g0" / "guidance.json").read_text())
+              for run in twin_runs]
     assert tables[0]["chosen"] == tables[1]["chosen"] and tables[0]["scales"] == tables[1]["scales"]
 
 
-def test_the_audit_never_sees_the_test_split(twin_runs):
-    audits = [json.loads((run / "audit" / "ddpm" / "g0" / "audit.json").read_text()) for run in twin_runs]
+@pytest.mark.parametrize("size", SIZES)
+def test_the_audit_never_sees_the_test_split(twin_runs, size):
+    audits = [json.loads((run / "sizes" / size / "audit" / "ddpm" / "g0" / "audit.json").read_text())
+              for run in twin_runs]
     for key in ("counts", "fidelity", "label_fidelity", "memorization"):
         assert audits[0][key] == audits[1][key], key
 
 
-def test_the_filter_and_model_selection_never_see_the_test_split(twin_runs):
-    for arm in ARMS:
-        folders = [run / "arms" / arm / "seed0" for run in twin_runs]
+@pytest.mark.parametrize("size", SIZES)
+def test_the_filter_the_positive_control_and_model_selection_never_see_the_test_split(twin_runs, size):
+    for arm in ARMS if size != "f1" else ("real", "real+filtered-synth@1"):
+        folders = [run / "sizes" / size / "arms" / arm / "seed0" for run in twin_runs]
         selected = [json.loads((f / "val_metrics.json").read_text()) for f in folders]
         assert selected[0] == selected[1], arm
         sets = [json.loads((f / "config.json").read_text())["training_set"] for f in folders]
         assert sets[0] == sets[1]
-    kept = [json.loads((run / "arms" / ARMS[1] / "seed0" / "config.json").read_text())["synthetic_source"]
-            for run in twin_runs]
+    kept = [json.loads((run / "sizes" / size / "arms" / ARMS[2] / "seed0" / "config.json").read_text())
+            ["synthetic_source"] for run in twin_runs]
     assert kept[0].split("[filtered")[1] == kept[1].split("[filtered")[1]     # the same tau, the same kept count
-    tests = [json.loads((run / "arms" / "real" / "seed0" / "test_metrics.json").read_text()) for run in twin_runs]
+    tests = [json.loads((run / "sizes" / size / "arms" / "real" / "seed0" / "test_metrics.json").read_text())
+             for run in twin_runs]
     assert tests[0]["auc"] != tests[1]["auc"]                               # the scrambled split did reach the end

@@ -162,6 +162,7 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
     validate(config)
     check_out_dir(out, "run", resume=resume)
     n_train = _train_size(src, config)  # bad or missing data fails before the run folder exists (decoded once)
+    check_heldout_dose(config, n_train)
     _prepare_folder(out, config, src, resume)
     plan = study.build_plan(config, n_train)
     start = time.perf_counter()
@@ -178,7 +179,9 @@ def dry_run(config: configs.RunConfig, src, workers: int | None) -> str:
 
     validate(config)
     workers = workers or study.default_workers()
-    return study.describe(study.build_plan(config, _train_size(src, config)), workers)
+    n_train = _train_size(src, config)
+    check_heldout_dose(config, n_train)
+    return study.describe(study.build_plan(config, n_train), workers)
 
 
 def _train_size(src, config: configs.RunConfig) -> int:
@@ -226,6 +229,25 @@ def validate(config: configs.RunConfig) -> None:
     if missing:
         raise MedsynError(f"the arms compare with their matched controls {', '.join(missing)}, which are not in the "
                           "run; add them to the arms.")
+
+
+def check_heldout_dose(config: configs.RunConfig, n_train: int) -> None:
+    """The positive control real+heldout@R draws R real images per image of a size's subset from the train images
+    outside it: a size that leaves too few outside is refused before anything runs."""
+    from medsyn import classify
+
+    for arm in (classify.parse_arm(a) for a in config.arms if classify.parse_arm(a).heldout):
+        for size in config.sizes:
+            inside = size * n_train if size <= 1 else size
+            if inside < n_train and arm.synth_ratio * inside > HELDOUT_MARGIN * (n_train - inside):
+                raise MedsynError(
+                    f"arm {arm.name} at size {size:g}: {arm.synth_ratio:g} held-out images per train image need "
+                    f"{arm.synth_ratio * inside:.0f} real train images outside the subset, and only "
+                    f"{n_train - inside:.0f} are; use smaller sizes (at most {1 / (1 + arm.synth_ratio):.2f} of "
+                    f"train, less a margin) or a lower dose.")
+
+
+HELDOUT_MARGIN = 0.9  # of the images outside a subset: room for a larger class share and duplicates left out
 
 
 def _prepare_folder(out: Path, config: configs.RunConfig, src, resume: bool) -> None:

@@ -71,7 +71,9 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
     sealed_test = SealedTestSplit(dataset)
     _check_splits(dataset)
     data = training_data(parsed, real_train, synthetic, seed, config.exposure)
-    record["training_set"] = {"n_real": data.n_real, "n_synthetic": data.n_synthetic,
+    pre_data = pretraining_data(parsed, real_train, synthetic, seed) if parsed.pretrain else None
+    record["training_set"] = {"n_real": data.n_real,
+                              "n_synthetic": pre_data.n_synthetic if pre_data else data.n_synthetic,
                               "per_class": np.bincount(np.concatenate([data.stream_labels, data.ride_labels]),
                                                        minlength=dataset.n_classes).tolist()}
     write_json(out_dir / "config.json", record)
@@ -79,7 +81,7 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
     steps = _steps_per_epoch(len(real_train), config.batch_size, config.min_epoch_steps)
     init, pretrained = None, {}
     if parsed.pretrain:  # a pretraining epoch passes R synthetic images per image of a real epoch
-        pre = fit(pretraining_data(parsed, real_train, synthetic, seed), val, dataset.n_classes, config, seed,
+        pre = fit(pre_data, val, dataset.n_classes, config, seed,
                   augment=parsed.augment, steps_per_epoch=max(1, round(steps * parsed.synth_ratio)), log=log)
         init = pre.model.state_dict()
         pretrained = {"pretrain_best_epoch": pre.best_epoch, "synthetic_seen": pre.exposure["synthetic_seen"]}
@@ -200,8 +202,9 @@ class _Batches:
     images per real image of the arm's draw: the dose holds at every size and every number of steps per epoch.
 
     Common random numbers across the arms of a replicate: the stream's order, the augmentation of its images and
-    the dropout masks (the stream's images lead every batch) depend on `seed` and the step alone; the ride-along
-    images have their own order and augmentation generators."""
+    the dropout masks (the stream's images lead every batch; on CPU a mask's first rows do not depend on the rows
+    after them, on CUDA they may) depend on `seed` and the step alone; the ride-along images have their own order
+    and augmentation generators. Batch norm still mixes the ride-along images into the batch statistics."""
 
     def __init__(self, data: TrainingData, batch: int, steps: int | None, seed: int, transform, norm: dict):
         import torch
@@ -374,7 +377,7 @@ def _save_model(path: Path, model, meta: dict) -> None:
 
 
 def _run_record(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, synthetic: ImageSet | None) -> dict:
-    uses_synthetic = synthetic is not None and parse_arm(arm).uses_synthetic
+    uses_synthetic = synthetic is not None and parse_arm(arm).uses_pool
     return {"arm": arm, "seed": seed, "classify": to_dict(config), "data_source": dataset.source,
             "image_size": dataset.size, "channels": dataset.channels, "class_names": list(dataset.class_names),
             "split_counts": dataset.counts(), "synthetic_source": synthetic.source if uses_synthetic else None}

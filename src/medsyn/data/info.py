@@ -10,11 +10,16 @@ import numpy as np
 from medsyn.data.dataset import SPLITS, ImageSet
 
 
+def pixel_digest(image: np.ndarray) -> str:
+    """The identity of an image's pixels: equal for pixel-identical images, whatever their files."""
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
 def duplicate_groups(dataset: ImageSet) -> list[list[int]]:
     """Row indices of pixel-identical images, one list per group of two or more."""
     by_hash = defaultdict(list)
     for i, image in enumerate(dataset.images):
-        by_hash[hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()].append(i)
+        by_hash[pixel_digest(image)].append(i)
     return [rows for rows in by_hash.values() if len(rows) > 1]
 
 

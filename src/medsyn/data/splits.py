@@ -85,63 +85,66 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, given: np.ndarray, n_c
 
 
 def nested_train_subset(labels: np.ndarray, groups: np.ndarray, split: np.ndarray, size: float,
-                        imbalance: float = 1.0, seed: int = 0, which: str = "train",
-                        min_per_class: int = 1) -> np.ndarray:
-    """A mask of the `which` rows (train unless told) kept for a learning-curve point: `size` <= 1 is a fraction
-    of that split, > 1 a number of images. Stratified (each class keeps its share, times `imbalance` for every
-    class but the largest, and at least `min_per_class` images where the class has them), grouped (a patient's
-    images stay together) and nested: every class's patients are taken in one seeded order, so a smaller subset
-    is always inside a larger one. Rows of the other splits are never touched."""
-    rows_of_split = np.flatnonzero(split == which)
-    counts = np.bincount(labels[rows_of_split])
-    fraction = size if size <= 1 else size / len(rows_of_split)
-    kept = np.zeros(len(labels), dtype=bool)
-    rng = np.random.default_rng([seed, 20260101, *SPLIT_STREAMS[which]])
-    for cls, n in enumerate(counts):
-        if n == 0:
-            continue
-        share = fraction * (1.0 if n == counts.max() else imbalance)
-        target = min(n, max(min_per_class, int(round(share * n))))
-        rows = rows_of_split[labels[rows_of_split] == cls]
-        ids = np.array([g if g else f"__row{i}" for i, g in zip(rows, groups[rows])])
-        order = rng.permutation(np.unique(ids))
-        sizes = np.array([np.sum(ids == g) for g in order])
-        take = order[:max(1, int(np.searchsorted(np.cumsum(sizes), target, side="right")))]
-        kept[rows[np.isin(ids, take)]] = True
-    return kept
-
-
-SPLIT_STREAMS = {"train": [], "val": [1]}  # each split's subsets draw their own patient order
+                        imbalance: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A mask of the train rows kept for a learning-curve point: `size` <= 1 is a fraction of the train split,
+    > 1 a number of images. Stratified (each class keeps its share, times `imbalance` for every class but the
+    largest), grouped (a patient's images stay together) and nested: every class's patients are taken in one
+    seeded order, so a smaller subset is always inside a larger one. Val and test rows are never touched."""
+    train = split == "train"
+    counts = np.bincount(labels[train])
+    fraction = size if size <= 1 else size / train.sum()
+    shares = np.where(counts == counts.max(), fraction, fraction * imbalance)
+    return _nested(labels, groups, train, shares, np.random.default_rng([seed, 20260101]), min_per_class=1)
 
 
 def learning_curve_point(labels: np.ndarray, groups: np.ndarray, split: np.ndarray, size: float,
                          imbalance: float = 1.0, seed: int = 0, scale_val: bool = True) -> np.ndarray:
     """The rows of one learning-curve point: the nested train subset of `size`, the whole test split, and a val
-    split in the same proportion to the train subset as the full val split is to the full train split (nested,
-    stratified, patient-grouped, at least VAL_FLOOR_PER_CLASS images per class), so that a point with 94 labelled
-    train images is not tuned on hundreds of val images no such user would have. `scale_val=False` keeps the whole
-    val split at every size (optimistic at small sizes)."""
+    split that keeps each class in the same share as the train subset keeps it (nested, patient-grouped, at least
+    VAL_FLOOR_PER_CLASS images per class where val has them), so that a point with 94 labelled train images is not
+    tuned on hundreds of val images no such user would have. `scale_val=False` keeps the whole val split at every
+    size (optimistic at small sizes)."""
     train = nested_train_subset(labels, groups, split, size, imbalance, seed)
-    if scale_val:
-        fraction = train.sum() / (split == "train").sum()
-        val = nested_train_subset(labels, groups, split, fraction, imbalance, seed, which="val",
-                                  min_per_class=VAL_FLOOR_PER_CLASS)
-    else:
-        val = split == "val"
+    if not scale_val:
+        return train | (split != "train")
+    n_classes = int(labels.max()) + 1
+    shares = np.bincount(labels[train], minlength=n_classes) / \
+        np.maximum(1, np.bincount(labels[split == "train"], minlength=n_classes))
+    val = _nested(labels, groups, split == "val", shares, np.random.default_rng([seed, 20260101, 1]),
+                  min_per_class=VAL_FLOOR_PER_CLASS)
     return train | val | (split == "test")
 
 
 VAL_FLOOR_PER_CLASS = 5  # early stopping, the threshold and the filter need a few val images of every class
 
 
+def _nested(labels: np.ndarray, groups: np.ndarray, pool: np.ndarray, shares: np.ndarray,
+            rng: np.random.Generator, min_per_class: int) -> np.ndarray:
+    """Each class's `shares` of the `pool` rows, whole patients at a time in one seeded order per class (so a
+    smaller share is inside a larger one), at least `min_per_class` images where the class has them."""
+    rows_of_pool = np.flatnonzero(pool)
+    kept = np.zeros(len(labels), dtype=bool)
+    for cls, n in enumerate(np.bincount(labels[rows_of_pool])):
+        if n == 0:
+            continue
+        rows = rows_of_pool[labels[rows_of_pool] == cls]
+        ids = np.array([g if g else f"__row{i}" for i, g in zip(rows, groups[rows])])
+        order = rng.permutation(np.unique(ids))
+        cumulative = np.cumsum([np.sum(ids == g) for g in order])
+        target = max(1, int(round(shares[cls] * n)))
+        take = max(int(np.searchsorted(cumulative, target, side="right")),          # never above the share ...
+                   int(np.searchsorted(cumulative, min(min_per_class, n))) + 1)   # ... but up to the floor
+        kept[rows[np.isin(ids, order[:take])]] = True
+    return kept
+
+
 def heldout_train_rows(images: np.ndarray, split: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """The train rows outside `kept` (a learning-curve point's rows) whose pixels stand in no val or test row: the
     positive control's pool, which must never hold a val or test image, even one the source duplicates across
     splits."""
-    import hashlib
+    from medsyn.data.info import pixel_digest
 
-    digest = lambda image: hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()
-    held = {digest(image) for image in images[split != "train"]}
+    held = {pixel_digest(image) for image in images[split != "train"]}
     outside = (split == "train") & ~kept
-    outside[outside] = [digest(image) not in held for image in images[outside]]
+    outside[outside] = [pixel_digest(image) not in held for image in images[outside]]
     return outside

@@ -115,11 +115,6 @@ def replicates_needed(diff: float | None, between_sd: float | None, test_sd: flo
     return int(k[enough][0]) if enough.any() else None
 
 
-def test_split_growth_needed(test_sd: float, min_effect: float) -> float:
-    """How many times larger the test split must be for its sampling error alone to fit in +-min_effect."""
-    return float((stats.norm.ppf(0.5 + LEVEL / 2) * test_sd / min_effect) ** 2)
-
-
 def bootstrap_weights(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
     """(B, n) counts: how often each test case appears in each resample of n cases drawn with replacement."""
     idx = rng.integers(0, n, size=(n_bootstrap, n))
@@ -236,8 +231,13 @@ def _arm_estimate(per_replicate: np.ndarray, bootstrap: np.ndarray, clusters: np
 
 def _comparison(arm: str, control: str, metric: str, per_replicate: np.ndarray, bootstrap: np.ndarray,
                 clusters: np.ndarray) -> dict:
+    """A paired difference; with one generator (or replicate) no interval and no p: its training variance is
+    unknown, and test sampling alone would claim more than the data show."""
     out = _estimate(per_replicate, bootstrap, clusters)
-    return {"arm": arm, "control": control, "metric": metric, "diff": out.pop("mean"), **out}
+    if out["between_cluster_sd"] is None:
+        out.update(ci_low=None, ci_high=None, p_value=None)
+    unit = "generator" if any(c.startswith("g:") for c in clusters) else "replicate"
+    return {"arm": arm, "control": control, "metric": metric, "diff": out.pop("mean"), "unit": unit, **out}
 
 
 def _se(between_sd: float | None, test_sd: float, k):
@@ -275,7 +275,7 @@ def _adjust_and_judge(records: list[dict], min_effect: float) -> None:
             record.update(ci_unadjusted=[record["ci_low"], record["ci_high"]], n_comparisons=m,
                           ci_level=1 - (1 - LEVEL) / m,
                           p_adjusted=None if record["p_value"] is None else min(1.0, m * record["p_value"]))
-            if record["diff"] is not None:
+            if record["ci_low"] is not None:
                 half = float(_half_width(record["between_cluster_sd"], record["test_sampling_sd"],
                                          record["n_clusters"], record["ci_level"]))
                 record["ci_low"], record["ci_high"] = record["diff"] - half, record["diff"] + half
@@ -306,16 +306,16 @@ def _efficiency(arm: str, positive: str, control: str, metric: str, per_rep: dic
     same dose), with a 95% interval by the delta method through the same two-level estimator: the linearised
     per-replicate values d_arm - e d_positive have mean 0, and their standard error over |gain of the positive
     control| is e's. Given only where the positive control improved significantly (after the adjustment)."""
-    verdict = next(r["verdict"] for r in records if r["arm"] == positive and r["metric"] == metric)
+    record = {r["arm"]: r for r in records if r["metric"] == metric}
+    verdict = record[positive]["verdict"]
     out = {"arm": arm, "positive_control": positive, "control": control, "metric": metric, "efficiency": None,
            "ci_low": None, "ci_high": None, "se": None, "df": None, "note": None}
     if not verdict.startswith("improved"):
         return {**out, "note": f"the positive control's gain is not significant ({verdict})"}
     d_arm = per_rep[arm][metric] - per_rep[control][metric]
     d_pos = per_rep[positive][metric] - per_rep[control][metric]
-    names = list(dict.fromkeys(clusters))
-    gain_arm, gain_pos = (np.mean([d[clusters == c].mean() for c in names]) for d in (d_arm, d_pos))
-    e = float(gain_arm / gain_pos)
+    gain_pos = record[positive]["diff"]      # the gains as the comparisons state them
+    e = float(record[arm]["diff"] / gain_pos)
     linear = _estimate(d_arm - e * d_pos, (boot[arm][metric] - boot[control][metric]) -
                        e * (boot[positive][metric] - boot[control][metric]), clusters, with_p=False)
     if linear["se"] is None or linear["between_cluster_sd"] is None:

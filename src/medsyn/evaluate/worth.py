@@ -5,8 +5,10 @@ its matched control (`real` for real+synth@R, `real+aug` for an arm with augment
 metric. The control's curve is fitted monotone (isotonic regression of the mean on log size, so noise cannot bend
 it down) and interpolated linearly in log size. The 95% interval comes from the same variance model as the
 verdict's intervals: every point of the curve and the arm's mean are drawn from their t-distributions (mean,
-standard error, degrees of freedom of `medsyn.evaluate.stats`), the curve refitted and inverted for each draw. An
-arm above the curve's end is worth "more than" the largest size, and its interval is open at the top.
+standard error, degrees of freedom of `medsyn.evaluate.stats`), the curve refitted and inverted for each draw. The
+draws are independent, although every point is scored on the same test split: their shared test-sampling error
+would partly cancel, so the interval is conservative. An arm above the curve's end is worth "more than" the largest
+size, and its interval is open at the top.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def _draw(estimates: list[dict], rng: np.random.Generator) -> np.ndarray:
 
 
 def _invert(sizes: np.ndarray, means: np.ndarray, target: float) -> tuple[float, str | None]:
-    """The size at which the isotonic fit of `means` on log size reaches `target`; +inf above the fit's top
-    (beyond "above"), 0 below its bottom (beyond "below")."""
+    """The size at which the isotonic fit of `means` on log size reaches `target`; beyond the fit's top the largest
+    size (beyond "above"), below its bottom the smallest (beyond "below")."""
     from sklearn.isotonic import IsotonicRegression
 
     fitted = IsotonicRegression(increasing=True).fit_transform(np.log(sizes), means)

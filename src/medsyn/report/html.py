@@ -83,7 +83,8 @@ def _sensitivity_banner(r: dict) -> str:
     if sensitivity.get("sees_help") is None:
         return ""
     smallest = min(sensitivity["points"], key=lambda p: p["n_train"])
-    effect = f"{smallest['diff']:+.3f} [{smallest['ci_low']:+.3f}, {smallest['ci_high']:+.3f}]"
+    effect = "n/a" if smallest["ci_low"] is None else \
+        f"{smallest['diff']:+.3f} [{smallest['ci_low']:+.3f}, {smallest['ci_high']:+.3f}]"
     if sensitivity["sees_help"]:
         return (f"<div class='verdict better'>Positive control: {html.escape(smallest['arm'])} improved test AUC at "
                 f"{smallest['n_labelled']} labelled images ({effect}): this study can see help where help is "
@@ -118,7 +119,7 @@ def _curve_section(run: _RunFiles) -> str:
             f"split untouched; generators trained on each subset only. Sizes count the labelled images used (train "
             f"+ val). Worth: the number of labelled images with which the arm's matched control reaches the same "
             f"mean test AUC (an isotonic fit on a log scale); 95% CI from the same variance model as the verdicts "
-            f"(generators, seeds and test sampling).</p><ul>{verdicts}</ul>{figs}{table}{_efficiency_table(curve)}")
+            f"(generators, seeds and test sampling), drawn independently per point: conservative.</p><ul>{verdicts}</ul>{figs}{table}{_efficiency_table(curve)}")
 
 
 def _efficiency_table(curve: list[dict]) -> str:
@@ -251,7 +252,7 @@ def _comparison_section(run: _RunFiles) -> str:
                          _cell(c["test_sampling_sd"]), _p(c["p_value"]), _p(c["p_adjusted"]), c["verdict"],
                          c["decided_by"] or ""] for c in rows])
         forest = [(f"{c['arm']} vs {c['control']}", c["diff"], c["ci_low"], c["ci_high"]) for c in rows
-                  if c["diff"] is not None]
+                  if c["ci_low"] is not None]
         plot = f"<img src='{figures.forest_plot(forest, metric, 'matched control')}'>" if forest and \
             metric == "auc" else ""
         parts.append(f"<h3>{html.escape(metric)}</h3>{table}{plot}")

@@ -50,8 +50,9 @@ def sensitivity_sentence(c: dict) -> str:
 
 def sentence(c: dict, results: dict) -> str:
     """One comparison, stated with its interval, both variance components and what would resolve it."""
-    text = (f"{_pair(c)}: {_label(c['metric'])} {_effect(c, pair=False)}, between-replicate sd "
-            f"{_num(c['between_replicate_sd'])}, test-sampling sd {_num(c['test_sampling_sd'])}: {c['verdict']}")
+    text = (f"{_pair(c)}: {_label(c['metric'])} {_effect(c, pair=False)}, sd between {c['n_clusters']} "
+            f"{c.get('unit', 'replicate')}s {_num(c['between_cluster_sd'])}, test-sampling sd "
+            f"{_num(c['test_sampling_sd'])}: {c['verdict']}")
     if c["verdict"] == "inconclusive" and c.get("decided_by"):
         text += "; would be decided by " + c["decided_by"]
     return text + "."
@@ -59,8 +60,8 @@ def sentence(c: dict, results: dict) -> str:
 
 def _effect(c: dict, pair: bool = True) -> str:
     head = f"{_pair(c)} " if pair else ""
-    if c["diff"] is None:
-        return f"{head}n/a"
+    if c["diff"] is None or c["ci_low"] is None:
+        return f"{head}n/a" if c["diff"] is None else f"{head}{c['diff']:+.3f} (no interval: one generator)"
     level = c.get("ci_level", 0.95)
     return (f"{head}{c['diff']:+.3f} [{level:.1%} CI {c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
             f"adjusted p = {c['p_adjusted']:.3g}")

@@ -209,25 +209,24 @@ def _summarize(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
 
 
 def positive_controls(arms: tuple[str, ...]) -> dict[str, str]:
-    """Each synthetic arm's positive control: the real+heldout arm with its control, at its dose if there is one."""
+    """Each synthetic arm's positive control: the real+heldout arm with the same control and the same dose (an arm
+    without one, such as real+balance, gets no efficiency)."""
     from medsyn.classify import parse_arm
 
     heldout = [parse_arm(a) for a in arms if parse_arm(a).heldout]
-    out = {}
-    for arm in (parse_arm(a) for a in arms if parse_arm(a).uses_synthetic and parse_arm(a).real):
-        same_control = [h for h in heldout if h.control == arm.control]
-        same_dose = [h for h in same_control if h.synth_ratio == arm.synth_ratio]
-        if same_control:
-            out[arm.name] = (same_dose or same_control)[0].name
-    return out
+    return {arm.name: h.name for arm in (parse_arm(a) for a in arms if parse_arm(a).uses_synthetic)
+            for h in heldout if arm.real and not arm.balance and (h.control, h.synth_ratio) ==
+            (arm.control, arm.synth_ratio)}
 
 
 def _sensitivity(points: list[dict]) -> dict:
     """Could the study see help? The positive control's test-AUC verdict at each size where it ran; `sees_help`
     is whether it improved at the smallest size."""
+    from medsyn.classify import parse_arm
+
     rows = [{"n_train": p["n_train"], "n_labelled": p["n_labelled"], "arm": c["arm"], "diff": c["diff"],
              "ci_low": c["ci_low"], "ci_high": c["ci_high"], "verdict": c["verdict"]}
-            for p in points for c in p["comparisons"] if c["metric"] == "auc" and "heldout" in c["arm"]]
+            for p in points for c in p["comparisons"] if c["metric"] == "auc" and parse_arm(c["arm"]).heldout]
     if not rows:
         return {"positive_control": None, "sees_help": None, "points": []}
     smallest = min(r["n_train"] for r in rows)
