@@ -7,7 +7,7 @@ RUN_A and RUN_B are finished `medsyn run` folders that differ only in the genera
 weights and real-batch order between the two runs, so each synthetic arm of B is compared with the same arm of A as
 its matched control, paired by replicate, with the statistics of `medsyn run` (mean over replicates; 95% CI from
 the between-replicate variance, which here includes both runs' generator seeds, plus test-set sampling by a
-paired bootstrap; Holm over the arms). Arms without synthetic images are the same runs in both folders and are
+paired bootstrap, clustered by generator; Bonferroni over the arms). Arms without synthetic images are the same runs in both folders and are
 checked to have the same predictions. Runs with a learning curve are compared point by point. The audit rows are each run's primary generators (g0, g1, ...) in the
 label-trained CNN's feature space, each against its own run's real-vs-real floor.
 """

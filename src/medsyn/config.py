@@ -77,7 +77,7 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
     # cgan quick: width 12 was chosen with benchmarks/gan_quality.py over width 8 and 16 (more steps beat more
     # width). At 28 px cutout (half the side) hides most of the chest, so only colour and translation are applied.
     # A quick run trains two generators (one per generator seed) side by side on one thread each: 1000 steps each
-    # keeps the whole study within its 12-minute budget on 2 cores (at 2800 steps the audit measured FID 0.34).
+    # keeps the whole study within its 15-minute budget on 2 cores (at 2800 steps the audit measured FID 0.34).
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="color,translation",
                            ema_decay=0.995)}
     return GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
