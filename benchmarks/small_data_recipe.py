@@ -6,7 +6,7 @@ proportion), and the val images OUTSIDE the point's val subset stand in for the 
 itself is never loaded into the runs, so nothing here reads a test metric.
 
     python benchmarks/small_data_recipe.py [--fractions 0.02,0.05,0.1] [--seeds 0-4] [--workers 2]
-                                           [--out benchmarks/results/small_data_recipe.json]
+                                           [--recipes 0,1,4] [--out benchmarks/results/small_data_recipe.json]
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ RECIPES = {
     "20 epochs, patience 5, EMA 0.99": dict(epochs=20, patience=5, ema_decay=0.99),
     "20 epochs, patience 5, EMA 0.99, weight decay 5e-4": dict(epochs=20, patience=5, ema_decay=0.99,
                                                                weight_decay=5e-4),
+    "40 epochs, patience 10": dict(epochs=40, patience=10),
+    "20 epochs, patience 5, 40 steps per epoch": dict(epochs=20, patience=5, min_epoch_steps=40),
+    "20 epochs, patience 5, lr 3e-4": dict(epochs=20, patience=5, lr=3e-4),
 }
 ARMS = ("real", "real+heldout@1")
 
@@ -74,15 +77,17 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.02,0.05,0.1")
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--recipes", default=None, help="indices into RECIPES, e.g. 0,1,4 (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "small_data_recipe.json")
     args = parser.parse_args()
-    jobs = [(recipe, f, arm, s) for recipe in RECIPES for f in parse_sizes(args.fractions, None) for arm in ARMS
+    recipes = list(RECIPES) if args.recipes is None else [list(RECIPES)[int(i)] for i in args.recipes.split(",")]
+    jobs = [(recipe, f, arm, s) for recipe in recipes for f in parse_sizes(args.fractions, None) for arm in ARMS
             for s in parse_seeds(args.seeds)]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(one_run, jobs))
     print(f"{'recipe':<52}{'train':>6}{'val':>5}{'real AUC':>10}{'heldout gain':>14}{'paired sd':>10}{'s/run':>7}")
-    for recipe in RECIPES:
+    for recipe in recipes:
         for f in sorted({r["fraction"] for r in rows}):
             cell = {arm: {r["seed"]: r for r in rows if (r["recipe"], r["fraction"], r["arm"]) == (recipe, f, arm)}
                     for arm in ARMS}
