@@ -74,7 +74,8 @@ def test_val_shrinks_with_train_in_proportion_nested_and_grouped(grouped):
     for f, mask in masks.items():
         assert (mask[split == "test"]).all()                                   # the test split whole
         kept = np.bincount(labels[mask & (split == "val")], minlength=2)
-        train_share = np.bincount(labels[mask & (split == "train")], minlength=2) / np.bincount(labels[split == "train"])
+        train_share = np.bincount(labels[mask & (split == "train")], minlength=2) / \
+            np.bincount(labels[split == "train"])
         np.testing.assert_allclose(kept, np.round(train_share * val_counts), atol=3)   # within one 3-image patient ...
         assert (kept >= np.minimum(VAL_FLOOR_PER_CLASS, val_counts)).all()              # ... and never below the floor
         n_val[f] = kept.sum()

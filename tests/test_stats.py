@@ -1,5 +1,5 @@
 """The verdict's statistics: interval coverage by simulation against a known true difference, with a generator
-shared by replicates and with a small seed variance (benchmarks/coverage.py; the previous estimator undercovers
+shared by replicates and with a small seed variance (benchmarks/interval_coverage.py; the previous estimator undercovers
 the first), the Bonferroni adjustment that the shown interval and the verdict share, the verdict rules, the power
 calculation behind `replicates_needed`, and generator efficiency."""
 
@@ -15,7 +15,7 @@ from medsyn.evaluate.metrics import METRICS
 from medsyn.evaluate.stats import judge, replicates_needed, summarize_arms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import coverage as simulation  # noqa: E402  (benchmarks/coverage.py: the simulated studies)
+import interval_coverage as simulation  # noqa: E402  (benchmarks/interval_coverage.py: the simulated studies)
 
 STUDIES = 250
 

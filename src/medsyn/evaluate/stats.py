@@ -21,7 +21,7 @@ sqrt((t_{K-1} sb / sqrt(K))^2 + (z st)^2), the between-cluster part on its K - 1
 test-sampling part (from many resamples) as normal. (A Welch-Satterthwaite t on se undercovers at K = 2: a small
 sb both shrinks se and inflates the degrees of freedom.) The p-value is the level at which that interval just
 reaches 0, so p < alpha exactly when the 1 - alpha interval excludes 0. Assumption: the cluster means are
-approximately normal. `benchmarks/coverage.py` simulates studies with a generator effect and with a small seed
+approximately normal. `benchmarks/interval_coverage.py` simulates studies with a generator effect and with a small seed
 variance and prints this interval's coverage beside the previous estimator's; tests/test_stats.py holds it to 95%.
 
 Multiplicity: Bonferroni over the m comparisons of each metric (one learning-curve point at a time). Each

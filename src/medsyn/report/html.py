@@ -119,7 +119,8 @@ def _curve_section(run: _RunFiles) -> str:
             f"split untouched; generators trained on each subset only. Sizes count the labelled images used (train "
             f"+ val). Worth: the number of labelled images with which the arm's matched control reaches the same "
             f"mean test AUC (an isotonic fit on a log scale); 95% CI from the same variance model as the verdicts "
-            f"(generators, seeds and test sampling), drawn independently per point: conservative.</p><ul>{verdicts}</ul>{figs}{table}{_efficiency_table(curve)}")
+            f"(generators, seeds and test sampling), drawn independently per point: conservative.</p>"
+            f"<ul>{verdicts}</ul>{figs}{table}{_efficiency_table(curve)}")
 
 
 def _efficiency_table(curve: list[dict]) -> str:

@@ -1,7 +1,7 @@
 """Do the verdict's intervals cover the truth? Simulated studies with a known true AUC difference, scored by
 `medsyn.evaluate.stats.summarize_arms` and by the estimator it replaced.
 
-    python benchmarks/coverage.py [--studies 400] [--out benchmarks/results/coverage.json]
+    python benchmarks/interval_coverage.py [--studies 400] [--out benchmarks/results/interval_coverage.json]
 
 The simulated study: N test cases with labels y and a case effect e shared by every model (paired cases).
 Replicate r of arm a scores s = (mu_a + g_k(r) + u_ar) y + e + z, with g_k ~ N(0, GEN_SD^2) the effect of the
@@ -111,7 +111,7 @@ def coverage(scenario: Scenario, studies: int, seed: int = 11, n_bootstrap: int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=400)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "coverage.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "interval_coverage.json")
     args = parser.parse_args()
     start, rows = time.perf_counter(), []
     for scenario in SCENARIOS:
