@@ -145,3 +145,5 @@ def test_learning_curve_run_end_to_end(tmp_path):
     page = (out / "report.html").read_text()
     assert "Learning curve over labelled-data size" in page and "worth in labelled images" in page
     assert "achieved dose" in page and ("THE STUDY CANNOT SEE HELP" in page or "Positive control:" in page)
+    from medsyn.report.html import sensitivity_text
+    assert sensitivity_text(results) and sensitivity_text(results) in (out / "summary.md").read_text()

@@ -79,6 +79,15 @@ def _verdict_section(run: _RunFiles) -> str:
 
 def _sensitivity_banner(r: dict) -> str:
     """Before any other verdict: whether the positive control saw help at the smallest size."""
+    text = sensitivity_text(r)
+    if not text:
+        return ""
+    kind = "better" if r["sensitivity"]["sees_help"] else "worse"
+    return f"<div class='verdict {kind}'>{html.escape(text)}</div>"
+
+
+def sensitivity_text(r: dict) -> str:
+    """The positive control's result at the smallest size in words ("" without a positive control)."""
     sensitivity = r.get("sensitivity") or {}
     if sensitivity.get("sees_help") is None:
         return ""
@@ -86,14 +95,12 @@ def _sensitivity_banner(r: dict) -> str:
     effect = "n/a" if smallest["ci_low"] is None else \
         f"{smallest['diff']:+.3f} [{smallest['ci_low']:+.3f}, {smallest['ci_high']:+.3f}]"
     if sensitivity["sees_help"]:
-        return (f"<div class='verdict better'>Positive control: {html.escape(smallest['arm'])} improved test AUC at "
-                f"{smallest['n_labelled']} labelled images ({effect}): this study can see help where help is "
-                f"certain.</div>")
-    return (f"<div class='verdict worse'>THE STUDY CANNOT SEE HELP: the positive control "
-            f"{html.escape(smallest['arm'])} (real images from outside the subset, as a perfect generator would give) "
-            f"did not improve test AUC significantly at {smallest['n_labelled']} labelled images ({effect}, "
-            f"{html.escape(smallest['verdict'])}). A 'no difference' or 'inconclusive' verdict on synthetic images "
-            f"below says nothing about whether they could help.</div>")
+        return (f"Positive control: {smallest['arm']} improved test AUC at {smallest['n_labelled']} labelled images "
+                f"({effect}): this study can see help where help is certain.")
+    return (f"THE STUDY CANNOT SEE HELP: the positive control {smallest['arm']} (real images from outside the subset, "
+            f"as a perfect generator would give) did not improve test AUC significantly at {smallest['n_labelled']} "
+            f"labelled images ({effect}, {smallest['verdict']}). A 'no difference' or 'inconclusive' verdict on "
+            f"synthetic images below says nothing about whether they could help.")
 
 
 def _curve_section(run: _RunFiles) -> str:
@@ -348,7 +355,9 @@ def _timing_section(run: _RunFiles) -> str:
 def _summary_markdown(run: _RunFiles) -> str:
     r = run.results
     lines = ["# medsyn summary", "", f"Data: {run.data['source']}; test split n = {r['n_test']}; replicates "
-             f"{r['replicates']}.", "", "## Verdict", "", headline(r, "auc"), ""]
+             f"{r['replicates']}.", "", "## Verdict", ""]
+    lines += [sensitivity_text(r), ""] if sensitivity_text(r) else []
+    lines += [headline(r, "auc"), ""]
     lines += [f"- {sentence(c, r)}" for c in comparisons(r, "auc")]
     lines += ["", "## Arms (real test split, mean ± between-replicate sd [95% CI])", "",
               "| arm | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
