@@ -138,8 +138,7 @@ def _classify(job: Job, study: Study) -> None:
     pool = heldout_pool(study, p) if arm.heldout else None if p["generator"] is None else \
         synth.load_synthetic(_folder(study, p, "synthetic", study.config.gans[0], f"g{p['generator']}"), real)
     if arm.filtered:
-        pool = filter_pool(pool, _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}"),
-                           development_data(study, p).subset("val"))
+        pool = filter_pool(pool, _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}"), real.subset("val"))
     train_arm(real, p["arm"], p["seed"], study.config.classify, _folder(study, p, "arms", p["arm"], f"seed{p['seed']}"),
               synthetic=pool)
 
