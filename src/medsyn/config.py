@@ -117,6 +117,8 @@ class ClassifyConfig:
     ema_decay: float = 0.0             # > 0: select and keep an exponential moving average of the weights
     min_epoch_steps: int = 1           # at least this many batches between two validation checks (small subsets)
     device: str = "auto"               # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
+    amp: bool = True                   # bfloat16 autocast for the training steps on a GPU that has it (no loss
+                                       # scaling needed); the CPU trains in float32
     threads: int = 1                   # CPU threads for torch while training (0: torch's default); small models on
                                        # a shared 2-core CPU run far faster on 1 thread than on 2 contended ones
 
@@ -148,6 +150,7 @@ class AuditConfig:
     gallery_pairs: int = 16
     inception: str = "auto"            # auto: add Inception-v3 features when their weights are on disk | off
     inception_weights: str | None = None  # a torch-fidelity Inception-v3 .pth; None looks in the torch hub cache
+    device: str = "auto"               # where the CNN extractors train and run: auto | cpu | cuda | cuda:N
     seed: int = 0
 
 
@@ -175,8 +178,9 @@ class RunConfig:
 
     def gan_config(self, model: str, seed: int) -> GanConfig:
         """The GAN settings of `model` with `seed`: the run's own for the primary model, else that model's preset
-        at the run's size."""
-        base = self.gan if model == self.gan.model else replace(gan_preset(self.preset, model), size=self.gan.size)
+        at the run's size and device."""
+        base = self.gan if model == self.gan.model else \
+            replace(gan_preset(self.preset, model), size=self.gan.size, device=self.gan.device)
         return replace(base, seed=seed)
 
 
@@ -259,6 +263,17 @@ def check_device(name: str) -> None:
         raise MedsynError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s).")
     if device.type not in ("cpu", "cuda"):
         raise MedsynError(f"--device {name}: medsyn runs on cpu or cuda.")
+
+
+def resolve_device(name: str):
+    """The torch device `name` stands for on this machine (auto: the first CUDA GPU when torch sees one, else the
+    CPU), after `check_device`'s checks: the one place a device flag becomes a device."""
+    import torch
+
+    check_device(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def to_dict(config) -> dict:

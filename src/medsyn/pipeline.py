@@ -71,6 +71,12 @@ def register(verbs) -> None:
                              "auto or a list: each generator's scale is chosen among them on real val")
     parser.add_argument("--min-effect", type=float, default=None,
                         help="smallest difference of interest (default 0.01): a wider 95%% CI is 'inconclusive'")
+    parser.add_argument("--gan-steps", type=int, default=None,
+                        help="training steps of every generator (default: the preset's); e.g. a short check of a "
+                             "large preset")
+    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs at most (default: the preset's)")
+    parser.add_argument("--device", default=None,
+                        help="auto (default: a CUDA GPU when torch sees one, shared by the jobs) | cpu | cuda | cuda:N")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue a run folder, skipping finished jobs")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; write nothing")
@@ -95,6 +101,10 @@ def _run_cli(args) -> int:
         config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, size=args.size))
     if args.gan:
         config = dataclasses.replace(config, gans=tuple(g.strip() for g in args.gan.split(",") if g.strip()))
+        if config.gans and config.gans[0] in configs.GAN_MODELS and config.gans[0] != config.gan.model:
+            # the run's own GAN settings are the primary model's, so --gan-steps and --device reach it
+            primary = configs.gan_preset(args.preset, config.gans[0])
+            config = dataclasses.replace(config, gan=dataclasses.replace(primary, size=config.gan.size))
     if args.arms:
         config = dataclasses.replace(config, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()))
     if args.seeds is not None:
@@ -112,6 +122,14 @@ def _run_cli(args) -> int:
     for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect"), ("imbalance", "imbalance")):
         if getattr(args, flag) is not None:
             config = dataclasses.replace(config, **{field: getattr(args, flag)})
+    if args.gan_steps is not None:
+        config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, steps=args.gan_steps))
+    if args.epochs is not None:
+        config = dataclasses.replace(config, classify=dataclasses.replace(config.classify, epochs=args.epochs))
+    if args.device is not None:
+        config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, device=args.device),
+                                     classify=dataclasses.replace(config.classify, device=args.device),
+                                     audit=dataclasses.replace(config.audit, device=args.device))
     if args.workers is not None and args.workers < 1:
         raise MedsynError(f"--workers {args.workers}: give at least 1.")
     out = args.out or Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -209,6 +227,7 @@ def validate(config: configs.RunConfig) -> None:
     for arm in config.arms:
         classify.parse_arm(arm)
     classify.check_config(config.classify)
+    configs.check_device(config.audit.device)
     if not config.seeds:
         raise MedsynError("a run needs at least one seed.")
     if not 1 <= config.gan_seeds <= len(config.seeds):

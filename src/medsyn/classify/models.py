@@ -196,8 +196,9 @@ def features(model: Classifier, meta: dict, images: np.ndarray, batch_size: int 
 def _batched(model, meta, images, batch_size, fn) -> torch.Tensor:
     images = _check_images(images, meta)
     model.eval()
+    device = next(model.parameters()).device  # where the model is: a GPU run scores val and test on its GPU
     with torch.no_grad():
-        parts = [fn(model, to_tensor(images[i:i + batch_size], meta["normalization"]))
+        parts = [fn(model, to_tensor(images[i:i + batch_size], meta["normalization"]).to(device)).float().cpu()
                  for i in range(0, len(images), batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0)
 

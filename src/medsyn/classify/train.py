@@ -23,7 +23,7 @@ import numpy as np
 
 from medsyn.classify import models
 from medsyn.classify.arms import EXPOSURES, TrainingData, parse_arm, pretraining_data, training_data
-from medsyn.config import ClassifyConfig, check_device, require_positive, to_dict
+from medsyn.config import ClassifyConfig, check_device, require_positive, resolve_device, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.evaluate.metrics import classification_metrics, predict_labels, youden_threshold
@@ -139,7 +139,7 @@ def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log, init
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     torch.manual_seed(seed)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     model = models.build(config.arch, n_classes, data.stream_images.shape[-1], config.width, config.batch_norm,
                          config.dropout, config.pretrained)
     if init_state is not None:  # fine-tuning a pretrained network
@@ -154,6 +154,7 @@ def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log, init
     batches = _Batches(data, min(config.batch_size, len(data.stream_labels)), steps_per_epoch, seed,
                        _augmentation(data.stream_images.shape[1]) if augment else None, norm)
     val_x = models.to_tensor(val.images, norm).to(device)
+    bf16 = config.amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
     scored = averaged.module if averaged else model
 
     history, best_loss, best_state, best_epoch = [], math.inf, None, 0
@@ -161,7 +162,8 @@ def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log, init
         start, train_loss = time.perf_counter(), 0.0
         model.train()
         for x, y in batches.epoch():
-            loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=weights)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -185,8 +187,7 @@ def _fit(data, val, n_classes, config, seed, augment, steps_per_epoch, log, init
         raise MedsynError(f"training diverged: the validation loss was never finite ({history[-1]['val_loss']}); "
                           f"lower the learning rate (--lr, now {config.lr:g}).")
     scored.load_state_dict(best_state)
-    scored.cpu().eval()
-    val_proba, _ = _evaluate(scored, val_x.cpu(), val.labels)
+    val_proba, _ = _evaluate(scored, val_x, val.labels)
     threshold = _choose_threshold(val.labels, val_proba)
     val_metrics = classification_metrics(val.labels, val_proba, threshold["value"])
     exposure = {"best_epoch": best_epoch, "epochs_run": len(history), "epoch_cap": config.epochs,
@@ -333,19 +334,6 @@ def _choose_threshold(val_labels: np.ndarray, val_proba: np.ndarray) -> dict:
     if len(np.unique(val_labels)) < 2:
         return {"rule": "default_0.5 (val holds one class)", "value": 0.5}
     return {"rule": "youden_j_on_val", "value": youden_threshold(val_labels, val_proba[:, 1])}
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MedsynError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu (or auto).")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise MedsynError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
 
 
 def _class_weights(labels: np.ndarray, n_classes: int):

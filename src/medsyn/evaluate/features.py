@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from medsyn.config import AuditConfig
+from medsyn.config import AuditConfig, resolve_device
 from medsyn.data import ImageSet
 from medsyn.data.cache import cache_root
 from medsyn.errors import MedsynError
@@ -116,6 +116,7 @@ def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainE
     network = _build_network(real.channels, real.n_classes, config.encoder_width)
     if (folder / "encoder.pt").is_file() and (folder / "meta.json").is_file():
         network.load_state_dict(torch.load(folder / "encoder.pt", weights_only=True))
+        network.to(resolve_device(config.device))
         info = read_json(folder / "meta.json")
         log(f"audit: reusing the label-trained CNN {folder}")
     else:
@@ -123,7 +124,7 @@ def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainE
         info["cache"] = str(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "encoder.pt") as tmp:
-            torch.save(network.state_dict(), tmp)
+            torch.save({k: v.cpu() for k, v in network.state_dict().items()}, tmp)
         write_json(folder / "meta.json", info)
     network.eval()
     return DomainEncoder(network=network, input_size=input_size, info=info)
@@ -139,7 +140,9 @@ def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -
                           f"(found train {len(train)}, val {len(val)}); load the data with a val split (--val auto).")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    x_train, y_train = _to_tensor(train.images, input_size), torch.from_numpy(train.labels).long()
+    device = resolve_device(config.device)
+    network.to(device)
+    x_train, y_train = _to_tensor(train.images, input_size).to(device), torch.from_numpy(train.labels).to(device)
     x_val, y_val = _to_tensor(val.images, input_size), torch.from_numpy(val.labels).long()
     optimizer = torch.optim.Adam(network.parameters(), lr=config.encoder_lr)
     best = (float("inf"), None, 0, 0.0)  # val loss, weights, epoch, val accuracy
@@ -149,8 +152,8 @@ def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -
         network.train()
         order = torch.cat([torch.randperm(len(x_train), generator=generator) for _ in range(passes)])
         for start in range(0, len(order), config.encoder_batch_size):
-            batch = order[start:start + config.encoder_batch_size]
-            loss = F.cross_entropy(network(x_train[batch]), y_train[batch])
+            batch = order[start:start + config.encoder_batch_size].to(device)
+            loss = F.cross_entropy(network(x_train[batch]), y_train[batch].long())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -175,10 +178,11 @@ def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -
 def _batched(network, x, batch_size: int, features: bool):
     import torch
 
+    device = next(network.parameters()).device
     with torch.no_grad():
         network.eval()
         part = network.body if features else network
-        return torch.cat([part(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else \
+        return torch.cat([part(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]) if len(x) else \
             torch.zeros((0, network.head.in_features if features else network.head.out_features))
 
 
@@ -188,7 +192,8 @@ def encode(encoder: DomainEncoder, images: np.ndarray, batch_size: int = 512) ->
 
     features = _batched(encoder.network, _to_tensor(images, encoder.input_size), batch_size, features=True)
     with torch.no_grad():
-        probs = torch.softmax(encoder.network.head(features), dim=1)
+        head = encoder.network.head
+        probs = torch.softmax(head(features.to(head.weight.device)), dim=1).cpu()
     return features.double().numpy(), probs.double().numpy()
 
 
@@ -200,6 +205,7 @@ def random_cnn(real: ImageSet, config: AuditConfig) -> Extractor:
 
     torch.manual_seed(config.seed)
     network = _build_network(real.channels, real.n_classes, config.random_cnn_width).eval()
+    network.to(resolve_device(config.device))
     encoder = DomainEncoder(network, min(real.size, config.encoder_max_size), {})
     # Untrained layers shrink activations, so FID/KID would read ~0 in raw units: scale the features to unit mean
     # per-dimension spread on (up to 1000) real train images, a fixed factor for a given dataset.

@@ -33,7 +33,7 @@ def register(verbs) -> None:
     train.add_argument("--ada-target", type=float, help="adapt augmentation strength to this E[sign D(real)]")
     train.add_argument("--guidance", type=float, help="ddpm: classifier-free guidance scale for samples")
     train.add_argument("--sampling-steps", type=int, help="ddpm: solver steps per sample")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when available")
+    train.add_argument("--device", default=None, help="auto (default: cuda when available) | cpu | cuda | cuda:N")
     train.add_argument("--seed", type=int, help="seed of weights, noise and data order (default 0)")
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, check_device, to_dict
+from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, check_device, resolve_device, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, holds_files, read_json, write_json, write_text
@@ -349,22 +349,18 @@ def _check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
 
 
 def _runtime(config: GanConfig) -> Runtime:
-    if config.device not in ("auto", "cpu", "cuda"):
-        raise MedsynError(f"device {config.device!r}: choose auto, cpu or cuda.")
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise MedsynError("device cuda requested but torch sees no CUDA GPU; use --device cpu or auto.")
-    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    device = resolve_device(config.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if config.batch_size % world:
         raise MedsynError(f"batch size {config.batch_size} is not divisible by the {world} processes.")
     if world == 1:
-        return Runtime(torch.device("cuda" if cuda else "cpu"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local_rank)
+        return Runtime(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # under torchrun each process takes its own GPU
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Runtime(device, dist.get_rank(), dist.get_world_size())
 
 

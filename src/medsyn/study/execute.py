@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from medsyn.errors import MedsynError
 from medsyn.fileio import read_json, write_json
 from medsyn.study.jobs import Study, run_job
-from medsyn.study.plan import Job, priority
+from medsyn.study.plan import Job, priority, with_gpus
 
 EXECUTORS = ("local", "sequential", "ray")
 ATTEMPTS = 2  # a job is tried at most twice
@@ -30,6 +30,7 @@ def execute(plan: list[Job], study: Study, executor: str = "local", workers: int
     """Run every unfinished job of `plan`; record per-job seconds in RUN/timings.json; raise a MedsynError naming
     the failed jobs (after all the others ran) if any failed."""
     backend = _backend(executor, workers or default_workers(), ray_address)
+    plan = with_gpus(plan, study.config, backend.gpus)
     display = Progress(plan, backend.slots, enabled=progress)
     timings = Timings(study.run_dir / "timings.json")
     done = {j.name for j in plan if (study.run_dir / j.done_file).exists()}
@@ -44,7 +45,7 @@ def execute(plan: list[Job], study: Study, executor: str = "local", workers: int
                 failed[job.name] = f"skipped: needs {', '.join(d for d in job.deps if d in failed)}"
                 pending.remove(job)
             ready = sorted((j for j in pending if all(d in done for d in j.deps)), key=priority, reverse=True)
-            for job in ready[:max(0, backend.slots - len(backend.running))]:
+            for job in _fitting(ready, backend):
                 attempts[job.name] = attempts.get(job.name, 0) + 1
                 backend.submit(job, study)
                 pending.remove(job)
@@ -69,6 +70,18 @@ def execute(plan: list[Job], study: Study, executor: str = "local", workers: int
     return timings.stages
 
 
+def _fitting(ready: list[Job], backend) -> list[Job]:
+    """The ready jobs, in order, that fit the free worker slots and the GPUs' free shares."""
+    slots = backend.slots - len(backend.running)
+    free_gpu = backend.gpus - sum(j.gpus for j in backend.running)
+    chosen = []
+    for job in ready:
+        if len(chosen) < slots and job.gpus <= free_gpu + 1e-9:
+            chosen.append(job)
+            free_gpu -= job.gpus
+    return chosen
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, MedsynError):
         return str(error)
@@ -85,11 +98,18 @@ def _backend(executor: str, workers: int, ray_address: str | None):
     raise MedsynError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}.")
 
 
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 class SequentialBackend:
     """Each job in this process, one at a time: for debugging and for the tests' reference results."""
     slots = 1
 
     def __init__(self):
+        self.gpus = _local_gpus()
         self.running: list[Job] = []
         self._study: Study | None = None
 
@@ -117,6 +137,7 @@ class LocalBackend:
         import multiprocessing
 
         self.slots = max(1, workers)
+        self.gpus = _local_gpus()
         self._context = multiprocessing.get_context("spawn")
         self._pool = self._new_pool()
         self._futures: dict = {}
@@ -183,6 +204,7 @@ class RayBackend:
             kwargs = {"address": address} if address else {"num_cpus": workers}
             ray.init(**kwargs, include_dashboard=False, log_to_driver=False)
         self.slots = max(1, int(ray.cluster_resources().get("CPU", workers)))
+        self.gpus = int(ray.cluster_resources().get("GPU", 0))
         self._remote = ray.remote(run_job)
         self._refs: dict = {}
 

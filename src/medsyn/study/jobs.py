@@ -34,6 +34,8 @@ def run_job(job: Job, study: Study) -> dict:
     import torch
 
     torch.set_num_threads(job.threads)
+    if torch.cuda.is_initialized():  # a worker's earlier job: its peak is not this one's
+        torch.cuda.reset_peak_memory_stats()
     log = study.run_dir / "logs" / f"{job.name.replace('/', '_')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -41,7 +43,17 @@ def run_job(job: Job, study: Study) -> dict:
             contextlib.redirect_stderr(handle):
         BODIES[job.kind](job, study)
     return {"seconds": round(time.perf_counter() - start, 2), "cpu_seconds": round(time.process_time() - cpu_start, 2),
-            "peak_rss_mib": round(peak_rss_mib(), 1), "threads": job.threads}
+            "peak_rss_mib": round(peak_rss_mib(), 1), "threads": job.threads, **_gpu_use(job)}
+
+
+def _gpu_use(job: Job) -> dict:
+    """The GPU a job held (its Ray reservation and what torch used): empty for a job that ran on the CPU."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {"gpus": job.gpus} if job.gpus else {}
+    return {"gpus": job.gpus, "gpu": torch.cuda.get_device_name(),
+            "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
 
 
 @functools.lru_cache(maxsize=2)
@@ -115,7 +127,7 @@ def _synthesize(job: Job, study: Study) -> None:
     checkpoint = _folder(study, p, "gan", p["model"], f"g{p['index']}") / "final.pt"
     synth.generate(checkpoint, counts, seed=p["seed"], out_dir=study.run_dir / job.name, overwrite=True,
                    choose_guidance_on=real, guidance_scales=study.config.guidance if p["model"] == "ddpm" else (),
-                   audit_config=study.config.audit)
+                   audit_config=study.config.audit, device=study.config.gan_config(p["model"], p["seed"]).device)
 
 
 def _audit(job: Job, study: Study) -> None:

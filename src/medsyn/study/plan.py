@@ -8,7 +8,7 @@ k is trained with seed `seeds[k]`, so disjoint `--seeds` give disjoint generator
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from medsyn.config import RunConfig
 
@@ -25,6 +25,20 @@ class Job:
     threads: int = 1            # torch threads (and CPUs asked of Ray)
     gpus: float = 0.0
     estimate_s: float = 1.0     # expected seconds on one 2-core machine's core, for ordering, ETA and --dry-run
+
+
+GPU_KINDS = ("generator", "synthesize", "audit", "classify")  # the jobs whose torch work runs on the run's device
+JOBS_PER_GPU = 4  # torch jobs sharing one card: a full-preset job (128 px) holds a few GiB, and one job alone leaves
+                  # a card idle between its small batches
+
+
+def with_gpus(plan: list[Job], config: RunConfig, gpus: int) -> list[Job]:
+    """The plan with every GPU job asking for 1/JOBS_PER_GPU of a card where `gpus` cards can be used and the run's
+    devices allow one (not --device cpu); else with no GPU asked for, since a Ray task that asks for a GPU no node
+    has waits forever."""
+    use = gpus > 0 and "cpu" not in (config.gan.device, config.classify.device, config.audit.device)
+    share = 1 / JOBS_PER_GPU if use else 0.0
+    return [replace(j, gpus=share if j.kind in GPU_KINDS else 0.0) for j in plan]
 
 
 def generator_seeds(config: RunConfig) -> list[int]:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medsyn.config import AuditConfig
+from medsyn.config import AuditConfig, resolve_device
 from medsyn.data import ImageSet, top_up_to_majority
 from medsyn.errors import MedsynError
 from medsyn.fileio import claim_out_dir, write_json
@@ -83,7 +83,8 @@ def balance_counts(src: str, class_names: Sequence[str]) -> list[int]:
 
 def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Path, overwrite: bool = False,
              sampler: dict | None = None, choose_guidance_on: ImageSet | None = None,
-             guidance_scales: Sequence[float] = (), audit_config: AuditConfig | None = None, log=print) -> Path:
+             guidance_scales: Sequence[float] = (), audit_config: AuditConfig | None = None, device: str = "auto",
+             log=print) -> Path:
     """`sampler` overrides a ddpm checkpoint's guidance / sampling_steps (recorded in the manifest). One value in
     `guidance_scales` is that scale; several are chosen among on the real val split of `choose_guidance_on` (the
     data the model was trained on), and the choice is written to DIR/guidance.json."""
@@ -98,10 +99,10 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
         sampler = {**(sampler or {}), "guidance": float(guidance_scales[0])}
     elif guidance_scales:
         selection = choose_guidance(checkpoint, choose_guidance_on, guidance_scales, seed, sampler,
-                                    audit_config or AuditConfig(), log)
+                                    audit_config or AuditConfig(), device, log)
         if selection["chosen"] is not None:
             sampler = {**(sampler or {}), "guidance": selection["chosen"]}
-    generator, info = gan.load_generator(checkpoint, sampler=sampler)
+    generator, info = gan.load_generator(checkpoint, device=resolve_device(device), sampler=sampler)
     class_names = info["class_names"]
     counts = plan_counts(len(class_names), per_class=per_class)
     labels = np.repeat(np.arange(len(class_names)), counts)
@@ -136,12 +137,12 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
 
 
 def choose_guidance(checkpoint: Path, real: ImageSet | None, scales: Sequence[float], seed: int,
-                    sampler: dict | None, audit_config: AuditConfig, log=print) -> dict:
+                    sampler: dict | None, audit_config: AuditConfig, device: str = "auto", log=print) -> dict:
     """The guidance scale of a ddpm checkpoint chosen on real val (evaluate.guidance), sampling with `seed`."""
     from medsyn import gan
     from medsyn.evaluate import guidance
 
-    generator, info = gan.load_generator(checkpoint, sampler=sampler)
+    generator, info = gan.load_generator(checkpoint, device=resolve_device(device), sampler=sampler)
     if info["model"] != "ddpm":
         raise MedsynError(f"{checkpoint}: a {info['model']} checkpoint has no guidance to choose; guidance applies "
                           f"to ddpm checkpoints.")
