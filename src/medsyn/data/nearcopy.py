@@ -9,7 +9,7 @@ compared by the normalised (Pearson) correlation of their centres at half resolu
 by a flip and an affine warp (zoom, rotation, shift) chosen to match best: first on a coarse grid against every
 reference (matrix products, one per grid point), then refined by a local pattern search on the best `candidates`
 references of each query. A copy scores about 0.999 and more; different chest X-rays of the same view reach about
-0.99 (see `SAME_IMAGE_CORRELATION`).
+0.994 (see `SAME_IMAGE_CORRELATION`).
 """
 
 from __future__ import annotations
@@ -24,19 +24,22 @@ BLUR_SIGMA = 1.0      # Gaussian blur of the equalised thumbnail, in thumbnail p
 VIEW_CROP = 2         # border (at half resolution, 16 px) left out of the comparison: what a warp fills in
 # The coarse grid applied to the query: left-right flip x zoom-out (undoes a zoom-crop of up to 10%) x rotation x
 # shift (normalised units: 2 = the image width).
-COARSE_SCALES = (1.0, 1.055, 1.11)
-COARSE_ANGLES = (-4.0, 0.0, 4.0)
+COARSE_SCALES = (1.0, 1.09)
+COARSE_ANGLES = (0.0,)
 COARSE_SHIFTS = (-0.08, 0.0, 0.08)
 REFINE_STEPS = (0.02, 1.5, 0.03, 0.03)  # first pattern-search steps: log-zoom, degrees, shift x, shift y
 REFINE_LEVELS = 4                       # each level halves the steps
-CANDIDATES = 8                          # references refined per query
+REFINE_ROUNDS = 2                       # moves taken per level
+CANDIDATES = 4                          # references refined per query
 
 # "Same image" for the leak guard. Calibrated on pairs that are certainly different: the official Kaggle chest_xray
-# splits (shared/data/chest_xray_224: 640 val + test images against 5,216 train images, no copies known) give a
-# highest best-match correlation of 0.9938 (median 0.9790; benchmarks/results/nearcopy_calibration.json), and the
-# threshold sits above it with a margin. Resized, RGB re-saved copies score >= 0.9995; zoom-crops of 4-11%,
-# rotations of 3-5 degrees, gamma/contrast changes and blur >= 0.996 in the same measurement.
-SAME_IMAGE_CORRELATION = 0.9955
+# splits (shared/data/chest_xray_224, 640 val + test images against 5,216 train images; no copies known) give a
+# highest best-match correlation of 0.9939 (median 0.977, 99th percentile 0.989), and PneumoniaMNIST's test split
+# against its train split 0.9946 (tests/test_leaks.py checks the first). The threshold sits above both with a
+# margin. In the same measurement (200 chest_xray_224 train images copied at 224 px), resized RGB re-saves, gamma
+# or contrast changes and blur score >= 0.999; 97% of zoom-crops of 4-11% and of rotations of 3-5 degrees score
+# above the threshold (median 0.9997 and 0.9996).
+SAME_IMAGE_CORRELATION = 0.996
 
 
 @dataclass
@@ -120,14 +123,14 @@ def _coarse_grid():
     return torch.tensor([r[0] for r in rows]), torch.tensor([r[1:] for r in rows], dtype=torch.float32)
 
 
-def best_matches(query_thumbs: np.ndarray, reference_thumbs: np.ndarray, candidates: int = CANDIDATES,
+def best_matches(query_thumbs: np.ndarray, reference_thumbs: np.ndarray, candidates: int | None = None,
                  exclude_self: bool = False, batch_size: int = 1024) -> Matches:
     """For each query thumbnail, its `candidates` best references, by the correlation after the best flip and warp
     of the query. `exclude_self`: queries and references are the same set; a row is never its own match."""
     import torch
 
     queries, references = prepared(query_thumbs), prepared(reference_thumbs)
-    k = max(1, min(candidates, len(references) - int(exclude_self)))
+    k = max(1, min(candidates or CANDIDATES, len(references) - int(exclude_self)))
     flips, grid = _coarse_grid()
     ref_view = _view(references)
     top_value, top_index, top_grid = [], [], []
@@ -183,7 +186,7 @@ def _refine(queries, ref_rows, flips, params, batch_size: int = 4096):
         best = score(p)
         for level in range(REFINE_LEVELS):
             steps = steps0 / 2 ** level
-            for _ in range(2):
+            for _ in range(REFINE_ROUNDS):
                 moves = [(axis, sign) for axis in range(4) for sign in (-1.0, 1.0)]
                 trial_best, trial_params = best.clone(), p.clone()
                 for axis, sign in moves:
