@@ -74,7 +74,8 @@ def _leak_guard(path: Path, config: DataConfig, decoded: dict) -> tuple[np.ndarr
     if len({s for s in given.tolist() if s}) < 2:
         return given, None, []
     key = {k: v for k, v in _cache_key(path, config).items() if k not in ("size", "channels", "aspect")}
-    folder = cache.entry_dir(f"{path.stem or path.name}-leaks", {**key, "detector": leak_guard.DETECTOR_VERSION})
+    folder = cache.entry_dir(f"{path.stem or path.name}-leaks", {**key, "detector": leak_guard.DETECTOR_VERSION,
+                                                                    "threshold": leak_guard.nearcopy.SAME_IMAGE_CORRELATION})
     found = read_json(folder / "leaks.json") if (folder / "leaks.json").is_file() else None
     if found is None:
         folder.mkdir(parents=True, exist_ok=True)
