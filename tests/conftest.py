@@ -11,6 +11,10 @@ CHEST_XRAY_SMALL = FIXTURES / "chest_xray_small"
 CHEST_XRAY_3CLASS = FIXTURES / "chest_xray_3class.csv"
 DICOM_DIR = FIXTURES / "dicom"
 DICOM_REFERENCE = FIXTURES / "dicom_reference"
+# The real data beside the repository (../shared/data), as tests/fixtures/make_fixtures.py finds it; tests that need
+# it are skipped where it is absent.
+SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
+CHEST_XRAY_224 = SHARED_DATA / "chest_xray_224"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -126,15 +126,57 @@ def test_shifted_and_mirrored_training_images_are_flagged_and_new_images_are_not
     assert flags[300:].mean() < 0.03, "real test images are new patients, not copies"
     assert memo["near_copies"] == flags.sum() and memo["n_checked"] == 600
     # each planted image is matched to its source (or a pixel-identical duplicate of it), undoing the move
-    assert all(float(row["best_correlation"]) > 0.999 for row in rows[:300])
+    assert all(float(row["best_correlation"]) > 0.995 for row in rows[:300])
     assert sum(row["best_match_train_path"] == train.paths[i] for row, i in zip(rows, planted)) > 0.9 * 300
-    assert rows[0]["best_transform"] == "shift (-2, -2)" and rows[150]["best_transform"] == "flip, shift (+0, +0)"
+    assert not rows[0]["best_transform"].startswith("flip") and rows[150]["best_transform"].startswith("flip")
     # the yardstick is real val: about 1% of its new images pass the 99th-percentile rule by construction
     assert memo["baseline_split"] == "val" and memo["n_baseline"] == 524
     assert 0.005 < memo["baseline_near_copy_share"] < 0.02
     assert memo["baseline_duplicates_of_train"] == 8  # PneumoniaMNIST's own val images that repeat a train image
     assert memo["threshold"]["correlation"] < CONFIG.exact_copy_correlation
     assert results["degraded"]["memorization"]["near_copies"] == 0
+
+
+def generator_copy(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """What a generator's near-copy also does to a training image: a zoom-crop of 4-11% at a random place, a rotation
+    of 3-5 degrees, a gamma and contrast change, or a light blur."""
+    from PIL import Image, ImageFilter
+
+    picture, side = Image.fromarray(image[..., 0]), image.shape[0]
+    if kind == "zoom":
+        crop = int(round(side * (1 - rng.uniform(0.04, 0.11))))
+        x, y = rng.integers(0, side - crop + 1, size=2)
+        picture = picture.crop((x, y, x + crop, y + crop)).resize((side, side), Image.Resampling.BICUBIC)
+    elif kind == "rotation":
+        picture = picture.rotate(rng.choice([-1, 1]) * rng.uniform(3, 5), resample=Image.Resampling.BILINEAR)
+    elif kind == "gamma":
+        values = (np.asarray(picture) / 255.0) ** rng.choice([0.6, 0.7, 1.4, 1.6])
+        values = np.clip((values - 0.5) * rng.uniform(0.8, 1.2) + 0.5, 0, 1)
+        picture = Image.fromarray(np.round(values * 255).astype(np.uint8))
+    else:
+        picture = picture.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 0.8)))
+    return np.asarray(picture)[..., None]
+
+
+def test_zoomed_rotated_gamma_changed_and_blurred_copies_are_flagged_and_new_images_are_not(real):
+    """The audit's near-copy rule (the one detector, the real-val yardstick) on what generators' copies do beyond
+    shifts and mirroring: at least 90% of each kind flagged, at most 5% of new real (test) images."""
+    from medsyn.evaluate import memorization
+
+    rng, planted, new = chosen_rows(real)
+    train, val, test = real.subset("train"), real.subset("val"), real.subset("test")
+    kinds = ("zoom", "rotation", "gamma", "blur")
+    copies = np.stack([generator_copy(train.images[i], kinds[n % 4], rng) for n, i in enumerate(planted)])
+    no_features = np.zeros((len(train), 1), np.float32)
+    queries = np.concatenate([copies, test.images[new]])
+    found = memorization.neighbours(queries, np.zeros((len(queries), 1), np.float32), train.images, no_features, )
+    baseline = memorization.neighbours(val.images, np.zeros((len(val), 1), np.float32), train.images, no_features)
+    summary, flags = memorization.summarize(found, baseline, np.zeros(len(queries), int), ("all",),
+                                            CONFIG.near_copy_percentile, CONFIG.exact_copy_correlation)
+    for n, kind in enumerate(kinds):
+        assert flags[:300][n::4].mean() >= 0.9, (kind, flags[:300][n::4].mean(), summary["threshold"])
+    assert flags[300:].mean() <= 0.05, summary["threshold"]
+    assert (found.correlation_index[:300] == planted).mean() > 0.85  # matched to its own source
 
 
 def test_the_audit_never_reads_the_test_split(real, audits, tmp_path):

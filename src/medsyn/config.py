@@ -24,6 +24,7 @@ class DataConfig:
     val: str = "auto"                  # auto | given | carve: whether to keep the source's own val split
     split_seed: int = 0
     skip_bad: bool = False             # skip unreadable images (recorded) instead of failing
+    leak: str = "error"                # near-copies across the given splits: error | resplit | allow (data/leaks.py)
 
 
 GAN_MODELS = ("cgan", "acgan", "ddpm")  # ddpm: a diffusion model, trained and used as a generator

@@ -195,11 +195,14 @@ def dry_run(config: configs.RunConfig, src, workers: int | None) -> str:
     """The plan `run` would execute, with job counts and an estimated time; nothing is written."""
     from medsyn import study
 
+    from medsyn import data
+
     validate(config)
     workers = workers or study.default_workers()
     n_train = _train_size(src, config)
     check_heldout_dose(config, n_train)
-    return study.describe(study.build_plan(config, n_train), workers)
+    warnings = "".join(f"WARNING: {w}\n" for w in data.warnings(data.load(src, config.data)))
+    return warnings + study.describe(study.build_plan(config, n_train), workers)
 
 
 def _train_size(src, config: configs.RunConfig) -> int:

@@ -8,8 +8,8 @@ Public API:
 
 from medsyn.data.dataset import SPLITS, ImageSet, top_up_to_majority
 from medsyn.data.export import download_medmnist, save_npz
-from medsyn.data.info import duplicate_groups, format_summary, summarize
+from medsyn.data.info import duplicate_groups, format_summary, summarize, warnings
 from medsyn.data.loader import bundled_path, cache_entry, load, resolve
 
 __all__ = ["SPLITS", "ImageSet", "top_up_to_majority", "bundled_path", "cache_entry", "download_medmnist", "duplicate_groups",
-           "format_summary", "load", "resolve", "save_npz", "summarize"]
+           "format_summary", "load", "resolve", "save_npz", "summarize", "warnings"]

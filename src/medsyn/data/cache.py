@@ -15,7 +15,7 @@ import numpy as np
 
 from medsyn.fileio import atomic_path, write_json
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries hold `thumbs`, the leak guard's thumbnails of the source images
 
 
 def cache_root() -> Path:

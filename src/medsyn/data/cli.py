@@ -27,11 +27,19 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved as val (default 0.1)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the splits medsyn carves")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (recorded) instead of failing")
+    leak = parser.add_mutually_exclusive_group()
+    leak.add_argument("--resplit", action="store_true",
+                      help="when images of one given split are near-copies of another's: merge the splits and re-split "
+                           "them grouped by content and patient (recorded in data.json)")
+    leak.add_argument("--allow-leak", action="store_true",
+                      help="when images of one given split are near-copies of another's: continue anyway (every page "
+                           "of the report then carries a warning)")
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     return DataConfig(size=args.size, channels=args.channels, aspect=args.aspect, val=args.val,
-                      val_fraction=args.val_fraction, split_seed=args.split_seed, skip_bad=args.skip_bad)
+                      val_fraction=args.val_fraction, split_seed=args.split_seed, skip_bad=args.skip_bad,
+                      leak="resplit" if args.resplit else "allow" if args.allow_leak else "error")
 
 
 def register(verbs) -> None:

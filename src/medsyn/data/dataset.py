@@ -32,6 +32,7 @@ class ImageSet:
     skipped: tuple[str, ...] = ()       # unreadable files skipped with --skip-bad
     ignored: int = 0                    # non-image files found beside the images and left out
     notes: tuple[str, ...] = field(default=())  # decisions taken while loading, shown by `data info`
+    leak: dict | None = None            # the leak guard's finding on the given splits and what was done (leaks.py)
 
     def __post_init__(self):
         n = len(self.images)

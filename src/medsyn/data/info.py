@@ -45,6 +45,8 @@ def summarize(dataset: ImageSet) -> dict:
             "across_split_examples": [[str(dataset.paths[i]) for i in g] for g in across[:20]],
         },
         "patients": _patients(dataset),
+        "leak": dataset.leak,
+        "warnings": warnings(dataset),
         "skipped_files": list(dataset.skipped),
         "ignored_files": dataset.ignored,
         "notes": list(dataset.notes),
@@ -53,6 +55,32 @@ def summarize(dataset: ImageSet) -> dict:
 
 def _pair_name(dataset: ImageSet, group: list[int]) -> str:
     return "+".join(sorted({str(dataset.split[i]) for i in group})) + f"#{group[0]}"
+
+
+def warnings(dataset: ImageSet) -> list[str]:
+    """What `data info`, the report and summary.md put at the top: a leak the user allowed, and patient ids shared
+    between the splits the source gave."""
+    from medsyn.data.leaks import warning_text
+
+    out = [warning_text(dataset.leak)] if dataset.leak and dataset.leak.get("policy") == "allow" else []
+    shared = given_patient_overlap(dataset)
+    if shared:
+        counts = ", ".join(f"{pair.replace('&', ' and ')} {n}" for pair, n in shared.items())
+        out.append(f"PATIENT IDS SHARED ACROSS THE GIVEN SPLITS: {counts} patient id(s). The ids come from "
+                   f"{'the manifest or ' if not dataset.source.endswith('.npz') else ''}file names and may not be "
+                   "unique (Kaggle's personN numbers, for one, are not known to be unique across its splits); if they "
+                   "are one patient, the splits leak and --resplit regroups them.")
+    return out
+
+
+def given_patient_overlap(dataset: ImageSet) -> dict[str, int]:
+    """Patient ids found in two of the splits the source gave (not the ones medsyn carved): {"train&test": n}."""
+    if dataset.given_split is None or not (dataset.groups != "").any():
+        return {}
+    known = dataset.groups != ""
+    ids = {s: set(dataset.groups[known & (dataset.given_split == s)].tolist()) for s in SPLITS}
+    shared = {f"{a}&{b}": len(ids[a] & ids[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
+    return {k: n for k, n in shared.items() if n}
 
 
 def _patients(dataset: ImageSet) -> dict:
@@ -77,7 +105,9 @@ def _count_table(counts: dict, names: list[str], width: int) -> list[str]:
 def format_summary(summary: dict, cache_dir: str) -> str:
     names = summary["class_names"]
     width = max(8, *(len(n) for n in names))
-    lines = [f"source: {summary['source']}",
+    lines = [f"WARNING: {w}" for w in summary.get("warnings", [])]
+    lines += [""] if lines else []
+    lines += [f"source: {summary['source']}",
              f"images: {summary['n_images']}  size: {summary['image_size'][0]}x{summary['image_size'][1]}  "
              f"channels: {summary['channels']}  classes: {len(names)}", ""]
     given = summary.get("given_counts")
@@ -100,6 +130,11 @@ def format_summary(summary: dict, cache_dir: str) -> str:
         lines.append(f"patients: {counts}; shared across splits: {shared}")
     else:
         lines.append("patients: the source gives no patient ids (splits cannot be checked for patient leakage)")
+    leak = summary.get("leak")
+    if leak:
+        lines.append(f"near-copies across the given splits (leak guard, correlation > {leak['threshold']:g}): "
+                     + (", ".join(f"{k} {v}" for k, v in leak["counts"].items()) or "none checked")
+                     + f"; highest other cross-split match {leak['highest_other_correlation']}; {leak['policy']}")
     if summary["skipped_files"]:
         lines.append(f"skipped unreadable files: {len(summary['skipped_files'])}")
     for note in summary["notes"]:

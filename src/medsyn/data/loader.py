@@ -16,11 +16,13 @@ import numpy as np
 from medsyn.config import ASPECT_POLICIES, DataConfig
 from medsyn.data import cache
 from medsyn.data.dataset import ImageSet
+from medsyn.data import leaks as leak_guard
 from medsyn.data.images import BadImage, load_image, native_size, resize_square, to_channels
+from medsyn.data.nearcopy import thumbnail, thumbnails
 from medsyn.data.sources import Listing, fingerprint_files, list_folder, list_manifest, read_npz, without_copies
 from medsyn.data.splits import assign_splits
 from medsyn.errors import MedsynError
-from medsyn.fileio import write_text
+from medsyn.fileio import read_json, write_json, write_text
 
 MAX_DEFAULT_SIZE = 224  # a folder of large images is not decoded at full size unless --size asks
 
@@ -47,19 +49,64 @@ def load(src: str | os.PathLike | None = None, config: DataConfig = DataConfig()
     path = resolve(src)
     decoded, meta, entry = _decoded(path, config, min_classes)
     images = decoded["images"]
-    split, notes = assign_splits(decoded["labels"], decoded["groups"], decoded["given_split"],
+    given, leak, leak_notes = _leak_guard(path, config, decoded)
+    split, notes = assign_splits(decoded["labels"], decoded["groups"], given,
                                  len(meta["class_names"]), config.val, config.val_fraction, config.split_seed)
     dataset = ImageSet(images=images, labels=decoded["labels"], split=split,
                        class_names=tuple(meta["class_names"]), groups=decoded["groups"], paths=decoded["paths"],
                        source=str(path), aspect=config.aspect, given_split=decoded["given_split"],
                        skipped=tuple(meta["skipped"]), ignored=meta["ignored"],
-                       notes=tuple(meta["notes"]) + tuple(notes))
+                       notes=tuple(meta["notes"]) + tuple(leak_notes) + tuple(notes), leak=leak)
     _save_split_file(entry, config, dataset)
     return dataset
 
 
 def split_file(entry: Path, config: DataConfig) -> Path:
-    return entry / f"splits-{config.val}-{config.val_fraction:g}-seed{config.split_seed}.csv"
+    resplit = "-resplit" if config.leak == "resplit" else ""
+    return entry / f"splits-{config.val}-{config.val_fraction:g}-seed{config.split_seed}{resplit}.csv"
+
+
+def _leak_guard(path: Path, config: DataConfig, decoded: dict) -> tuple[np.ndarray, dict | None, list[str]]:
+    """Near-copies across the splits the source gives (see data/leaks.py): an error, or the given splits re-split
+    (`--resplit`), or kept with a warning (`--allow-leak`). Returns the splits to use, the record for data.json and
+    notes. The search runs once per source and detector version (cached beside the decoded arrays)."""
+    given = decoded["given_split"]
+    if len({s for s in given.tolist() if s}) < 2:
+        return given, None, []
+    key = {k: v for k, v in _cache_key(path, config).items() if k not in ("size", "channels", "aspect")}
+    folder = cache.entry_dir(f"{path.stem or path.name}-leaks", {**key, "detector": leak_guard.DETECTOR_VERSION,
+                                                                    "threshold": leak_guard.nearcopy.SAME_IMAGE_CORRELATION})
+    found = read_json(folder / "leaks.json") if (folder / "leaks.json").is_file() else None
+    if found is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        found = leak_guard.find_leaks(decoded["thumbs"], given, decoded["paths"])
+        write_json(folder / "leaks.json", found)
+    record = {k: v for k, v in found.items() if k != "pairs"}
+    record["examples"] = leak_guard._examples(found, 10)
+    if not found["n_copies"]:
+        return given, {**record, "policy": "none found"}, []
+    policy = config.leak
+    if policy == "error" and path == bundled_path():
+        policy = "allow"  # MedMNIST's own file: 8 val images repeat a train image; the official splits are kept
+    if policy == "error":
+        raise leak_guard.leak_error(found, path)
+    if policy == "allow":
+        note = (f"leak guard: {found['n_copies']} held-out image(s) are near-copies of images in another split; "
+                "kept as given" + (" (--allow-leak)" if config.leak == "allow" else
+                                   " (the bundled PneumoniaMNIST's own duplicates, as in the official MedMNIST file)"))
+        return given, {**record, "policy": "allow"}, [note]
+    target = folder / f"resplit-seed{config.split_seed}.json"
+    if target.is_file():
+        saved = read_json(target)
+    else:
+        new, done = leak_guard.resplit(decoded["thumbs"], decoded["labels"], decoded["groups"], given,
+                                       decoded["paths"], found, config.split_seed)
+        saved = {"split": new.tolist(), "resplit": done}
+        write_json(target, saved)
+    note = (f"leak guard: {found['n_copies']} held-out image(s) were near-copies of images in another split; the "
+            f"given splits were merged and re-split grouped by content and patient (--resplit, seed "
+            f"{config.split_seed}): {saved['resplit']['moved']} image(s) changed split")
+    return np.array(saved["split"], dtype="<U5"), {**record, "policy": "resplit", "resplit": saved["resplit"]}, [note]
 
 
 def cache_entry(src: str | os.PathLike | None, config: DataConfig = DataConfig()) -> Path:
@@ -76,6 +123,8 @@ def _validate(config: DataConfig) -> None:
         raise MedsynError(f"--channels {config.channels}: choose 1 (grayscale) or 3 (RGB).")
     if config.val not in ("auto", "given", "carve"):
         raise MedsynError(f"--val {config.val}: choose auto, given or carve.")
+    if config.leak not in leak_guard.LEAK_POLICIES:
+        raise MedsynError(f"unknown leak policy {config.leak!r}; choose {', '.join(leak_guard.LEAK_POLICIES)}.")
     if not 0.01 <= config.val_fraction <= 0.5:
         raise MedsynError(f"--val-fraction {config.val_fraction} is out of range; choose 0.01 to 0.5.")
 
@@ -126,7 +175,7 @@ def _decode_npz(path: Path, config: DataConfig, min_classes: int) -> tuple[dict,
         if len(images) else images
     counters = collections.Counter(raw.split.tolist())
     index = [f"{path.name}:{s}[{i}]" for s in ("train", "val", "test") for i in range(counters[s])]
-    arrays = {"images": images, "labels": raw.labels, "given_split": raw.split,
+    arrays = {"images": images, "thumbs": thumbnails(raw.images), "labels": raw.labels, "given_split": raw.split,
               "groups": np.full(len(images), "", dtype="<U1"), "paths": np.array(index)}
     return arrays, {"class_names": list(raw.class_names), "skipped": [], "ignored": 0, "notes": []}
 
@@ -145,6 +194,8 @@ def _decode_listing(listing: Listing, config: DataConfig) -> tuple[dict, dict]:
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         results = list(pool.map(lambda p: _decode_one(p, size, config.aspect), listing.paths))
     bad = [f"{p}: {r}" for p, r in zip(listing.paths, results) if isinstance(r, str)]
+    thumbs = np.stack([r[1] for r in results if not isinstance(r, str)])
+    results = [r if isinstance(r, str) else r[0] for r in results]
     if bad and not config.skip_bad:
         raise MedsynError(f"{len(bad)} image(s) cannot be used:\n  " + "\n  ".join(bad) +
                           "\nfix or remove them, or pass --skip-bad to leave them out (they are recorded).")
@@ -154,7 +205,7 @@ def _decode_listing(listing: Listing, config: DataConfig) -> tuple[dict, dict]:
     decoded = [r for r in results if not isinstance(r, str)]
     channels = config.channels or (3 if any(im.ndim == 3 for im in decoded) else 1)
     images = np.stack([to_channels(im, channels) for im in decoded])
-    arrays = {"images": images, "labels": listing.labels[keep], "given_split": listing.given_split[keep],
+    arrays = {"images": images, "thumbs": thumbs, "labels": listing.labels[keep], "given_split": listing.given_split[keep],
               "groups": listing.groups[keep], "paths": np.array([str(p) for p in listing.paths])[keep]}
     if listing.ignored:
         notes.append(f"{listing.ignored} non-image file(s) in class folders were ignored")
@@ -162,9 +213,11 @@ def _decode_listing(listing: Listing, config: DataConfig) -> tuple[dict, dict]:
     return arrays, meta
 
 
-def _decode_one(path: Path, size: int, aspect: str) -> np.ndarray | str:
+def _decode_one(path: Path, size: int, aspect: str) -> tuple[np.ndarray, np.ndarray] | str:
+    """The image made square at `size`, and the leak guard's aspect-free thumbnail of the image as decoded."""
     try:
-        return resize_square(load_image(path), size, aspect)
+        image = load_image(path)
+        return resize_square(image, size, aspect), thumbnail(image)
     except BadImage as err:
         return str(err)
 

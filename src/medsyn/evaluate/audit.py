@@ -70,13 +70,11 @@ def run_audit(real: ImageSet, synthetic: ImageSet, out_dir: Path, config: AuditC
     synthetic_features, synthetic_probs = features.encode(classifier, synthetic.images)
     val_features, val_probs = features.encode(classifier, val.images)
     found = memorization.neighbours(synthetic.images[checked], synthetic_features[checked], train.images,
-                                    train_features, config.copy_max_shift)
-    baseline = memorization.neighbours(val.images, val_features, train.images, train_features,
-                                       config.copy_max_shift)
+                                    train_features)
+    baseline = memorization.neighbours(val.images, val_features, train.images, train_features)
     memo, near_copy = memorization.summarize(found, baseline, synthetic.labels[checked], real.class_names,
-                                             config.near_copy_percentile, config.exact_copy_correlation,
-                                             config.copy_max_shift)
-    memo["features"] = "label-trained-cnn (feature-space distances); shift/flip-tolerant correlation (near-copy rule)"
+                                             config.near_copy_percentile, config.exact_copy_correlation)
+    memo["features"] = "label-trained-cnn (feature-space distances); flip/zoom/rotation/shift-tolerant correlation (near-copy rule)"
     out_dir.mkdir(parents=True, exist_ok=True)
     memorization.gallery(out_dir / "nn_gallery.png", synthetic.images[checked], train.images, found, near_copy,
                          config.gallery_pairs, f"{generator_name}: best-matching synthetic / real-train pairs "

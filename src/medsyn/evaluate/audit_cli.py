@@ -72,8 +72,7 @@ def format_summary(audit: dict) -> str:
     labels, memo = audit["label_fidelity"], audit["memorization"]
     lines.append(f"label fidelity: {labels['synthetic_accuracy']:.3f} on synthetic vs "
                  f"{labels['reference_real_val_accuracy']:.3f} on real val (same real-trained classifier)")
-    lines.append(f"near-copies of training images (shifts up to {memo['threshold']['max_shift_px']} px and "
-                 f"mirroring): {memo['near_copies']}/{memo['n_checked']} ({memo['near_copy_share']:.1%}; new real "
+    lines.append(f"near-copies of training images (moved, mirrored, zoomed, rotated, blurred, gamma): {memo['near_copies']}/{memo['n_checked']} ({memo['near_copy_share']:.1%}; new real "
                  f"val images: {memo['baseline_near_copy_share']:.1%}) above correlation "
                  f"{memo['threshold']['correlation']:.4f}")
     lines.append("features: " + "; ".join(f"{name} ({info['trained_on']})"

@@ -1,12 +1,13 @@
-"""Memorization: is a synthetic image a copy of a patient's training image, perhaps shifted or mirrored?
+"""Memorization: is a synthetic image a copy of a patient's training image, perhaps moved, mirrored, zoomed, rotated,
+blurred or with another gamma or contrast?
 
-For every synthetic image, the training image it matches best: the highest normalised (Pearson) correlation over
-every translation of up to `max_shift` pixels and a left-right flip. The centre of the query, less a `max_shift`
-border, is compared with every window of the training image, so a copy shifted by up to `max_shift` pixels or
-mirrored scores exactly 1 whatever was filled in at its edge; normalising also ignores brightness and contrast.
-The yardstick is what genuinely new images give: the best correlation of every real VAL image (never test, which
-only the final evaluation reads) with the training images. A synthetic image is a near-copy when its best
-correlation is above the (100 - `near_copy_percentile`)-th percentile of the val correlations (by default the
+For every synthetic image, the training image it matches best by the one near-copy detector medsyn has
+(`medsyn.data.nearcopy`, also the leak guard's): the highest normalised correlation of rank-equalised, lightly
+blurred thumbnails over a left-right flip and a warp of zoom (a zoom-crop of up to 10%), rotation and shift, so a
+copy scores about 0.999 whatever was done to it; normalising and rank-equalising also ignore brightness, contrast
+and gamma. The yardstick is what genuinely new images give: the best correlation of every real VAL image (never
+test, which only the final evaluation reads) with the training images. A synthetic image is a near-copy when its
+best correlation is above the (100 - `near_copy_percentile`)-th percentile of the val correlations (by default the
 99th: only 1 in 100 new real images matches a training image that well), or above `exact_copy_correlation`
 (an exact copy). Val images that duplicate a training image (above `exact_copy_correlation`) are counted and left
 out of the percentile: they are the data's own duplicates, not new images.
@@ -21,16 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MATCH_MAX_SIZE = 64  # larger images are downsized for the shift/flip search (shifts count pixels at this size)
-
-
 @dataclass
 class Neighbours:
     """Per query row: the best shift/flip-tolerant match, and the nearest training image in pixels and features."""
 
-    correlation: np.ndarray        # best normalised correlation over shifts and flips
+    correlation: np.ndarray        # best normalised correlation over flips and warps (medsyn.data.nearcopy)
     correlation_index: np.ndarray  # the training image it came from
-    transform: list                # e.g. "shift (+1, -2)" or "flip, shift (0, 0)"
+    transform: list                # the warp that maps it back, e.g. "flip, zoom 1.050, rotate +3.0 deg, shift ..."
     pixel_distance: np.ndarray
     pixel_index: np.ndarray
     feature_distance: np.ndarray
@@ -56,54 +54,18 @@ def nearest(queries: np.ndarray, references: np.ndarray, batch_size: int = 1024)
     return np.concatenate(distances), np.concatenate(indices)
 
 
-def _as_maps(images: np.ndarray):
-    """uint8 (N, H, W, C) -> float32 tensor (N, C, S, S), S = min(H, MATCH_MAX_SIZE)."""
-    import torch
-    import torch.nn.functional as F
+def best_matches(queries: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    """For each query image, its best-matching training image by the near-copy detector: (correlation, training
+    index, transform)."""
+    from medsyn.data.nearcopy import best_matches as search, thumbnails
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    if x.shape[-1] > MATCH_MAX_SIZE:
-        x = F.interpolate(x, size=(MATCH_MAX_SIZE, MATCH_MAX_SIZE), mode="area")
-    return x
-
-
-def _standardised(windows) -> "object":
-    """Flatten each window and scale it to zero mean and unit norm, so a dot product is a Pearson correlation."""
-    flat = windows.flatten(1)
-    flat = flat - flat.mean(1, keepdim=True)
-    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-6)
-
-
-def best_matches(queries: np.ndarray, train: np.ndarray, max_shift: int,
-                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray, list]:
-    """For each query image, the highest correlation with any training image shifted by up to max_shift pixels
-    (each axis) or mirrored left-right and shifted: (correlation, training index, transform)."""
-    import torch
-
-    q_maps, t_maps = _as_maps(queries), _as_maps(train)
-    m, size = max_shift, q_maps.shape[-1]
-    centre = _standardised(q_maps[..., m:size - m, m:size - m])
-    best = torch.full((len(centre),), -2.0)
-    index = torch.zeros(len(centre), dtype=torch.long)
-    variant = torch.zeros(len(centre), dtype=torch.long)
-    variants = [(flip, dy, dx) for flip in (False, True) for dy in range(-m, m + 1) for dx in range(-m, m + 1)]
-    for number, (flip, dy, dx) in enumerate(variants):
-        source = t_maps.flip(-1) if flip else t_maps
-        windows = _standardised(source[..., m + dy:size - m + dy, m + dx:size - m + dx])
-        for start in range(0, len(centre), batch_size):
-            value, row = (centre[start:start + batch_size] @ windows.T).max(1)
-            better = value > best[start:start + batch_size]
-            best[start:start + batch_size][better] = value[better]
-            index[start:start + batch_size][better] = row[better]
-            variant[start:start + batch_size][better] = number
-    # The query's centre sits at offset (-dy, -dx) from the same part of the training image.
-    names = [f"{'flip, ' if flip else ''}shift ({-dy:+d}, {-dx:+d})" for flip, dy, dx in variants]
-    return best.double().numpy(), index.numpy(), [names[v] for v in variant.tolist()]
+    found = search(thumbnails(queries), thumbnails(train))
+    return found.best, found.best_index, found.transform
 
 
 def neighbours(query_images: np.ndarray, query_features: np.ndarray, train_images: np.ndarray,
-               train_features: np.ndarray, max_shift: int) -> Neighbours:
-    correlation, correlation_index, transform = best_matches(query_images, train_images, max_shift)
+               train_features: np.ndarray) -> Neighbours:
+    correlation, correlation_index, transform = best_matches(query_images, train_images)
     query_pixels, train_pixels = pixels(query_images), pixels(train_images)
     pixel_distance, pixel_index = nearest(query_pixels, train_pixels)
     feature_distance, feature_index = nearest(query_features, train_features)
@@ -122,7 +84,7 @@ def _distribution(values: np.ndarray, high: bool = False) -> dict:
 
 
 def summarize(synthetic: Neighbours, baseline: Neighbours, synthetic_labels: np.ndarray, class_names,
-              percentile: float, exact_copy_correlation: float, max_shift: int) -> tuple[dict, np.ndarray]:
+              percentile: float, exact_copy_correlation: float) -> tuple[dict, np.ndarray]:
     """The memorization summary and the near-copy flag of every checked synthetic image."""
     # Real datasets hold duplicates across splits (PneumoniaMNIST: about 1.5% of val repeats a training image);
     # they say nothing about how close a genuinely new image comes, so they are counted and left out of the yardstick.
@@ -146,12 +108,11 @@ def summarize(synthetic: Neighbours, baseline: Neighbours, synthetic_labels: np.
         "baseline_duplicates_of_train": int(duplicate.sum()),
         "threshold": {
             "correlation": threshold,
-            "rule": f"best normalised correlation with a real training image, over shifts of up to {max_shift} px "
-                    f"and a left-right flip, above the {100 - percentile:g}th percentile of the same for real val "
+            "rule": f"best normalised correlation with a real training image (medsyn.data.nearcopy: aspect-free "
+                    f"rank-equalised thumbnails, over a left-right flip, zoom, rotation and shift), above the {100 - percentile:g}th percentile of the same for real val "
                     f"images (less val images that duplicate a training image), or above {exact_copy_correlation:g}, whichever is lower",
             "val_percentile": 100 - percentile,
             "exact_copy_correlation": exact_copy_correlation,
-            "max_shift_px": max_shift,
         },
         "correlation": {"synthetic": _distribution(synthetic.correlation, high=True),
                         "baseline_val": _distribution(baseline.correlation, high=True)},

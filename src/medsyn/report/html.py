@@ -29,13 +29,23 @@ def build_report(run_dir: Path) -> Path:
                 _comparison_section(run), _exposure_section(run), _curves_section(run), _audit_section(run),
                 _timing_section(run)]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>medsyn report: {html.escape(run_dir.name)}"
-            f"</title><style>{CSS}</style></head><body><h1>medsyn report</h1>"
+            f"</title><style>{CSS}</style></head><body>{_warning_banners(run)}<h1>medsyn report</h1>"
             f"<p class='note'>run folder {html.escape(str(run_dir.resolve()))}; preset {run.config.get('preset')}; "
             f"data {html.escape(str(run.data.get('source')))}. Every classifier number is measured on the held-out "
             f"real TEST split, which no training or model choice saw.</p>{''.join(sections)}</body></html>")
     write_text(run_dir / "report.html", page)
     write_text(run_dir / "summary.md", _summary_markdown(run))
     return run_dir / "report.html"
+
+
+def data_warnings(data: dict) -> list[str]:
+    """The data's warnings (data.json `warnings`: a leak allowed with --allow-leak, patient ids shared across the
+    given splits), which head every page of the report and summary.md."""
+    return list(data.get("warnings") or [])
+
+
+def _warning_banners(run: "_RunFiles") -> str:
+    return "".join(f"<div class='verdict worse'><b>Warning:</b> {html.escape(w)}</div>" for w in data_warnings(run.data))
 
 
 class _RunFiles:
@@ -329,13 +339,13 @@ def _audit_section(run: _RunFiles) -> str:
                          for name, info in audit["feature_extractors"].items())
         gallery = run.point / "audit" / model / "nn_gallery.png"
         image = f"<figure><img src='{figures.file_uri(gallery)}'><figcaption>best-matching synthetic / real-train " \
-                f"pairs (shifts and a flip allowed)</figcaption></figure>" if gallery.exists() else ""
+                f"pairs (a flip, zoom, rotation and shift allowed)</figcaption></figure>" if gallery.exists() else ""
         parts.append(f"<h3>{html.escape(model)}</h3><p class='note'>Each metric is measured against half A of the "
                      f"real TRAIN split, for the synthetic images, for the other half of real train (the "
                      f"real-vs-real floor: what real images score at this sample size) and for real val images, in "
                      f"every feature space used: {used}. Label accuracy by a classifier trained on real train, next "
                      f"to its accuracy on real val; near-copies by the best correlation with a training image over "
-                     f"small shifts and a left-right flip, calibrated on real val (see audit.json). The test split "
+                     f"a left-right flip, zooms, rotations and shifts (medsyn.data.nearcopy), calibrated on real val (see audit.json). The test split "
                      f"is not used by the audit. <i>not computable</i>: the class has at most k = "
                      f"{audit['config']['k']} images on one side, too few for the nearest-neighbour metrics.</p>"
                      f"{table}{image}")
@@ -354,7 +364,9 @@ def _timing_section(run: _RunFiles) -> str:
 
 def _summary_markdown(run: _RunFiles) -> str:
     r = run.results
-    lines = ["# medsyn summary", "", f"Data: {run.data['source']}; test split n = {r['n_test']}; replicates "
+    lines = [f"> **WARNING:** {w}" for w in data_warnings(run.data)]
+    lines += [""] if lines else []
+    lines += ["# medsyn summary", "", f"Data: {run.data['source']}; test split n = {r['n_test']}; replicates "
              f"{r['replicates']}.", "", "## Verdict", ""]
     lines += [sensitivity_text(r), ""] if sensitivity_text(r) else []
     lines += [headline(r, "auc"), ""]
