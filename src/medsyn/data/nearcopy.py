@@ -25,8 +25,9 @@ VIEW_CROP = 2         # border (at half resolution, 16 px) left out of the compa
 # The coarse grid applied to the query: left-right flip x zoom-out (undoes a zoom-crop of up to 10%) x rotation x
 # shift (normalised units: 2 = the image width).
 COARSE_SCALES = (1.0, 1.09)
-COARSE_ANGLES = (0.0,)
-COARSE_SHIFTS = (-0.08, 0.0, 0.08)
+COARSE_ANGLES = (-3.0, 0.0, 3.0)
+COARSE_SHIFTS = (-0.14, -0.07, 0.0, 0.07, 0.14)  # up to 7% of the width: 2 px at 28 px, where a local
+                                                 # search from 0 stalled on 1 in 5 planted 2-px shifts
 REFINE_STEPS = (0.02, 1.5, 0.03, 0.03)  # first pattern-search steps: log-zoom, degrees, shift x, shift y
 REFINE_LEVELS = 4                       # each level halves the steps
 REFINE_ROUNDS = 2                       # moves taken per level

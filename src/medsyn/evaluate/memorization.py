@@ -74,6 +74,11 @@ def neighbours(query_images: np.ndarray, query_features: np.ndarray, train_image
                       feature_distance, feature_index)
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """a / b, or None where b is 0 (every val image duplicates a training image): no NaN in a JSON file."""
+    return float(a / b) if b else None
+
+
 def _distribution(values: np.ndarray, high: bool = False) -> dict:
     """The tail that matters: the closest matches (lowest distances, or highest correlations when `high`)."""
     if high:
@@ -118,11 +123,11 @@ def summarize(synthetic: Neighbours, baseline: Neighbours, synthetic_labels: np.
                         "baseline_val": _distribution(baseline.correlation, high=True)},
         "pixel": {"synthetic": _distribution(synthetic.pixel_distance),
                   "baseline_val": _distribution(baseline.pixel_distance),
-                  "median_ratio": float(np.median(synthetic.pixel_distance) / np.median(baseline.pixel_distance))},
+                  "median_ratio": _ratio(np.median(synthetic.pixel_distance), np.median(baseline.pixel_distance))},
         "feature": {"synthetic": _distribution(synthetic.feature_distance),
                     "baseline_val": _distribution(baseline.feature_distance),
-                    "median_ratio": float(np.median(synthetic.feature_distance)
-                                          / np.median(baseline.feature_distance))},
+                    "median_ratio": _ratio(np.median(synthetic.feature_distance),
+                                           np.median(baseline.feature_distance))},
         "per_class": per_class,
     }
     return summary, near_copy
