@@ -176,6 +176,8 @@ class RunConfig:
                                        # real val per generator (evaluate/guidance.py)
     min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
     n_bootstrap: int = 2000
+    budget_minutes: float | None = None  # the wall time the preset is sized for on a 2-core CPU; a plan that
+                                         # exceeds it on this machine says so and offers what would fit
 
     def gan_config(self, model: str, seed: int) -> GanConfig:
         """The GAN settings of `model` with `seed`: the run's own for the primary model, else that model's preset
@@ -200,6 +202,7 @@ def preset(name: str = "quick") -> RunConfig:
             seeds=(0, 1),
             gan_seeds=2,
             n_bootstrap=200,
+            budget_minutes=3,
         )
     if name == "quick":
         # Sized for about 11 minutes on 2 CPU cores (benchmarks/run_quick.py): two generators of 1000 steps side by
@@ -209,7 +212,7 @@ def preset(name: str = "quick") -> RunConfig:
                          classify=ClassifyConfig(epochs=6, patience=2),
                          audit=AuditConfig(inception="off", kid_subsets=50),
                          arms=("real", "real+aug", "synth", "real+synth@1", "real+balance"),
-                         seeds=(0, 1, 2, 3), gan_seeds=2)
+                         seeds=(0, 1, 2, 3), gan_seeds=2, budget_minutes=15)
     if name == "study":
         # The small-data question on a CPU: a learning curve over 5 nested sizes of the real train split, the
         # strategies known to work (mixing, synthetic pretraining, filtering), the positive control (held-out real
@@ -222,7 +225,8 @@ def preset(name: str = "quick") -> RunConfig:
                          audit=AuditConfig(inception="off", kid_subsets=20),
                          arms=("real", "real+heldout@1", "real+synth@1", "real+pretrain-synth@1",
                                "real+filtered-synth@1"),
-                         seeds=(0, 1, 2, 3, 4), gan_seeds=5, sizes=(0.02, 0.05, 0.1, 0.25, 1.0))
+                         seeds=(0, 1, 2, 3, 4), gan_seeds=5, sizes=(0.02, 0.05, 0.1, 0.25, 1.0),
+                         budget_minutes=60)
     if name == "full":
         return RunConfig(
             preset=name,

@@ -91,6 +91,20 @@ def register(verbs) -> None:
 
 
 def _run_cli(args) -> int:
+    config = run_config(args)
+    if args.workers is not None and args.workers < 1:
+        raise MedsynError(f"--workers {args.workers}: give at least 1.")
+    out = args.out or Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.dry_run:
+        print(dry_run(config, args.src, args.workers))
+        return 0
+    run(config, args.src, out, resume=args.resume, executor=args.executor, workers=args.workers,
+        ray_address=args.ray_address)
+    return 0
+
+
+def run_config(args) -> configs.RunConfig:
+    """The run's configuration from its flags: the preset, then every flag given on top of it."""
     from medsyn.data.cli import data_config
 
     config = configs.preset(args.preset)
@@ -130,15 +144,7 @@ def _run_cli(args) -> int:
         config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, device=args.device),
                                      classify=dataclasses.replace(config.classify, device=args.device),
                                      audit=dataclasses.replace(config.audit, device=args.device))
-    if args.workers is not None and args.workers < 1:
-        raise MedsynError(f"--workers {args.workers}: give at least 1.")
-    out = args.out or Path("runs") / f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if args.dry_run:
-        print(dry_run(config, args.src, args.workers))
-        return 0
-    run(config, args.src, out, resume=args.resume, executor=args.executor, workers=args.workers,
-        ray_address=args.ray_address)
-    return 0
+    return config
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -181,8 +187,15 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
     check_out_dir(out, "run", resume=resume)
     n_train = _train_size(src, config)  # bad or missing data fails before the run folder exists (decoded once)
     check_heldout_dose(config, n_train)
+    speeds = machine_speeds(config)
     _prepare_folder(out, config, src, resume)
-    plan = study.build_plan(config, n_train)
+    plan = study.build_plan(config, n_train, speeds)
+    if progress:
+        workers_used = workers or study.default_workers()
+        print(study.describe(plan, workers_used, speeds).splitlines()[-1])
+        advice = study.budget_advice(config, n_train, speeds, workers_used)
+        if advice:
+            print(advice)
     start = time.perf_counter()
     study.execute(plan, study.Study(config, None if src is None else str(src), out), executor, workers, ray_address,
                   progress)
@@ -192,17 +205,32 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
 
 
 def dry_run(config: configs.RunConfig, src, workers: int | None) -> str:
-    """The plan `run` would execute, with job counts and an estimated time; nothing is written."""
-    from medsyn import study
-
-    from medsyn import data
+    """The plan `run` would execute, with job counts and an estimated time; nothing is written but the cached
+    measurement of this machine's speed."""
+    from medsyn import data, study
 
     validate(config)
     workers = workers or study.default_workers()
     n_train = _train_size(src, config)
     check_heldout_dose(config, n_train)
     warnings = "".join(f"WARNING: {w}\n" for w in data.warnings(data.load(src, config.data)))
-    return warnings + study.describe(study.build_plan(config, n_train), workers)
+    speeds = machine_speeds(config)
+    advice = study.budget_advice(config, n_train, speeds, workers)
+    plan = study.describe(study.build_plan(config, n_train, speeds), workers, speeds)
+    return warnings + plan + (f"\n{advice}" if advice else "")
+
+
+def machine_speeds(config: configs.RunConfig):
+    """This machine's measured speeds at the run's settings (study/calibrate.py, cached), or the reference CPU's
+    where the run will use a GPU: the calibration times the CPU."""
+    import torch
+
+    from medsyn.study import calibrate, plan
+
+    reference = plan.reference_speeds(config)
+    if "cpu" not in (config.gan.device, config.classify.device) and torch.cuda.is_available():
+        return reference
+    return calibrate.cached_speeds(config, reference)
 
 
 def _train_size(src, config: configs.RunConfig) -> int:

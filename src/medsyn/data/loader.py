@@ -94,7 +94,8 @@ def _leak_guard(path: Path, config: DataConfig, decoded: dict) -> tuple[np.ndarr
         note = (f"leak guard: {found['n_copies']} held-out image(s) are near-copies of images in another split; "
                 "kept as given" + (" (--allow-leak)" if config.leak == "allow" else
                                    " (the bundled PneumoniaMNIST's own duplicates, as in the official MedMNIST file)"))
-        return given, {**record, "policy": "allow"}, [note]
+        return given, {**record, "policy": "allow",
+                       "allowed_by": "--allow-leak" if config.leak == "allow" else "the bundled data"}, [note]
     target = folder / f"resplit-seed{config.split_seed}.json"
     if target.is_file():
         saved = read_json(target)

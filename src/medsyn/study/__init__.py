@@ -2,7 +2,8 @@
 (execute.py: sequential, local processes, Ray).
 
 Public API:
-    build_plan(config, n_train) -> list[Job]      describe(plan, workers) -> str (what --dry-run prints)
+    build_plan(config, n_train, speeds=None) -> list[Job]   describe(plan, workers, speeds) -> str (--dry-run)
+    budget_advice(config, n_train, speeds, workers) -> str  what would fit the preset's budget, where it is exceeded
     Study(config, src, run_dir)                   what every job of a run shares
     execute(plan, study, executor="local", workers=None, ray_address=None, progress=True) -> timings dict
     evaluate_run(study) -> dict                   results.json from the finished runs' files
@@ -10,7 +11,7 @@ Public API:
 
 from medsyn.study.execute import EXECUTORS, default_workers, execute
 from medsyn.study.jobs import Study, evaluate_run, run_job
-from medsyn.study.plan import Job, build_plan, describe, generator_of, generator_seeds
+from medsyn.study.plan import Job, budget_advice, build_plan, describe, generator_of, generator_seeds
 
-__all__ = ["EXECUTORS", "Job", "Study", "build_plan", "default_workers", "describe", "evaluate_run", "execute",
+__all__ = ["EXECUTORS", "Job", "Study", "budget_advice", "build_plan", "default_workers", "describe", "evaluate_run", "execute",
            "generator_of", "generator_seeds", "run_job"]

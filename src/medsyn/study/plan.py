@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from medsyn.config import RunConfig
+from medsyn.config import GAN_SIZES, RunConfig
 
 KINDS = ("data", "generator", "synthesize", "audit", "classify", "evaluate", "report")
 
@@ -71,12 +71,13 @@ def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
     return tuple(a for a in config.arms if not (full and parse_arm(a).heldout))
 
 
-def build_plan(config: RunConfig, n_train: int) -> list[Job]:
-    """Every job of `medsyn run`, in an order that respects the dependencies. `n_train`: real train images, for
-    the time estimates only."""
+def build_plan(config: RunConfig, n_train: int, speeds=None) -> list[Job]:
+    """Every job of `medsyn run`, in an order that respects the dependencies. `n_train`: real train images, and
+    `speeds` (study/calibrate.py; default: the reference machine's), for the time estimates only."""
+    speeds = speeds or reference_speeds(config)
     jobs = [Job("data", "data", {}, "data.json", estimate_s=5)]
     for prefix, size in size_points(config):
-        jobs += _size_jobs(config, prefix, size, n_train, after=_last_audit(jobs))
+        jobs += _size_jobs(config, prefix, size, n_train, speeds, after=_last_audit(jobs))
     classify = tuple(j.name for j in jobs if j.kind == "classify")
     audits = tuple(j.name for j in jobs if j.kind == "audit")
     jobs.append(Job("evaluate", "evaluate", {}, "results.json", classify, estimate_s=10))
@@ -84,7 +85,8 @@ def build_plan(config: RunConfig, n_train: int) -> list[Job]:
     return jobs
 
 
-def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, after: tuple[str, ...]) -> list[Job]:
+def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, speeds,
+               after: tuple[str, ...]) -> list[Job]:
     from medsyn.classify import parse_arm
 
     n_size = n_train * size if size <= 1 else size
@@ -93,7 +95,7 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, after:
     for model in config.gans:  # the primary model feeds the arms, one generator per seed; the others are audited
         seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
         for k, seed in enumerate(seeds):
-            jobs += _generator_jobs(config, model, k, seed, point, n_size, after=_last_audit(jobs) or after)
+            jobs += _generator_jobs(config, model, k, seed, point, n_size, speeds, after=_last_audit(jobs) or after)
     primary = config.gans[0]
     for r, seed in enumerate(config.seeds):
         for arm in arms_at(config, size, n_train):
@@ -106,7 +108,7 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, after:
                              "generator": generator_of(config, r) if parsed.uses_synthetic else None},
                             f"{prefix}arms/{arm}/seed{seed}/test_metrics.json", ("data", *needs),
                             threads=config.classify.threads or 1,
-                            estimate_s=_classify_seconds(config, parsed, n_size)))
+                            estimate_s=_classify_seconds(config, parsed, n_size, speeds)))
     return jobs
 
 
@@ -116,7 +118,7 @@ def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
     return tuple(audits[-1:])
 
 
-def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, n_size: float,
+def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, n_size: float, speeds,
                     after: tuple[str, ...]) -> list[Job]:
     p = point["prefix"]
     base = f"{model}/g{k}"
@@ -124,36 +126,64 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
     params = {**point, "model": model, "index": k, "seed": seed}
     return [
         Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data",),
-            estimate_s=_gan_seconds(gan)),
+            estimate_s=_gan_seconds(gan, speeds)),
         Job(f"{p}synthetic/{base}", "synthesize", params, f"{p}synthetic/{base}/manifest.json", (f"{p}gan/{base}",),
-            estimate_s=_synthesize_seconds(config, gan, n_size)),
+            estimate_s=_synthesize_seconds(config, gan, n_size, speeds)),
         Job(f"{p}audit/{base}", "audit", params, f"{p}audit/{base}/audit.json", (f"{p}synthetic/{base}", *after),
-            estimate_s=40),
+            estimate_s=_audit_seconds(config, n_size, speeds)),
     ]
 
 
-# Seconds measured on this project's 2-core CPU machines with one thread per job (benchmarks/gan_speed.py,
-# benchmarks/classify_quick.py); only the ETA and --dry-run use them.
+# The reference machine's seconds (one of this project's 2-core CPUs, one thread per job; benchmarks/gan_speed.py,
+# benchmarks/classify_quick.py): the plan's estimates where no calibration was made (tests, a GPU run), and the
+# yardstick of `Speeds.machine_factor`. A calibrated plan measures the costly ones on this machine
+# (study/calibrate.py).
 GAN_SECONDS_PER_STEP = 0.30          # cgan, width 12, batch 32, 28 px
 DDPM_SECONDS_PER_STEP = 0.26         # ddpm, width 8, batch 32, 28 px (124 images/s)
 DDPM_SECONDS_PER_UNET_PASS = 3.3e-3  # ddpm sampling, width 8, 28 px, per image and solver step (guided: 2 passes)
 GUIDANCE_SAMPLES = 400               # images sampled per candidate scale when the guidance is chosen on val
 CLASSIFY_SECONDS_PER_IMAGE = 1.1e-3  # vgg16 width 1/8, 28 px, forward + backward
-EXPECTED_EPOCHS = 6
+AUGMENT_COST = 1.3                   # real+aug's images cost this much more (augmentation on the CPU)
+# Fitted to the quick and study runs of 2026-11-30 on this machine (timings.json of 2 and 25 audits): a fixed part
+# (the encoder's minimum steps, the reports) and a part per real train image of the point, at 28 px.
+AUDIT_FIXED_SECONDS = 20.0
+AUDIT_SECONDS_PER_IMAGE = 0.0104
+# Early stopping ends classifier runs before their cap: on average after 0.80 of it in the quick run (4.8 of 6
+# epochs, 20 runs) and 0.74 in the study run (14.8 of 20, 120 runs) of 2026-11-30.
+EXPECTED_EPOCH_SHARE = 0.8
 
 
-def _gan_seconds(gan) -> float:
+def reference_speeds(config: RunConfig):
+    """The reference machine's speeds at `config`'s settings (the constants above, scaled by width and pixels)."""
+    from medsyn.study.calibrate import Speeds
+
+    c = config.classify
+    image = CLASSIFY_SECONDS_PER_IMAGE * (c.width / 0.125) ** 2 * (max(config.gan.size, 32) / 32) ** 2
+    ddpm = config.gan_config("ddpm", 0)
+    return Speeds(gan_step_s={m: _reference_gan_step(config.gan_config(m, 0)) for m in config.gans},
+                  classify_image_s=image, classify_aug_image_s=image * AUGMENT_COST,
+                  ddpm_pass_s=DDPM_SECONDS_PER_UNET_PASS * _ddpm_scale(ddpm), machine_factor=1.0)
+
+
+def _reference_gan_step(gan) -> float:
     if gan.model == "ddpm":
-        return gan.steps * DDPM_SECONDS_PER_STEP * (gan.batch_size / 32) * _ddpm_scale(gan)
-    scale = (gan.batch_size / 32) * (gan.base_width / 12) ** 2 * (gan.size / 28) ** 2
-    return gan.steps * GAN_SECONDS_PER_STEP * scale
+        return DDPM_SECONDS_PER_STEP * (gan.batch_size / 32) * _ddpm_scale(gan)
+    return GAN_SECONDS_PER_STEP * (gan.batch_size / 32) * (gan.base_width / 12) ** 2 * (gan.size / 28) ** 2
 
 
-def _synthesize_seconds(config: RunConfig, gan, n_size: float) -> float:
+def _ddpm_scale(gan) -> float:
+    return (gan.base_width / 8) ** 2 * (gan.size / 28) ** 2
+
+
+def _gan_seconds(gan, speeds) -> float:
+    return gan.steps * speeds.gan_step_s[gan.model]
+
+
+def _synthesize_seconds(config: RunConfig, gan, n_size: float, speeds) -> float:
     """A GAN's pool is one forward pass (seconds); a ddpm's is sampling_steps UNet passes per image, twice with
     guidance, and choosing the guidance on val samples GUIDANCE_SAMPLES images per candidate scale."""
     if gan.model != "ddpm":
-        return 10
+        return 10 * speeds.machine_factor
     from medsyn.classify import parse_arm
 
     arms = [parse_arm(a) for a in config.arms if parse_arm(a).uses_synthetic]
@@ -161,23 +191,23 @@ def _synthesize_seconds(config: RunConfig, gan, n_size: float) -> float:
     scales = config.guidance if len(config.guidance) > 1 else ()
     guidance = config.guidance[0] if len(config.guidance) == 1 else gan.guidance
     images = pool * (2 if guidance > 0 else 1) + GUIDANCE_SAMPLES * sum(2 if s > 0 else 1 for s in scales)
-    return 10 + images * gan.sampling_steps * DDPM_SECONDS_PER_UNET_PASS * _ddpm_scale(gan)
+    return 10 * speeds.machine_factor + images * gan.sampling_steps * speeds.ddpm_pass_s
 
 
-def _ddpm_scale(gan) -> float:
-    return (gan.base_width / 8) ** 2 * (gan.size / 28) ** 2
+def _audit_seconds(config: RunConfig, n_size: float, speeds) -> float:
+    pixels = (min(config.gan.size, config.audit.encoder_max_size) / 28) ** 2
+    return (AUDIT_FIXED_SECONDS + AUDIT_SECONDS_PER_IMAGE * n_size) * pixels * speeds.machine_factor
 
 
-def _classify_seconds(config: RunConfig, arm, n_train: int) -> float:
+def _classify_seconds(config: RunConfig, arm, n_train: float, speeds) -> float:
     c = config.classify
     images_per_epoch = max(n_train, c.min_epoch_steps * c.batch_size) * \
         (1 + (arm.synth_ratio if arm.real else 0) + (0.4 if arm.balance else 0) + (1 if arm.pretrain else 0))
-    width = (c.width / 0.125) ** 2 * (max(config.gan.size, 32) / 32) ** 2
-    return min(c.epochs, EXPECTED_EPOCHS) * images_per_epoch * CLASSIFY_SECONDS_PER_IMAGE * width * \
-        (1.3 if arm.augment else 1.0) + 2
+    per_image = speeds.classify_aug_image_s if arm.augment else speeds.classify_image_s
+    return EXPECTED_EPOCH_SHARE * c.epochs * images_per_epoch * per_image + 2 * speeds.machine_factor
 
 
-def describe(plan: list[Job], workers: int) -> str:
+def describe(plan: list[Job], workers: int, speeds=None) -> str:
     """The plan as `--dry-run` prints it: job counts per kind, the jobs, and the estimated wall time."""
     counts = {kind: sum(j.kind == kind for j in plan) for kind in KINDS}
     lines = [f"{len(plan)} jobs: " + ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)]
@@ -185,9 +215,49 @@ def describe(plan: list[Job], workers: int) -> str:
         after = f"  after {', '.join(job.deps)}" if job.deps and len(job.deps) <= 2 else \
             f"  after {len(job.deps)} jobs" if job.deps else ""
         lines.append(f"  {job.name:<32} ~{job.estimate_s:6.0f} s  {job.threads} thread(s){after}")
+    source = "the reference CPU's speeds" if speeds is None or speeds.measured == "reference" else \
+        f"this machine's speeds (measured {speeds.measured}; {speeds.machine_factor:.2f}x the reference's time)"
     lines.append(f"estimated wall time with {workers} worker(s): about {simulate(plan, workers) / 60:.1f} min "
-                 f"(from job sizes; serial work {sum(j.estimate_s for j in plan) / 60:.1f} min)")
+                 f"(from job sizes and {source}; serial work {sum(j.estimate_s for j in plan) / 60:.1f} min)")
     return "\n".join(lines)
+
+
+def budget_advice(config: RunConfig, n_train: int, speeds, workers: int) -> str:
+    """Empty where the plan fits the preset's budget; else what would fit: fewer replicates, a smaller --size
+    (its speeds scaled by pixels from this machine's), or a GPU."""
+    def minutes(changed: RunConfig, changed_speeds=speeds) -> float:
+        return simulate(build_plan(changed, n_train, changed_speeds), workers) / 60
+
+    budget, estimate = config.budget_minutes, minutes(config)
+    if budget is None or estimate <= budget:
+        return ""
+    options = []
+    for k in range(len(config.seeds) - 1, 1, -1):
+        fewer = replace(config, seeds=config.seeds[:k], gan_seeds=min(config.gan_seeds, k))
+        if minutes(fewer) <= budget:
+            options.append(f"--seeds {','.join(map(str, fewer.seeds))} ({k} replicates, about {minutes(fewer):.0f} "
+                           "min)")
+            break
+    for size in sorted((s for s in GAN_SIZES if s < config.gan.size), reverse=True):
+        smaller = replace(config, gan=replace(config.gan, size=size), data=replace(config.data, size=size))
+        if minutes(smaller, _scaled(speeds, config.gan.size, size)) <= budget:
+            options.append(f"--size {size} (about {minutes(smaller, _scaled(speeds, config.gan.size, size)):.0f} "
+                           "min)")
+            break
+    options.append("a CUDA GPU (every job uses one when torch sees it)")
+    return (f"this exceeds the {config.preset} preset's budget of {budget:g} min on this machine; what would fit: "
+            + "; or ".join(options) + ".")
+
+
+def _scaled(speeds, size: int, new_size: int):
+    """Speeds at another image size: convolution cost goes with the pixels (the classifier's input is at least
+    32 px)."""
+    gan = (new_size / size) ** 2
+    classify = (max(new_size, 32) / max(size, 32)) ** 2
+    return replace(speeds, gan_step_s={m: s * gan for m, s in speeds.gan_step_s.items()},
+                   classify_image_s=speeds.classify_image_s * classify,
+                   classify_aug_image_s=speeds.classify_aug_image_s * classify,
+                   ddpm_pass_s=speeds.ddpm_pass_s and speeds.ddpm_pass_s * gan)
 
 
 def simulate(plan: list[Job], workers: int) -> float:

@@ -1,0 +1,169 @@
+"""This machine's speed at a run's own settings, for the plan's time estimates.
+
+A few timed steps of each costly inner loop, on one torch thread in this process as the jobs run them, on random
+images of the run's size (speed does not depend on what the pixels show): a training step of every generator model
+of the run, a classifier training step with and without augmentation (per image), and for ddpm one UNet pass of
+sampling (per image). The rest of a study (data, synthesis of a GAN pool, the audit, evaluation) is scaled by how
+this machine's classifier compares with the reference machine's (`machine_factor`). The result is cached per
+machine and settings in medsyn's cache folder, so `--dry-run` measures once (seconds to a minute at 64 px) and every
+later plan of the same settings reads the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medsyn.config import RunConfig
+from medsyn.data.cache import cache_root
+from medsyn.fileio import read_json, write_json
+
+CALIBRATION_VERSION = 1
+WARM_UP, TIMED = 2, 6           # steps: the first ones pay for allocation and one-off set-up
+CLASSIFY_STEPS = (2, 8)         # two short fits; their difference is the cost of 6 steps without the fixed costs
+
+
+@dataclasses.dataclass(frozen=True)
+class Speeds:
+    """Seconds on one thread of this machine: per generator step (by model), per classifier training image (plain
+    and augmented), per ddpm UNet pass of one image; and this machine's classifier time over the reference's."""
+    gan_step_s: dict
+    classify_image_s: float
+    classify_aug_image_s: float
+    ddpm_pass_s: float | None
+    machine_factor: float
+    measured: str = "reference"   # "reference": the plan's constants (no calibration); else where it was measured
+
+
+def cached_speeds(config: RunConfig, reference: Speeds) -> Speeds:
+    """This machine's speeds at `config`'s settings, measured on first use and read from the cache after."""
+    path = cache_root() / "calibration" / f"{_key(config)}.json"
+    if path.is_file():
+        try:
+            return Speeds(**read_json(path))
+        except (TypeError, ValueError):
+            pass  # an older or damaged file: measure again
+    speeds = measure(config, reference)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, dataclasses.asdict(speeds))
+    return speeds
+
+
+def _key(config: RunConfig) -> str:
+    settings = {"version": CALIBRATION_VERSION, "machine": machine(),
+                "gans": {m: _gan_settings(config, m) for m in config.gans},
+                "classify": _classify_settings(config)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def machine() -> dict:
+    """What makes one machine's speed differ from another's (the host name too: shared machines differ in load)."""
+    import torch
+
+    cpu = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    return {"host": platform.node(), "cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+            "torch": torch.__version__}
+
+
+def _gan_settings(config: RunConfig, model: str) -> dict:
+    gan = config.gan_config(model, 0)
+    return {k: getattr(gan, k) for k in ("model", "size", "base_width", "batch_size", "diffaugment", "r1_gamma",
+                                         "latent_dim", "sampling_steps")}
+
+
+def _classify_settings(config: RunConfig) -> dict:
+    c = config.classify
+    return {"size": config.gan.size, "channels": config.data.channels,
+            **{k: getattr(c, k) for k in ("arch", "width", "batch_norm", "batch_size", "dropout")}}
+
+
+def measure(config: RunConfig, reference: Speeds) -> Speeds:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = _random_images(config)
+        gan_step = {m: _gan_step_seconds(config.gan_config(m, 0), data) for m in config.gans}
+        plain, augmented = (_classify_image_seconds(config, data, augment) for augment in (False, True))
+        ddpm = _ddpm_pass_seconds(config, data) if "ddpm" in config.gans else None
+    finally:
+        torch.set_num_threads(previous)
+    return Speeds(gan_step_s=gan_step, classify_image_s=plain, classify_aug_image_s=augmented, ddpm_pass_s=ddpm,
+                  machine_factor=plain / reference.classify_image_s,
+                  measured=f"{machine()['host']} at {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def _random_images(config: RunConfig):
+    from medsyn.data import ImageSet
+
+    size, channels = config.gan.size, config.data.channels or 1
+    n = max(config.gan.batch_size, config.classify.batch_size) * 2
+    rng = np.random.default_rng(0)
+    split = np.array(["train"] * n + ["val"] * 32 + ["test"] * 32, dtype="<U5")
+    total = len(split)
+    return ImageSet(images=rng.integers(0, 256, (total, size, size, channels), dtype=np.uint8),
+                    labels=np.arange(total) % 2, split=split, class_names=("a", "b"),
+                    groups=np.full(total, ""), paths=np.array([f"random[{i}]" for i in range(total)]),
+                    source="calibration")
+
+
+def _gan_step_seconds(gan_config, data) -> float:
+    from medsyn import gan
+
+    if gan_config.model == "ddpm":
+        from medsyn.gan.ddpm import require_diffusers
+
+        require_diffusers()
+    settings = dataclasses.replace(gan_config, steps=WARM_UP + TIMED, log_every=1, snapshot_every=10**9,
+                                   device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        gan.train(data, settings, Path(folder) / "gan", progress=False)
+        rows = gan.read_log(Path(folder) / "gan")[WARM_UP:]
+    return float(np.mean([settings.batch_size / r["images_per_s"] for r in rows]))
+
+
+def _classify_image_seconds(config: RunConfig, data, augment: bool) -> float:
+    from medsyn.classify import parse_arm
+    from medsyn.classify.arms import training_data
+    from medsyn.classify.train import fit
+
+    settings = dataclasses.replace(config.classify, epochs=1, threads=1, device="cpu", ema_decay=0.0)
+    train, val = data.subset("train"), data.subset("val")
+    streamed = training_data(parse_arm("real"), train, None, 0)
+    seconds = []
+    for steps in CLASSIFY_STEPS:
+        start = time.perf_counter()
+        fit(streamed, val, 2, settings, seed=0, augment=augment, steps_per_epoch=steps)
+        seconds.append(time.perf_counter() - start)
+    images = (CLASSIFY_STEPS[1] - CLASSIFY_STEPS[0]) * min(settings.batch_size, len(train))
+    return max(seconds[1] - seconds[0], 1e-6) / images
+
+
+def _ddpm_pass_seconds(config: RunConfig, data) -> float:
+    """One UNet pass per image of sampling: a short ddpm trained for a step, then sampled at 1 and 3 solver steps."""
+    from medsyn import gan
+
+    settings = dataclasses.replace(config.gan_config("ddpm", 0), steps=1, log_every=1, snapshot_every=10**9,
+                                   device="cpu")
+    labels = np.arange(16) % 2
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = gan.train(data, settings, Path(folder) / "ddpm", progress=False)
+        seconds = []
+        for steps in (1, 3):
+            generator, info = gan.load_generator(checkpoint, sampler={"sampling_steps": steps, "guidance": 0.0})
+            start = time.perf_counter()
+            gan.generate_images(generator, info, labels, seed=0)
+            seconds.append(time.perf_counter() - start)
+    return max(seconds[1] - seconds[0], 1e-6) / (2 * len(labels))

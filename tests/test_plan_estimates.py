@@ -1,0 +1,73 @@
+"""The plan's time estimates: measured on this machine once per settings (study/calibrate.py), carried into every
+job's estimate, and turned into advice when a preset's budget is exceeded. How close an estimate comes to a real
+run is measured by benchmarks/plan_accuracy.py (its results file), not here: a test machine's load varies."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from medsyn import config as configs
+from medsyn.cli import main
+from medsyn.data.cache import cache_root
+from medsyn.study import budget_advice, build_plan
+from medsyn.study.calibrate import cached_speeds
+from medsyn.study.plan import reference_speeds, simulate
+
+TIMED_KINDS = ("generator", "synthesize", "audit", "classify")
+
+
+def _times(speeds, factor: float):
+    return dataclasses.replace(speeds, gan_step_s={m: s * factor for m, s in speeds.gan_step_s.items()},
+                               classify_image_s=speeds.classify_image_s * factor,
+                               classify_aug_image_s=speeds.classify_aug_image_s * factor,
+                               machine_factor=speeds.machine_factor * factor)
+
+
+def test_this_machine_is_measured_once_per_settings_and_read_back_after():
+    config = configs.preset("smoke")
+    folder = cache_root() / "calibration"
+    before = set(folder.glob("*.json")) if folder.exists() else set()
+    first = cached_speeds(config, reference_speeds(config))
+    written = set(folder.glob("*.json")) - before
+    assert len(written) == 1 and first.measured != "reference"
+    stamp = next(iter(written)).stat().st_mtime_ns
+    assert cached_speeds(config, reference_speeds(config)) == first  # read back, not measured again
+    assert next(iter(written)).stat().st_mtime_ns == stamp
+    assert first.gan_step_s["cgan"] > 0 and first.classify_aug_image_s > 0
+    assert first.machine_factor == pytest.approx(first.classify_image_s / reference_speeds(config).classify_image_s)
+    wider = dataclasses.replace(config, gan=dataclasses.replace(config.gan, base_width=config.gan.base_width * 2))
+    cached_speeds(wider, reference_speeds(wider))
+    assert len(set(folder.glob("*.json")) - before) == 2  # other settings: measured for themselves
+
+
+def test_every_timed_job_takes_as_long_as_its_measured_speed_says():
+    config = configs.preset("quick")
+    reference = reference_speeds(config)
+    base, slow = (build_plan(config, 4708, s) for s in (reference, _times(reference, 3.0)))
+    for one, three in zip(base, slow):
+        if one.kind in TIMED_KINDS:
+            assert three.estimate_s == pytest.approx(3 * one.estimate_s), one.name
+        else:
+            assert three.estimate_s == one.estimate_s
+
+
+@pytest.mark.parametrize("size, slower, expected", [(64, 1.0, "--size 28"), (28, 1.3, "--seeds 0,1 (2 replicates")])
+def test_a_plan_over_its_budget_says_so_and_offers_only_what_fits(size, slower, expected):
+    config = configs.preset("quick")
+    assert simulate(build_plan(config, 4708, reference_speeds(config)), 2) / 60 <= config.budget_minutes
+    assert budget_advice(config, 4708, reference_speeds(config), workers=2) == ""
+    sized = dataclasses.replace(config, gan=dataclasses.replace(config.gan, size=size),
+                                data=dataclasses.replace(config.data, size=size))
+    advice = budget_advice(sized, 4708, _times(reference_speeds(sized), slower), workers=2)
+    assert f"exceeds the quick preset's budget of {config.budget_minutes:g} min" in advice
+    offered = re.findall(r"(--\S+ \S+) \(.*?about (\d+) min\)", advice)
+    assert offered and all(int(minutes) <= config.budget_minutes for _, minutes in offered)
+    assert expected in advice and "GPU" in advice
+
+
+def test_dry_run_names_the_speeds_its_estimate_comes_from(capsys):
+    assert main(["run", "--preset", "smoke", "--dry-run"]) == 0
+    assert re.search(r"this machine's speeds \(measured .+; [\d.]+x the reference's time\)", capsys.readouterr().out)
