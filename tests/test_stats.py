@@ -163,3 +163,15 @@ def test_worth_recovers_a_known_answer_on_a_constructed_curve():
     assert above["ci_high"] is None                                     # no collapsed "[4000, 4000]"
     below = real_images_worth(sizes, points, {**arm, "mean": curve(1000) - 0.2})
     assert below["beyond"] == "below" and below["ci_low"] is None
+
+
+def test_an_arm_on_one_generator_gets_no_interval_only_its_spread():
+    """Six replicates on one generator: the spread between them is shown, but an interval from test sampling alone
+    would claim to cover a generator's randomness that one generator cannot show."""
+    rng = np.random.default_rng(3)
+    results = {a: r for a, r in _three_arms(rng, replicates=6).items() if a in ("real", "real+synth@1")}
+    summary = summarize_arms(results, {"real+synth@1": "real"}, n_bootstrap=200,
+                             clusters={"real+synth@1": {r: 0 for r in range(6)}})
+    arm, real = summary["arms"]["real+synth@1"]["auc"], summary["arms"]["real"]["auc"]
+    assert arm["n_clusters"] == 1 and arm["std"] > 0 and arm["ci_low"] is None and arm["ci_high"] is None
+    assert real["n_clusters"] == 6 and real["ci_low"] < real["mean"] < real["ci_high"]

@@ -205,11 +205,13 @@ def _estimate(per_replicate: np.ndarray, bootstrap: np.ndarray, clusters: np.nda
     mean = float(means.mean())
     between = float(means.std(ddof=1)) if k > 1 else None
     test_sd = float(np.sqrt(_shared_variance(boot)))
-    half = float(_half_width(between, test_sd, k))
     values = per_replicate[finite]
-    return {**empty, "mean": mean, "between_replicate_sd": float(values.std(ddof=1)) if len(values) > 1 else None,
-            "between_cluster_sd": between, "test_sampling_sd": test_sd, "se": float(_se(between, test_sd, k)),
-            "df": k - 1 if between is not None else None, "ci_low": mean - half, "ci_high": mean + half,
+    out = {**empty, "mean": mean, "between_replicate_sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+           "between_cluster_sd": between, "test_sampling_sd": test_sd, "se": float(_se(between, test_sd, k))}
+    if between is None:  # one generator (or replicate): its training variance is unknown, and test sampling
+        return out       # alone would claim more than the data show, so no interval and no p
+    half = float(_half_width(between, test_sd, k))
+    return {**out, "df": k - 1, "ci_low": mean - half, "ci_high": mean + half,
             "p_value": _p_value(mean, between, test_sd, k) if with_p else None}
 
 
@@ -231,11 +233,8 @@ def _arm_estimate(per_replicate: np.ndarray, bootstrap: np.ndarray, clusters: np
 
 def _comparison(arm: str, control: str, metric: str, per_replicate: np.ndarray, bootstrap: np.ndarray,
                 clusters: np.ndarray) -> dict:
-    """A paired difference; with one generator (or replicate) no interval and no p: its training variance is
-    unknown, and test sampling alone would claim more than the data show."""
+    """A paired difference (with one generator or replicate: no interval and no p, as `_estimate` says)."""
     out = _estimate(per_replicate, bootstrap, clusters)
-    if out["between_cluster_sd"] is None:
-        out.update(ci_low=None, ci_high=None, p_value=None)
     unit = "generator" if any(c.startswith("g:") for c in clusters) else "replicate"
     return {"arm": arm, "control": control, "metric": metric, "diff": out.pop("mean"), "unit": unit, **out}
 
