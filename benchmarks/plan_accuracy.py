@@ -69,7 +69,14 @@ def _compare(flags: list[str], out: Path, printed: str, wall: float) -> dict:
         kind["peak_rss_mib"] = max(kind["peak_rss_mib"], job["peak_rss_mib"])
     return {"flags": flags, "estimated_min": estimate, "measured_min": measured, "ratio": round(measured / estimate, 3),
             "wall_min_with_start_up": round(wall / 60, 2), "per_kind": kinds, "speeds": dataclasses.asdict(speeds),
-            "printed_first_lines": printed.splitlines()[:3]}
+            "printed_first_lines": printed.splitlines()[:3],
+            "verdict": _verdict(out / "summary.md")}
+
+
+def _verdict(summary: Path) -> str:
+    """The summary's verdict paragraph(s): what the run concluded, kept beside its timing."""
+    text = summary.read_text(encoding="utf-8")
+    return text.split("## Verdict", 1)[-1].split("\n## ", 1)[0].strip()
 
 
 if __name__ == "__main__":

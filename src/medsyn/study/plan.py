@@ -144,10 +144,15 @@ DDPM_SECONDS_PER_UNET_PASS = 3.3e-3  # ddpm sampling, width 8, 28 px, per image 
 GUIDANCE_SAMPLES = 400               # images sampled per candidate scale when the guidance is chosen on val
 CLASSIFY_SECONDS_PER_IMAGE = 1.1e-3  # vgg16 width 1/8, 28 px, forward + backward
 AUGMENT_COST = 1.3                   # real+aug's images cost this much more (augmentation on the CPU)
-# Fitted to the quick and study runs of 2026-11-30 on this machine (timings.json of 2 and 25 audits): a fixed part
-# (the encoder's minimum steps, the reports) and a part per real train image of the point, at 28 px.
+# Fitted to benchmarks/results/plan_accuracy_{bundled-quick,xray64-quick}_2026-11-30.json (reference seconds =
+# measured / machine_factor): the audit is a fixed part, its CNNs' part per real train image (scaled by pixels) and
+# the near-copy search's part per (checked image x train image) pair (thumbnails: no pixel scaling); a GAN's pool
+# costs per image about pixels^1.35 (the generator's forward and the PNG writes: 1.4 ms at 28 px, 13.5 at 64).
 AUDIT_FIXED_SECONDS = 20.0
-AUDIT_SECONDS_PER_IMAGE = 0.0104
+AUDIT_CNN_SECONDS_PER_IMAGE = 0.0100
+AUDIT_SECONDS_PER_PAIR = 8.4e-6
+SYNTHESIZE_SECONDS_PER_IMAGE = 1.42e-3
+SYNTHESIZE_PIXEL_EXPONENT = 1.35
 # Early stopping ends classifier runs before their cap: on average after 0.80 of it in the quick run (4.8 of 6
 # epochs, 20 runs) and 0.74 in the study run (14.8 of 20, 120 runs) of 2026-11-30.
 EXPECTED_EPOCH_SHARE = 0.8
@@ -182,12 +187,13 @@ def _gan_seconds(gan, speeds) -> float:
 def _synthesize_seconds(config: RunConfig, gan, n_size: float, speeds) -> float:
     """A GAN's pool is one forward pass (seconds); a ddpm's is sampling_steps UNet passes per image, twice with
     guidance, and choosing the guidance on val samples GUIDANCE_SAMPLES images per candidate scale."""
-    if gan.model != "ddpm":
-        return 10 * speeds.machine_factor
     from medsyn.classify import parse_arm
 
     arms = [parse_arm(a) for a in config.arms if parse_arm(a).uses_synthetic]
     pool = n_size * max([max(a.synth_ratio, 1) * (2 if a.filtered else 1) for a in arms], default=0)
+    if gan.model != "ddpm":
+        per_image = SYNTHESIZE_SECONDS_PER_IMAGE * ((gan.size / 28) ** 2) ** SYNTHESIZE_PIXEL_EXPONENT
+        return (10 + pool * per_image) * speeds.machine_factor
     scales = config.guidance if len(config.guidance) > 1 else ()
     guidance = config.guidance[0] if len(config.guidance) == 1 else gan.guidance
     images = pool * (2 if guidance > 0 else 1) + GUIDANCE_SAMPLES * sum(2 if s > 0 else 1 for s in scales)
@@ -196,7 +202,9 @@ def _synthesize_seconds(config: RunConfig, gan, n_size: float, speeds) -> float:
 
 def _audit_seconds(config: RunConfig, n_size: float, speeds) -> float:
     pixels = (min(config.gan.size, config.audit.encoder_max_size) / 28) ** 2
-    return (AUDIT_FIXED_SECONDS + AUDIT_SECONDS_PER_IMAGE * n_size) * pixels * speeds.machine_factor
+    pairs = n_size * min(n_size, config.audit.n_memorization)
+    return (AUDIT_FIXED_SECONDS + AUDIT_CNN_SECONDS_PER_IMAGE * n_size * pixels + AUDIT_SECONDS_PER_PAIR * pairs) \
+        * speeds.machine_factor
 
 
 def _classify_seconds(config: RunConfig, arm, n_train: float, speeds) -> float:
