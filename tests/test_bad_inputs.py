@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import os
 import shutil
 import socket
 import zipfile
@@ -391,3 +393,138 @@ def test_torchvision_weights_with_a_pickle_payload_run_no_code(world, monkeypatc
     with pytest.raises(MedsynError, match="safely"):
         models.build("vgg16", 2, 1, width=1.0, pretrained=True)
     assert not world.marker.exists()
+
+
+# ---------------------------------------------------------------- issue 21: decoders by allow-list
+
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n"
+
+
+@pytest.fixture
+def fake_ghostscript(tmp_path, monkeypatch):
+    """A `gs` first on PATH that records being called: Pillow's EPS reader runs `gs` on the file it decodes."""
+    from PIL import EpsImagePlugin
+
+    bin_dir, called = tmp_path / "fake-bin", tmp_path / "GS-CALLED"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" >> {called}\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None, raising=False)  # Pillow caches where it found gs
+    return called
+
+
+def _postscript_folder(root: Path) -> Path:
+    for label, files in (("NORMAL", XRAYS[:3]), ("SICK", XRAYS[3:6])):
+        (root / label).mkdir(parents=True)
+        for xray in files:
+            shutil.copyfile(xray, root / label / xray.name)
+    (root / "SICK" / "scan.png").write_bytes(POSTSCRIPT)
+    return root
+
+
+def _postscript_manifest(root: Path) -> Path:
+    root.mkdir()
+    (root / "scan.jpg").write_bytes(POSTSCRIPT)
+    return _manifest(root / "m.csv", ["img0.jpeg,a,", "img1.jpeg,a,", "img2.jpeg,b,", "img3.jpeg,b,",
+                                      "scan.jpg,b,"])
+
+
+POSTSCRIPT_CASES = [
+    ("folder", lambda w, t: ["data", "info", _postscript_folder(t / "ps-folder")]),
+    ("manifest", lambda w, t: ["data", "info", _postscript_manifest(t / "ps-manifest")]),
+    ("predict", lambda w, t: ["predict", "--model", w.model, _postscript_folder(t / "ps-predict") / "SICK" /
+                              "scan.png"]),
+]
+
+
+@pytest.mark.parametrize("make_argv", [c[1] for c in POSTSCRIPT_CASES], ids=[c[0] for c in POSTSCRIPT_CASES])
+def test_postscript_named_as_an_image_never_reaches_ghostscript(world, tmp_path, capsys, fake_ghostscript,
+                                                                make_argv):
+    argv = [str(a) for a in make_argv(world, tmp_path)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert not fake_ghostscript.exists(), "a data file was handed to Ghostscript"
+    assert code == 2 and "not a PNG, JPEG, BMP, TIFF, GIF or DICOM image" in err and "%!PS" in err, err
+    assert "Traceback" not in err
+
+
+def test_an_exif_rotated_jpeg_is_used_upright(tmp_path):
+    """A 16x8 picture, bright on its left half, stored as 8x16 with EXIF orientation 6 (rotate 90 clockwise)."""
+    from PIL import Image
+
+    from medsyn.data.images import load_image
+
+    upright = np.zeros((8, 16), np.uint8)
+    upright[:, :8] = 255
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what the camera wrote: 8 wide, 16 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    decoded = load_image(tmp_path / "rotated.jpg")
+    assert decoded.shape == (8, 16)
+    assert decoded[:, :8].mean() > 200 and decoded[:, 8:].mean() < 50
+
+
+# ---------------------------------------------------------------- issue 21: DICOM limits from the header
+
+def _dicom_from_fixture(path: Path, **header) -> Path:
+    import pydicom
+
+    from conftest import DICOM_DIR
+
+    ds = pydicom.dcmread(sorted((DICOM_DIR / "NORMAL").iterdir())[0])
+    for key, value in header.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
+    return path
+
+
+def _deflate_bomb(path: Path, inflated_mib: int) -> Path:
+    """A valid 128x128 DICOM in the deflated transfer syntax, followed (after the pixel data) by a private element
+    of `inflated_mib` MiB of zeros: a few hundred KB on disk."""
+    import struct
+    import zlib
+
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    plain = pydicom.dcmread(_dicom_from_fixture(path))
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, plain)
+    plain.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, plain.file_meta, enforce_standard=True)
+    deflater = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    size = inflated_mib << 20
+    chunks = [deflater.compress(body.getvalue()), deflater.compress(struct.pack("<HH2sHI", 0x7FE1, 0x1010, b"OB", 0,
+                                                                                size))]
+    zeros = bytes(1 << 20)
+    chunks += [deflater.compress(zeros) for _ in range(inflated_mib)]
+    path.write_bytes(head.getvalue() + b"".join(chunks) + deflater.flush())
+    return path
+
+
+def test_dicom_limits_are_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
+    import pydicom
+
+    from medsyn.data.images import BadImage, load_image
+
+    def no_pixels(self):
+        raise AssertionError("pixel data was decoded before the header's limits were checked")
+
+    multi = _dicom_from_fixture(tmp_path / "multi.dcm", NumberOfFrames=2000)
+    huge = _dicom_from_fixture(tmp_path / "huge.dcm", Rows=8000, Columns=8000, SamplesPerPixel=3)
+    bomb = _deflate_bomb(tmp_path / "bomb.dcm", inflated_mib=300)
+    small = _deflate_bomb(tmp_path / "small.dcm", inflated_mib=1)
+    assert bomb.stat().st_size < 2 << 20
+    assert load_image(small).shape == (128, 128)  # a deflated file within the budget still loads
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_pixels))
+    for path, reason in ((multi, "multi-frame DICOM (2000 frames)"), (huge, "MiB of pixel data"),
+                         (bomb, "inflates to more than")):
+        with pytest.raises(BadImage, match=re.escape(reason)):
+            load_image(path)
