@@ -46,14 +46,14 @@ def _npz(path: Path, images=None, labels=None, **extra) -> Path:
     return path
 
 
-def _huge_header_npz(path: Path) -> Path:
-    """An npz whose train_images header declares 10^12 bytes (the data itself is absent)."""
+def _huge_header_npz(path: Path, shape=(1_000_000, 1000, 1000)) -> Path:
+    """An npz whose train_images header declares `shape` (10^12 bytes unless told; the data itself is absent)."""
     _npz(path)
     with zipfile.ZipFile(path) as archive:
         members = {n: archive.read(n) for n in archive.namelist()}
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
-                                                  "shape": (1_000_000, 1000, 1000)})
+                                                  "shape": shape})
     members["train_images.npy"] = header.getvalue()
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
@@ -151,6 +151,19 @@ def world(tmp_path_factory) -> SimpleNamespace:
     w.wrong_shape_run.mkdir()
     for name in ("config.json", "data.json", "results.json"):
         (w.wrong_shape_run / name).write_text("[1, 2, 3]\n")
+    w.npz["mixed_dtypes"] = root / "mixed_dtypes.npz"
+    unit = images.astype(np.float32) / 255
+    np.savez(w.npz["mixed_dtypes"], train_images=images, train_labels=np.repeat([0, 1], 6), val_images=unit,
+             val_labels=np.repeat([0, 1], 6), test_images=unit, test_labels=np.repeat([0, 1], 6))
+    for name, names in {"case_class_names": ["Normal", "NORMAL"], "empty_class_name": ["a", " "],
+                        "numeric_class_names": ["1", "01"], "scalar_class_names": np.array("a,b")}.items():
+        w.npz[name] = _npz(root / f"{name}.npz", class_names=np.array(names))
+    w.npz["uint64_label"] = _npz(root / "uint64_label.npz",
+                                 labels=np.r_[np.zeros(11, np.uint64), np.uint64(2 ** 64 - 1)])
+    w.npz["label_1e9"] = _npz(root / "label_1e9.npz", labels=np.r_[np.zeros(10, np.int64), 1, 10 ** 9])
+    (root / "folder_row").mkdir()
+    (root / "folder_row" / "sub").mkdir()
+    w.folder_row = _manifest(root / "folder_row" / "m.csv", ["img0.jpeg,a,", "sub,a,", "img2.jpeg,b,"])
     w.a_file = root / "a_file.txt"
     w.a_file.write_text("not a folder\n")
     w.existing = root / "existing.csv"
@@ -252,6 +265,17 @@ CASES = [
     ("batch-size-1", lambda w, o: ["classify", "train", "--arm", "real", "--batch-size", "1", "--out", o],
      "batch"),
     ("serve-port-out-of-range", lambda w, o: ["serve", "--model", w.model, "--port", "70000"], "1 to 65535"),
+    # issue 21, class 2: one label, class-name and dtype rule for every source
+    ("npz-splits-of-two-dtypes", lambda w, o: ["data", "info", w.npz["mixed_dtypes"]], "different scales"),
+    ("npz-class-names-differ-by-case", lambda w, o: ["data", "info", w.npz["case_class_names"]],
+     "differ only by case"),
+    ("npz-empty-class-name", lambda w, o: ["data", "info", w.npz["empty_class_name"]], "empty class name"),
+    ("npz-class-names-1-and-01", lambda w, o: ["data", "info", w.npz["numeric_class_names"]], "differ only by"),
+    ("npz-class-names-0d", lambda w, o: ["data", "info", w.npz["scalar_class_names"]], "1-d array"),
+    # issue 21, classes 5 and 7: limits before work, and messages that name the real problem
+    ("label-1e9-without-class-names", lambda w, o: ["data", "info", w.npz["label_1e9"]], "at most 10,000 classes"),
+    ("uint64-max-label", lambda w, o: ["data", "info", w.npz["uint64_label"]], "label 18446744073709551615"),
+    ("manifest-row-names-a-folder", lambda w, o: ["data", "info", w.folder_row], "name a folder"),
     # 8. messages that say what is wrong
     ("run-size-0", lambda w, o: ["run", "--preset", "smoke", "--size", "0", "--out", o], "--size 0"),
     ("npz-zero-rows", lambda w, o: ["data", "info", w.npz["zero_rows"]], "0 images"),
@@ -528,3 +552,50 @@ def test_dicom_limits_are_checked_from_the_header_before_decoding(tmp_path, monk
                          (bomb, "inflates to more than")):
         with pytest.raises(BadImage, match=re.escape(reason)):
             load_image(path)
+
+
+# ---------------------------------------------------------------- issue 21: the label rule, as used (not refused)
+
+def _three_images(folder: Path, start: int = 0) -> None:
+    folder.mkdir(parents=True)
+    for xray in XRAYS[start:start + 3]:
+        shutil.copyfile(xray, folder / xray.name)
+
+
+def test_a_hidden_folder_is_not_a_class(tmp_path):
+    from medsyn.data.sources import list_folder
+
+    for split in ("train", "test"):
+        _three_images(tmp_path / split / "NORMAL")
+        _three_images(tmp_path / split / "SICK", 3)
+    _three_images(tmp_path / "train" / ".thumbnails", 6)
+    _three_images(tmp_path / "train" / "SICK" / ".cache", 6)
+    listing = list_folder(tmp_path)
+    assert listing.class_names == ("NORMAL", "SICK")
+    assert not [p for p in listing.paths if ".thumbnails" in p.parts or ".cache" in p.parts]
+
+
+def test_numeric_labels_are_one_class_and_patient_ids_ignore_case(tmp_path):
+    """Labels `1` and `01` are one class; patient ids `N07`, ` n07` are one patient; both are in the notes."""
+    from medsyn.data.sources import list_manifest
+
+    for i, xray in enumerate(XRAYS[:4]):
+        shutil.copyfile(xray, tmp_path / f"img{i}.jpeg")
+    (tmp_path / "m.csv").write_text("path,label,split,patient_id\nimg0.jpeg,1,,N07\nimg1.jpeg,01,, n07\n"
+                                    "img2.jpeg,0,,p1\nimg3.jpeg,00,,p2\n")
+    listing = list_manifest(tmp_path / "m.csv")
+    assert listing.class_names == ("0", "1") and listing.labels.tolist() == [1, 1, 0, 0]
+    assert listing.groups.tolist()[:2] == ["N07", "N07"]
+    assert any("'01' / '1'" in n for n in listing.notes), listing.notes
+    assert any("'N07' / 'n07'" in n for n in listing.notes), listing.notes
+
+
+def test_an_npz_over_the_memory_budget_is_refused_from_its_headers(tmp_path, monkeypatch, capsys):
+    """Under the per-array limit, but more than this machine can hold (the budget set to 1 GiB here)."""
+    from medsyn.data import sources
+
+    monkeypatch.setattr(sources, "npz_budget", lambda: 1 << 30)
+    path = _huge_header_npz(tmp_path / "big.npz", shape=(2048, 1024, 1024))
+    assert main(["data", "info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2.0 GiB together, over the memory budget of 1.0 GiB" in err and "Traceback" not in err, err

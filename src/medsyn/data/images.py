@@ -233,27 +233,44 @@ def _load_dicom(path: Path) -> np.ndarray:
     return values
 
 
-def to_uint8(values: np.ndarray, where: str) -> np.ndarray:
-    """Image values of any numeric dtype -> uint8, never truncated or wrapped: uint8 as it is, booleans and floats
-    in [0, 1] times 255, integers already in 0..255 as they are, anything else (12/16-bit, HU, any float range)
-    scaled from its own range, as 16-bit files and DICOM are. Text, objects and NaN/inf are refused."""
+CONVERSIONS = {"uint8": "uint8 values, kept as they are", "bool": "booleans, times 255",
+               "unit": "floats in [0, 1], times 255", "byte": "integers in 0..255, kept as they are",
+               "range": "values scaled from their own range onto 0..255", "empty": "no values"}
+
+
+def conversion_rule(values: np.ndarray, where: str) -> str:
+    """Which of `CONVERSIONS` `to_uint8` applies to `values`; text, objects and NaN/inf are refused."""
     from medsyn.errors import MedsynError
 
     if values.dtype == np.uint8:
-        return values
+        return "uint8"
     if values.dtype.kind == "b":
-        return values.astype(np.uint8) * 255
+        return "bool"
     if values.dtype.kind not in "iuf":
         raise MedsynError(f"{where} are {values.dtype} values; images must be numbers (uint8 0..255 best).")
     if values.size == 0:
-        return values.astype(np.uint8)
+        return "empty"
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise MedsynError(f"{where} contain NaN or infinite values; replace them before loading.")
     low, high = values.min(), values.max()
     if values.dtype.kind == "f" and 0 <= low and high <= 1:
-        return np.round(values * 255.0).astype(np.uint8)
+        return "unit"
     if values.dtype.kind in "iu" and 0 <= low and high <= 255:
-        return values.astype(np.uint8)
+        return "byte"
+    return "range"
+
+
+def to_uint8(values: np.ndarray, where: str) -> np.ndarray:
+    """Image values of any numeric dtype -> uint8, never truncated or wrapped: uint8 as it is, booleans and floats
+    in [0, 1] times 255, integers already in 0..255 as they are, anything else (12/16-bit, HU, any float range)
+    scaled from its own range, as 16-bit files and DICOM are. Text, objects and NaN/inf are refused."""
+    rule = conversion_rule(values, where)
+    if rule == "uint8":
+        return values
+    if rule in ("bool", "empty", "byte"):
+        return values.astype(np.uint8) * (255 if rule == "bool" else 1)
+    if rule == "unit":
+        return np.round(values * 255.0).astype(np.uint8)
     return _window_to_uint8(values.astype(np.float64))
 
 
