@@ -96,6 +96,32 @@ def _damaged_medsyn_folder(path: Path, verb: str) -> Path:
     return path
 
 
+def _generated_folder(path: Path) -> Path:
+    """A folder `gan generate` wrote (its marker lists its files), into which the user then put a file."""
+    (path / "normal").mkdir(parents=True)
+    (path / "normal" / "0.png").write_bytes(b"png")
+    (path / "manifest.json").write_text("{}\n")
+    (path / ".medsyn").write_text("gan generate\nmanifest.json\nnormal/0.png\n")
+    (path / "my-notes.txt").write_text("the user's own notes\n")
+    return path
+
+
+RESULTS = {"arms": {"real": {}}, "split": "test", "n_test": 10, "replicates": [0], "comparisons": [],
+           "ci_level": 0.95, "ci_method": "bootstrap"}
+
+
+def _run_folder(path: Path, config=None, results=None) -> Path:
+    """A run folder as `medsyn run` leaves it, with config.json or results.json replaced."""
+    import json
+
+    (path / "arms" / "real" / "seed0").mkdir(parents=True)
+    (path / ".medsyn").write_text("run\n")
+    (path / "config.json").write_text(config if config is not None else json.dumps({"arms": ["real"], "seeds": [0]}))
+    (path / "data.json").write_text(json.dumps({"class_names": ["a", "b"], "source": "x"}))
+    (path / "results.json").write_text(json.dumps(results if results is not None else RESULTS))
+    return path
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("bad-inputs")
@@ -276,6 +302,42 @@ CASES = [
     ("label-1e9-without-class-names", lambda w, o: ["data", "info", w.npz["label_1e9"]], "at most 10,000 classes"),
     ("uint64-max-label", lambda w, o: ["data", "info", w.npz["uint64_label"]], "label 18446744073709551615"),
     ("manifest-row-names-a-folder", lambda w, o: ["data", "info", w.folder_row], "name a folder"),
+    # issue 21, class 3: validation before the folder is made, one validator for numeric flags
+    ("classify-synth-arm-without-synthetic", lambda w, o: ["classify", "train", "--arm", "real+synth@1",
+                                                           "--out", o], "pass --synthetic"),
+    ("classify-lr-inf", lambda w, o: ["classify", "train", "--arm", "real", "--lr", "inf", "--out", o],
+     "--lr inf: give a number above 0"),
+    ("classify-width-inf", lambda w, o: ["classify", "train", "--arm", "real", "--width", "inf", "--out", o],
+     "--width inf"),
+    ("gan-train-seed-beyond-32-bits", lambda w, o: ["gan", "train", "--seed", "99999999999999999999999",
+                                                    "--out", o], "from 0 to 4294967295"),
+    ("generate-seed-beyond-64-bits", lambda w, o: ["gan", "generate", "--checkpoint", w.unknown_gan, "--n", "2",
+                                                   "--seed", str(2 ** 64), "--out", o], "from 0 to 4294967295"),
+    ("split-seed-negative", lambda w, o: ["data", "info", "--split-seed", "-1"], "--split-seed -1"),
+    ("run-fractions-nan", lambda w, o: ["run", "--preset", "smoke", "--fractions", "nan", "--out", o],
+     "--fractions nan"),
+    ("run-train-sizes-inf", lambda w, o: ["run", "--preset", "smoke", "--train-sizes", "inf", "--out", o],
+     "--train-sizes inf"),
+    ("run-ray-unreachable", lambda w, o: ["run", "--preset", "smoke", "--executor", "ray", "--ray-address",
+                                          f"127.0.0.1:{_free_port()}", "--out", o], "no Ray cluster answers"),
+    ("run-ray-address-not-host-port", lambda w, o: ["run", "--preset", "smoke", "--executor", "ray",
+                                                    "--ray-address", "nowhere", "--out", o], "not HOST:PORT"),
+    ("generate-overwrite-keeps-a-users-file", lambda w, o: ["gan", "generate", "--checkpoint", w.unknown_gan,
+                                                            "--n", "2", "--out", _generated_folder(o),
+                                                            "--overwrite"], "1 file(s) medsyn did not write"),
+    # issue 21, class 5: limits before work
+    ("run-seeds-0-99999999999", lambda w, o: ["run", "--preset", "smoke", "--seeds", "0-99999999999", "--out", o],
+     "4294967295"),
+    ("run-seeds-100001-dry-run", lambda w, o: ["run", "--preset", "smoke", "--seeds", "0-100000", "--dry-run"],
+     "maximum of 1000 replicates"),
+    # issue 21, class 6: files medsyn wrote and reads back
+    ("report-config-nested-200000-deep", lambda w, o: ["report", _run_folder(o, config="[" * 200_000 + "]" * 200_000)],
+     "nested too deeply"),
+    ("report-results-retyped", lambda w, o: ["report", _run_folder(o, results={**RESULTS, "n_test": "ten"})],
+     "field 'n_test' is text"),
+    ("report-config-is-a-list", lambda w, o: ["report", _run_folder(o, config="[1, 2]")], "holds a list"),
+    ("report-results-without-ci-level", lambda w, o: ["report", _run_folder(o, results={
+        k: v for k, v in RESULTS.items() if k != "ci_level"})], "lacks ci_level"),
     # 8. messages that say what is wrong
     ("run-size-0", lambda w, o: ["run", "--preset", "smoke", "--size", "0", "--out", o], "--size 0"),
     ("npz-zero-rows", lambda w, o: ["data", "info", w.npz["zero_rows"]], "0 images"),
@@ -599,3 +661,52 @@ def test_an_npz_over_the_memory_budget_is_refused_from_its_headers(tmp_path, mon
     assert main(["data", "info", str(path)]) == 2
     err = capsys.readouterr().err
     assert "2.0 GiB together, over the memory budget of 1.0 GiB" in err and "Traceback" not in err, err
+
+
+def test_pretrained_without_cached_weights_makes_no_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    out = tmp_path / "out"
+    assert main(["classify", "train", "--arm", "real", "--pretrained", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not in the torchvision cache" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- issue 21: a lock per output folder
+
+def test_a_second_writer_of_a_folder_is_refused_naming_the_first(tmp_path):
+    """Process A holds --out (as a running `medsyn run` does); B, `run --resume --out SAME`, is refused with A's
+    pid and exit 2, before any work; once A has ended, the folder is free again."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from medsyn.fileio import claim_out_dir; "
+                               f"claim_out_dir({str(out)!r}, 'run'); print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = [sys.executable, "-m", "medsyn", "run", "--preset", "smoke", "--resume", "--data",
+                  str(tmp_path / "no-such-data"), "--out", str(out)]
+        refused = subprocess.run(second, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2, refused.stderr
+        assert f"is being written by pid {holder.pid} (`medsyn run`)" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    after = subprocess.run(second, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 2 and "no such file" in after.stderr and "pid" not in after.stderr, after.stderr
+
+
+def test_a_half_written_last_log_line_is_left_out_and_a_bad_middle_line_is_a_message(tmp_path):
+    from medsyn import gan
+    from medsyn.errors import MedsynError
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 10, "g_loss": 1.0}\n{"step": 20, "g_loss": 0.9}\n{"step": 30, "g_lo')
+    assert [row["step"] for row in gan.read_log(tmp_path)] == [10, 20]
+    log.write_text('{"step": 10}\n{"step": "ten"}\n{"step": 30}\n')
+    with pytest.raises(MedsynError, match="line 2: field 'step' is text"):
+        gan.read_log(tmp_path)
