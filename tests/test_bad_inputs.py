@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import os
 import shutil
 import socket
 import zipfile
@@ -44,14 +46,14 @@ def _npz(path: Path, images=None, labels=None, **extra) -> Path:
     return path
 
 
-def _huge_header_npz(path: Path) -> Path:
-    """An npz whose train_images header declares 10^12 bytes (the data itself is absent)."""
+def _huge_header_npz(path: Path, shape=(1_000_000, 1000, 1000)) -> Path:
+    """An npz whose train_images header declares `shape` (10^12 bytes unless told; the data itself is absent)."""
     _npz(path)
     with zipfile.ZipFile(path) as archive:
         members = {n: archive.read(n) for n in archive.namelist()}
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
-                                                  "shape": (1_000_000, 1000, 1000)})
+                                                  "shape": shape})
     members["train_images.npy"] = header.getvalue()
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
@@ -91,6 +93,32 @@ def _damaged_medsyn_folder(path: Path, verb: str) -> Path:
     path.mkdir()
     (path / ".medsyn").write_text(verb + "\n")
     (path / "config.json").write_text('{"preset": "smo')
+    return path
+
+
+def _generated_folder(path: Path) -> Path:
+    """A folder `gan generate` wrote (its marker lists its files), into which the user then put a file."""
+    (path / "normal").mkdir(parents=True)
+    (path / "normal" / "0.png").write_bytes(b"png")
+    (path / "manifest.json").write_text("{}\n")
+    (path / ".medsyn").write_text("gan generate\nmanifest.json\nnormal/0.png\n")
+    (path / "my-notes.txt").write_text("the user's own notes\n")
+    return path
+
+
+RESULTS = {"arms": {"real": {}}, "split": "test", "n_test": 10, "replicates": [0], "comparisons": [],
+           "ci_level": 0.95, "ci_method": "bootstrap"}
+
+
+def _run_folder(path: Path, config=None, results=None) -> Path:
+    """A run folder as `medsyn run` leaves it, with config.json or results.json replaced."""
+    import json
+
+    (path / "arms" / "real" / "seed0").mkdir(parents=True)
+    (path / ".medsyn").write_text("run\n")
+    (path / "config.json").write_text(config if config is not None else json.dumps({"arms": ["real"], "seeds": [0]}))
+    (path / "data.json").write_text(json.dumps({"class_names": ["a", "b"], "source": "x"}))
+    (path / "results.json").write_text(json.dumps(results if results is not None else RESULTS))
     return path
 
 
@@ -149,6 +177,19 @@ def world(tmp_path_factory) -> SimpleNamespace:
     w.wrong_shape_run.mkdir()
     for name in ("config.json", "data.json", "results.json"):
         (w.wrong_shape_run / name).write_text("[1, 2, 3]\n")
+    w.npz["mixed_dtypes"] = root / "mixed_dtypes.npz"
+    unit = images.astype(np.float32) / 255
+    np.savez(w.npz["mixed_dtypes"], train_images=images, train_labels=np.repeat([0, 1], 6), val_images=unit,
+             val_labels=np.repeat([0, 1], 6), test_images=unit, test_labels=np.repeat([0, 1], 6))
+    for name, names in {"case_class_names": ["Normal", "NORMAL"], "empty_class_name": ["a", " "],
+                        "numeric_class_names": ["1", "01"], "scalar_class_names": np.array("a,b")}.items():
+        w.npz[name] = _npz(root / f"{name}.npz", class_names=np.array(names))
+    w.npz["uint64_label"] = _npz(root / "uint64_label.npz",
+                                 labels=np.r_[np.zeros(11, np.uint64), np.uint64(2 ** 64 - 1)])
+    w.npz["label_1e9"] = _npz(root / "label_1e9.npz", labels=np.r_[np.zeros(10, np.int64), 1, 10 ** 9])
+    (root / "folder_row").mkdir()
+    (root / "folder_row" / "sub").mkdir()
+    w.folder_row = _manifest(root / "folder_row" / "m.csv", ["img0.jpeg,a,", "sub,a,", "img2.jpeg,b,"])
     w.a_file = root / "a_file.txt"
     w.a_file.write_text("not a folder\n")
     w.existing = root / "existing.csv"
@@ -250,6 +291,53 @@ CASES = [
     ("batch-size-1", lambda w, o: ["classify", "train", "--arm", "real", "--batch-size", "1", "--out", o],
      "batch"),
     ("serve-port-out-of-range", lambda w, o: ["serve", "--model", w.model, "--port", "70000"], "1 to 65535"),
+    # issue 21, class 2: one label, class-name and dtype rule for every source
+    ("npz-splits-of-two-dtypes", lambda w, o: ["data", "info", w.npz["mixed_dtypes"]], "different scales"),
+    ("npz-class-names-differ-by-case", lambda w, o: ["data", "info", w.npz["case_class_names"]],
+     "differ only by case"),
+    ("npz-empty-class-name", lambda w, o: ["data", "info", w.npz["empty_class_name"]], "empty class name"),
+    ("npz-class-names-1-and-01", lambda w, o: ["data", "info", w.npz["numeric_class_names"]], "differ only by"),
+    ("npz-class-names-0d", lambda w, o: ["data", "info", w.npz["scalar_class_names"]], "1-d array"),
+    # issue 21, classes 5 and 7: limits before work, and messages that name the real problem
+    ("label-1e9-without-class-names", lambda w, o: ["data", "info", w.npz["label_1e9"]], "at most 10,000 classes"),
+    ("uint64-max-label", lambda w, o: ["data", "info", w.npz["uint64_label"]], "label 18446744073709551615"),
+    ("manifest-row-names-a-folder", lambda w, o: ["data", "info", w.folder_row], "name a folder"),
+    # issue 21, class 3: validation before the folder is made, one validator for numeric flags
+    ("classify-synth-arm-without-synthetic", lambda w, o: ["classify", "train", "--arm", "real+synth@1",
+                                                           "--out", o], "pass --synthetic"),
+    ("classify-lr-inf", lambda w, o: ["classify", "train", "--arm", "real", "--lr", "inf", "--out", o],
+     "--lr inf: give a number above 0"),
+    ("classify-width-inf", lambda w, o: ["classify", "train", "--arm", "real", "--width", "inf", "--out", o],
+     "--width inf"),
+    ("gan-train-seed-beyond-32-bits", lambda w, o: ["gan", "train", "--seed", "99999999999999999999999",
+                                                    "--out", o], "from 0 to 4294967295"),
+    ("generate-seed-beyond-64-bits", lambda w, o: ["gan", "generate", "--checkpoint", w.unknown_gan, "--n", "2",
+                                                   "--seed", str(2 ** 64), "--out", o], "from 0 to 4294967295"),
+    ("split-seed-negative", lambda w, o: ["data", "info", "--split-seed", "-1"], "--split-seed -1"),
+    ("run-fractions-nan", lambda w, o: ["run", "--preset", "smoke", "--fractions", "nan", "--out", o],
+     "--fractions nan"),
+    ("run-train-sizes-inf", lambda w, o: ["run", "--preset", "smoke", "--train-sizes", "inf", "--out", o],
+     "--train-sizes inf"),
+    ("run-ray-unreachable", lambda w, o: ["run", "--preset", "smoke", "--executor", "ray", "--ray-address",
+                                          f"127.0.0.1:{_free_port()}", "--out", o], "no Ray cluster answers"),
+    ("run-ray-address-not-host-port", lambda w, o: ["run", "--preset", "smoke", "--executor", "ray",
+                                                    "--ray-address", "nowhere", "--out", o], "not HOST:PORT"),
+    ("generate-overwrite-keeps-a-users-file", lambda w, o: ["gan", "generate", "--checkpoint", w.unknown_gan,
+                                                            "--n", "2", "--out", _generated_folder(o),
+                                                            "--overwrite"], "1 file(s) medsyn did not write"),
+    # issue 21, class 5: limits before work
+    ("run-seeds-0-99999999999", lambda w, o: ["run", "--preset", "smoke", "--seeds", "0-99999999999", "--out", o],
+     "4294967295"),
+    ("run-seeds-100001-dry-run", lambda w, o: ["run", "--preset", "smoke", "--seeds", "0-100000", "--dry-run"],
+     "maximum of 1000 replicates"),
+    # issue 21, class 6: files medsyn wrote and reads back
+    ("report-config-nested-200000-deep", lambda w, o: ["report", _run_folder(o, config="[" * 200_000 + "]" * 200_000)],
+     "nested too deeply"),
+    ("report-results-retyped", lambda w, o: ["report", _run_folder(o, results={**RESULTS, "n_test": "ten"})],
+     "field 'n_test' is text"),
+    ("report-config-is-a-list", lambda w, o: ["report", _run_folder(o, config="[1, 2]")], "holds a list"),
+    ("report-results-without-ci-level", lambda w, o: ["report", _run_folder(o, results={
+        k: v for k, v in RESULTS.items() if k != "ci_level"})], "lacks ci_level"),
     # 8. messages that say what is wrong
     ("run-size-0", lambda w, o: ["run", "--preset", "smoke", "--size", "0", "--out", o], "--size 0"),
     ("npz-zero-rows", lambda w, o: ["data", "info", w.npz["zero_rows"]], "0 images"),
@@ -391,3 +479,234 @@ def test_torchvision_weights_with_a_pickle_payload_run_no_code(world, monkeypatc
     with pytest.raises(MedsynError, match="safely"):
         models.build("vgg16", 2, 1, width=1.0, pretrained=True)
     assert not world.marker.exists()
+
+
+# ---------------------------------------------------------------- issue 21: decoders by allow-list
+
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n"
+
+
+@pytest.fixture
+def fake_ghostscript(tmp_path, monkeypatch):
+    """A `gs` first on PATH that records being called: Pillow's EPS reader runs `gs` on the file it decodes."""
+    from PIL import EpsImagePlugin
+
+    bin_dir, called = tmp_path / "fake-bin", tmp_path / "GS-CALLED"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f"#!/bin/sh\necho \"$@\" >> {called}\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None, raising=False)  # Pillow caches where it found gs
+    return called
+
+
+def _postscript_folder(root: Path) -> Path:
+    for label, files in (("NORMAL", XRAYS[:3]), ("SICK", XRAYS[3:6])):
+        (root / label).mkdir(parents=True)
+        for xray in files:
+            shutil.copyfile(xray, root / label / xray.name)
+    (root / "SICK" / "scan.png").write_bytes(POSTSCRIPT)
+    return root
+
+
+def _postscript_manifest(root: Path) -> Path:
+    root.mkdir()
+    (root / "scan.jpg").write_bytes(POSTSCRIPT)
+    return _manifest(root / "m.csv", ["img0.jpeg,a,", "img1.jpeg,a,", "img2.jpeg,b,", "img3.jpeg,b,",
+                                      "scan.jpg,b,"])
+
+
+POSTSCRIPT_CASES = [
+    ("folder", lambda w, t: ["data", "info", _postscript_folder(t / "ps-folder")]),
+    ("manifest", lambda w, t: ["data", "info", _postscript_manifest(t / "ps-manifest")]),
+    ("predict", lambda w, t: ["predict", "--model", w.model, _postscript_folder(t / "ps-predict") / "SICK" /
+                              "scan.png"]),
+]
+
+
+@pytest.mark.parametrize("make_argv", [c[1] for c in POSTSCRIPT_CASES], ids=[c[0] for c in POSTSCRIPT_CASES])
+def test_postscript_named_as_an_image_never_reaches_ghostscript(world, tmp_path, capsys, fake_ghostscript,
+                                                                make_argv):
+    argv = [str(a) for a in make_argv(world, tmp_path)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert not fake_ghostscript.exists(), "a data file was handed to Ghostscript"
+    assert code == 2 and "not a PNG, JPEG, BMP, TIFF, GIF or DICOM image" in err and "%!PS" in err, err
+    assert "Traceback" not in err
+
+
+def test_an_exif_rotated_jpeg_is_used_upright(tmp_path):
+    """A 16x8 picture, bright on its left half, stored as 8x16 with EXIF orientation 6 (rotate 90 clockwise)."""
+    from PIL import Image
+
+    from medsyn.data.images import load_image
+
+    upright = np.zeros((8, 16), np.uint8)
+    upright[:, :8] = 255
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what the camera wrote: 8 wide, 16 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    decoded = load_image(tmp_path / "rotated.jpg")
+    assert decoded.shape == (8, 16)
+    assert decoded[:, :8].mean() > 200 and decoded[:, 8:].mean() < 50
+
+
+# ---------------------------------------------------------------- issue 21: DICOM limits from the header
+
+def _dicom_from_fixture(path: Path, **header) -> Path:
+    import pydicom
+
+    from conftest import DICOM_DIR
+
+    ds = pydicom.dcmread(sorted((DICOM_DIR / "NORMAL").iterdir())[0])
+    for key, value in header.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
+    return path
+
+
+def _deflate_bomb(path: Path, inflated_mib: int) -> Path:
+    """A valid 128x128 DICOM in the deflated transfer syntax, followed (after the pixel data) by a private element
+    of `inflated_mib` MiB of zeros: a few hundred KB on disk."""
+    import struct
+    import zlib
+
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    plain = pydicom.dcmread(_dicom_from_fixture(path))
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, plain)
+    plain.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    head.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(head, plain.file_meta, enforce_standard=True)
+    deflater = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    size = inflated_mib << 20
+    chunks = [deflater.compress(body.getvalue()), deflater.compress(struct.pack("<HH2sHI", 0x7FE1, 0x1010, b"OB", 0,
+                                                                                size))]
+    zeros = bytes(1 << 20)
+    chunks += [deflater.compress(zeros) for _ in range(inflated_mib)]
+    path.write_bytes(head.getvalue() + b"".join(chunks) + deflater.flush())
+    return path
+
+
+def test_dicom_limits_are_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
+    import pydicom
+
+    from medsyn.data.images import BadImage, load_image
+
+    def no_pixels(self):
+        raise AssertionError("pixel data was decoded before the header's limits were checked")
+
+    multi = _dicom_from_fixture(tmp_path / "multi.dcm", NumberOfFrames=2000)
+    huge = _dicom_from_fixture(tmp_path / "huge.dcm", Rows=8000, Columns=8000, SamplesPerPixel=3)
+    bomb = _deflate_bomb(tmp_path / "bomb.dcm", inflated_mib=300)
+    small = _deflate_bomb(tmp_path / "small.dcm", inflated_mib=1)
+    assert bomb.stat().st_size < 2 << 20
+    assert load_image(small).shape == (128, 128)  # a deflated file within the budget still loads
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_pixels))
+    for path, reason in ((multi, "multi-frame DICOM (2000 frames)"), (huge, "MiB of pixel data"),
+                         (bomb, "inflates to more than")):
+        with pytest.raises(BadImage, match=re.escape(reason)):
+            load_image(path)
+
+
+# ---------------------------------------------------------------- issue 21: the label rule, as used (not refused)
+
+def _three_images(folder: Path, start: int = 0) -> None:
+    folder.mkdir(parents=True)
+    for xray in XRAYS[start:start + 3]:
+        shutil.copyfile(xray, folder / xray.name)
+
+
+def test_a_hidden_folder_is_not_a_class(tmp_path):
+    from medsyn.data.sources import list_folder
+
+    for split in ("train", "test"):
+        _three_images(tmp_path / split / "NORMAL")
+        _three_images(tmp_path / split / "SICK", 3)
+    _three_images(tmp_path / "train" / ".thumbnails", 6)
+    _three_images(tmp_path / "train" / "SICK" / ".cache", 6)
+    listing = list_folder(tmp_path)
+    assert listing.class_names == ("NORMAL", "SICK")
+    assert not [p for p in listing.paths if ".thumbnails" in p.parts or ".cache" in p.parts]
+
+
+def test_numeric_labels_are_one_class_and_patient_ids_ignore_case(tmp_path):
+    """Labels `1` and `01` are one class; patient ids `N07`, ` n07` are one patient; both are in the notes."""
+    from medsyn.data.sources import list_manifest
+
+    for i, xray in enumerate(XRAYS[:4]):
+        shutil.copyfile(xray, tmp_path / f"img{i}.jpeg")
+    (tmp_path / "m.csv").write_text("path,label,split,patient_id\nimg0.jpeg,1,,N07\nimg1.jpeg,01,, n07\n"
+                                    "img2.jpeg,0,,p1\nimg3.jpeg,00,,p2\n")
+    listing = list_manifest(tmp_path / "m.csv")
+    assert listing.class_names == ("0", "1") and listing.labels.tolist() == [1, 1, 0, 0]
+    assert listing.groups.tolist()[:2] == ["N07", "N07"]
+    assert any("'01' / '1'" in n for n in listing.notes), listing.notes
+    assert any("'N07' / 'n07'" in n for n in listing.notes), listing.notes
+
+
+def test_an_npz_over_the_memory_budget_is_refused_from_its_headers(tmp_path, monkeypatch, capsys):
+    """Under the per-array limit, but more than this machine can hold (the budget set to 1 GiB here)."""
+    from medsyn.data import sources
+
+    monkeypatch.setattr(sources, "npz_budget", lambda: 1 << 30)
+    path = _huge_header_npz(tmp_path / "big.npz", shape=(2048, 1024, 1024))
+    assert main(["data", "info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "2.0 GiB together, over the memory budget of 1.0 GiB" in err and "Traceback" not in err, err
+
+
+def test_pretrained_without_cached_weights_makes_no_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    out = tmp_path / "out"
+    assert main(["classify", "train", "--arm", "real", "--pretrained", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not in the torchvision cache" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- issue 21: a lock per output folder
+
+def test_a_second_writer_of_a_folder_is_refused_naming_the_first(tmp_path):
+    """Process A holds --out (as a running `medsyn run` does); B, `run --resume --out SAME`, is refused with A's
+    pid and exit 2, before any work; once A has ended, the folder is free again."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from medsyn.fileio import claim_out_dir; "
+                               f"claim_out_dir({str(out)!r}, 'run'); print('locked', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = [sys.executable, "-m", "medsyn", "run", "--preset", "smoke", "--resume", "--data",
+                  str(tmp_path / "no-such-data"), "--out", str(out)]
+        refused = subprocess.run(second, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2, refused.stderr
+        assert f"is being written by pid {holder.pid} (`medsyn run`)" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    after = subprocess.run(second, capture_output=True, text=True, timeout=300)
+    assert after.returncode == 2 and "no such file" in after.stderr and "pid" not in after.stderr, after.stderr
+
+
+def test_a_half_written_last_log_line_is_left_out_and_a_bad_middle_line_is_a_message(tmp_path):
+    from medsyn import gan
+    from medsyn.errors import MedsynError
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 10, "g_loss": 1.0}\n{"step": 20, "g_loss": 0.9}\n{"step": 30, "g_lo')
+    assert [row["step"] for row in gan.read_log(tmp_path)] == [10, 20]
+    log.write_text('{"step": 10}\n{"step": "ten"}\n{"step": 30}\n')
+    with pytest.raises(MedsynError, match="line 2: field 'step' is text"):
+        gan.read_log(tmp_path)

@@ -130,7 +130,7 @@ def test_run_folder_is_never_silently_reused(bundled, checkpoint):
 
 def test_generate_counts_shapes_determinism_and_npz(checkpoint, tmp_path):
     out = synth.generate(checkpoint, [3, 5], seed=7, out_dir=tmp_path / "a")
-    assert sorted(p.name for p in out.iterdir() if p.name != ".medsyn") == ["manifest.json", "normal", "pneumonia",
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".medsyn")) == ["manifest.json", "normal", "pneumonia",
                                                                            "synthetic.npz"]
     assert [len(list((out / c).glob("*.png"))) for c in ("normal", "pneumonia")] == [3, 5]
     manifest = json.loads((out / "manifest.json").read_text())

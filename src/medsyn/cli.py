@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # numeric flags are validated here (medsyn.config.number)
         return args.func(args) or 0
     except MedsynError as err:
         print(f"medsyn: error: {err}", file=sys.stderr)
@@ -49,3 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medsyn: interrupted; finished stages are kept and `--resume` continues from them.", file=sys.stderr)
         return 130
+    finally:
+        from medsyn.fileio import release_out_dirs
+
+        release_out_dirs()  # the verb is over: its output folders are free for the next writer

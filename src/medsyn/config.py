@@ -245,6 +245,55 @@ def preset(name: str = "quick") -> RunConfig:
     raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
 
 
+SEED_MAX = 2 ** 32 - 1      # seeds are numpy's: 0..2^32-1
+COUNT_MAX = 10 ** 9          # the default upper bound of a count flag (stated in the message)
+
+
+def check_number(flag: str, value, low=None, high=None, above: bool = False, whole: bool = False):
+    """The one validator for numeric flags and the numbers parsed from list flags: finite, a whole number where
+    `whole`, and within [low, high] ((low, high] where `above`); a MedsynError states the allowed range."""
+    import math
+
+    kind = "a whole number" if whole else "a number"
+    def shown(bound) -> str:
+        return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+    span = (f" {'above' if above else 'from'} {shown(low)}" if low is not None else "") + \
+        (f" {'and at most' if above else 'to'} {shown(high)}" if high is not None else "")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        (isinstance(value, int) or (math.isfinite(value) and (not whole or value.is_integer()))) and \
+        (low is None or (value > low if above else value >= low)) and (high is None or value <= high)
+    if not ok:
+        raise MedsynError(f"{flag} {value}: give {kind}{span}.")
+    return int(value) if whole else value
+
+
+def number(flag: str, low=None, high=None, above: bool = False, whole: bool = True):
+    """An argparse `type` for `flag` that validates with `check_number` while the command line is parsed, so a
+    bad number stops every verb before it reads data or makes a folder."""
+    def parse(text: str):
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise MedsynError(f"{flag} {text!r}: not {'a whole number' if whole else 'a number'}.") from None
+        return check_number(flag, value, low, high, above, whole)
+
+    parse.__name__ = "whole number" if whole else "number"
+    return parse
+
+
+def seed(flag: str = "--seed"):
+    return number(flag, 0, SEED_MAX)
+
+
+def count(flag: str, high: int = COUNT_MAX, low: int = 1):
+    return number(flag, low, high)
+
+
+def real(flag: str, low=None, high=None, above: bool = False):
+    return number(flag, low, high, above, whole=False)
+
+
 def require_positive(config, names: tuple[str, ...], what: str) -> None:
     """Raise a MedsynError naming the first of `names` that is not > 0."""
     for name in names:

@@ -1,7 +1,9 @@
 """Atomic, never-clobbering writes shared by every stage, and the one check of an output path before any work.
 
 Every output folder medsyn makes holds a marker file (`OWNER_MARK`) naming the verb that made it: a folder without
-one holds someone else's files, which medsyn neither replaces (without --overwrite) nor resumes.
+one holds someone else's files, which medsyn neither replaces (without --overwrite) nor resumes. While a verb
+writes a folder it holds an OS lock (`fcntl.flock`) on the folder itself: a second writer is refused with the
+first one's pid, and the lock goes with the verb, or with the process however it ends.
 """
 
 from __future__ import annotations
@@ -58,18 +60,93 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()):
-    """A JSON file medsyn wrote; a damaged or foreign one (not JSON, or an object lacking a `required` key) is a
-    MedsynError naming it."""
-    hint = "the file is damaged or was not written by medsyn: restore it or rerun the step that writes it"
+MAX_JSON_BYTES = 64 << 20  # no file medsyn writes and reads back comes near this
+MAX_JSON_DEPTH = 32        # nor nests deeper than this
+JSON_HINT = ("the file is damaged or was not written by medsyn: restore it, rerun the step that writes it, or remove "
+             "the folder and rerun")
+TYPE_NAMES = {dict: "an object", list: "a list", str: "text", int: "a whole number", float: "a number",
+              bool: "true/false", type(None): "null"}
+
+
+def parse_json(text: str, where: str):
+    """JSON text with limits: at most MAX_JSON_BYTES and MAX_JSON_DEPTH levels (a file nested 200,000 deep is a
+    message, not a RecursionError)."""
+    if len(text) > MAX_JSON_BYTES:
+        raise MedsynError(f"{where}: {len(text):,} characters of JSON, over the limit of {MAX_JSON_BYTES:,}; "
+                          f"{JSON_HINT}.")
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise MedsynError(f"{path}: not readable JSON ({err}); {hint}.") from err
-    missing = [key for key in required if not isinstance(value, dict) or key not in value]
-    if missing:
-        raise MedsynError(f"{path}: lacks {', '.join(missing)}; {hint}.")
+        value = json.loads(text)
+    except RecursionError:
+        raise MedsynError(f"{where}: JSON nested too deeply (over {MAX_JSON_DEPTH} levels); {JSON_HINT}.") from None
+    except json.JSONDecodeError as err:
+        raise MedsynError(f"{where}: not readable JSON ({err}); {JSON_HINT}.") from err
+    stack, deepest = [(value, 1)], 1
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            raise MedsynError(f"{where}: JSON nested too deeply (over {MAX_JSON_DEPTH} levels); {JSON_HINT}.")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return value
+
+
+def check_fields(value, fields, where: str) -> None:
+    """`fields`: keys a JSON object must hold, or {key: type or tuple of types}; a missing key or a value of
+    another type is a MedsynError naming the file, the field and the fix."""
+    if not isinstance(value, dict):
+        if fields:
+            raise MedsynError(f"{where}: lacks {', '.join(fields)} (it holds "
+                              f"{TYPE_NAMES.get(type(value), type(value).__name__)}, not an object); {JSON_HINT}.")
+        return
+    missing = [key for key in fields if key not in value]
+    if missing:
+        raise MedsynError(f"{where}: lacks {', '.join(missing)}; {JSON_HINT}.")
+    for key, kind in (fields.items() if isinstance(fields, dict) else ()):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        got = value[key]
+        if not isinstance(got, kinds) or (isinstance(got, bool) and bool not in kinds):
+            wanted = " or ".join(TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise MedsynError(f"{where}: field {key!r} is {TYPE_NAMES.get(type(got), type(got).__name__)} "
+                              f"({str(got)[:40]!r}), not {wanted}; {JSON_HINT}.")
+
+
+def read_json(path: str | os.PathLike, required: tuple[str, ...] | dict = ()):
+    """A JSON file medsyn wrote, read with `parse_json`'s limits; a damaged or foreign one (not JSON, too large or
+    deep, or an object lacking a `required` key or holding one of another type) is a MedsynError naming it."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise MedsynError(f"{path}: {path.stat().st_size:,} bytes, over the JSON limit of {MAX_JSON_BYTES:,}; "
+                              f"{JSON_HINT}.")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise MedsynError(f"{path}: not readable JSON ({err}); {JSON_HINT}.") from err
+    value = parse_json(text, str(path))
+    check_fields(value, required, str(path))
+    return value
+
+
+def read_jsonl(path: str | os.PathLike, fields: dict | tuple = ()) -> list[dict]:
+    """The rows of a JSON-lines log medsyn appends to. A last line cut short (the process stopped while writing
+    it) is left out; any other bad row is a MedsynError naming the file and line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as err:
+        raise MedsynError(f"{path}: cannot be read ({err.strerror or err}); {JSON_HINT}.") from err
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    rows = []
+    for index, (number, line) in enumerate(numbered):
+        try:
+            row = parse_json(line, f"{path} line {number}")
+        except MedsynError:
+            if index == len(numbered) - 1 and not line.endswith(("}", "]")):
+                break  # half-written by a process that stopped: the rows before it stand
+            raise
+        check_fields(row, fields, f"{path} line {number}")
+        rows.append(row)
+    return rows
 
 
 def refuse_overwrite(path: str | os.PathLike, overwrite: bool, hint: str = "pass --overwrite to replace it") -> None:
@@ -84,6 +161,58 @@ def refuse_overwrite(path: str | os.PathLike, overwrite: bool, hint: str = "pass
 
 
 OWNER_MARK = ".medsyn"
+MEDSYN_FILES = (OWNER_MARK,)       # medsyn's bookkeeping: not the folder's contents
+_HELD_LOCKS: dict[str, int] = {}  # folder -> the open folder this process holds locked (until released or exit)
+
+
+def _lock_key(out: Path) -> str:
+    return str(Path(out).resolve())
+
+
+def _distributed_worker() -> bool:
+    """A torchrun process other than rank 0: rank 0 holds the folder's lock for all of them."""
+    return int(os.environ.get("RANK", "0") or 0) != 0
+
+
+def lock_out_dir(out: str | os.PathLike, verb: str, hold: bool = True) -> None:
+    """Take (`hold`) or only test the exclusive OS lock (`flock`) on the existing folder `out` itself, so nothing
+    is written for it; another process holding it is a MedsynError naming its pid (from /proc/locks)."""
+    import fcntl
+
+    out = Path(out)
+    if _distributed_worker() or _lock_key(out) in _HELD_LOCKS or not out.is_dir():
+        return
+    try:
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as err:
+        raise MedsynError(f"cannot open {out} ({err.strerror or err}); choose a readable, writable --out.") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        owner = read_owner(out)
+        raise MedsynError(f"--out {out} is being written by {_lock_holder(out)}"
+                          f"{f' (`medsyn {owner}`)' if owner else ''}; two writers would overwrite each other's "
+                          "files: wait for that process to finish (or stop it), or choose another --out.") from None
+    if hold:
+        _HELD_LOCKS[_lock_key(out)] = fd
+    else:
+        os.close(fd)  # closing releases the test lock
+
+
+def _lock_holder(out: Path) -> str:
+    """'pid N' of the process holding the flock on `out`, read from /proc/locks (Linux), else 'another process'."""
+    stat = os.stat(out)
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if "FLOCK" in fields and inode in fields:
+                    return f"pid {fields[fields.index(inode) - 1]}"
+    except OSError:
+        pass
+    return "another process"
 
 
 def check_writable(folder: str | os.PathLike) -> None:
@@ -98,14 +227,23 @@ def check_writable(folder: str | os.PathLike) -> None:
         raise MedsynError(f"cannot write into {existing} (permission denied or read-only); choose a writable path.")
 
 
-def check_out_dir(out: str | os.PathLike, verb: str, overwrite: bool | None = None, resume: bool = False) -> None:
+def release_out_dirs(*folders) -> None:
+    """Let go of the locks this process holds on `folders` (all of them when none is named): a verb is done."""
+    for key in [k for k in _HELD_LOCKS if not folders or k in {_lock_key(f) for f in folders}]:
+        os.close(_HELD_LOCKS.pop(key))
+
+
+def check_out_dir(out: str | os.PathLike, verb: str, overwrite: bool | None = None, resume: bool = False,
+                  replaces: bool = False) -> None:
     """Before any work: `out` must be writable, and if it holds files, medsyn's own from `verb` (to continue or
     resume them) or `overwrite` must be given (None: `verb` has no --overwrite). A resume needs a folder `verb`
-    made."""
+    made. `replaces`: the verb will delete the folder's contents, so every file in it must be one medsyn recorded
+    writing (`claim_out_dir(..., record=True)`); a user's file put there makes it refuse."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MedsynError(f"--out {out} is a file; give a folder.")
     check_writable(out)
+    lock_out_dir(out, verb, hold=False)  # a folder another process is writing is refused before any work
     owner = read_owner(out)
     if resume and holds_files(out) and owner != verb:
         what = f"was made by `medsyn {owner}`" if owner else "was not made by medsyn"
@@ -115,26 +253,58 @@ def check_out_dir(out: str | os.PathLike, verb: str, overwrite: bool | None = No
         what = f"`medsyn {owner}`'s files" if owner else "files medsyn did not write"
         raise MedsynError(f"--out {out} holds {what}; medsyn never replaces them: choose a new or empty folder"
                           f"{'' if overwrite is None else ', or pass --overwrite'}.")
+    foreign = foreign_files(out) if replaces else []
+    if foreign:
+        raise MedsynError(f"--out {out} holds {len(foreign)} file(s) medsyn did not write (e.g. {foreign[0]}); "
+                          "--overwrite replaces only medsyn's own files: move them out of the folder, or choose "
+                          "another --out.")
 
+
+def foreign_files(out: str | os.PathLike) -> list[str]:
+    """Files in `out` (relative paths) that its marker does not record medsyn writing. A folder whose marker
+    records no list (made before lists were kept) is trusted when it is medsyn's."""
+    out = Path(out)
+    if not holds_files(out):
+        return []
+    lines = _marker_lines(out)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name not in MEDSYN_FILES)
+    if lines and len(lines) == 1:
+        return []
+    recorded = set(lines[1:])
+    return [f for f in files if f not in recorded]
 
 def holds_files(out: str | os.PathLike) -> bool:
     """Whether `out` is a folder holding anything besides medsyn's marker."""
     out = Path(out)
-    return out.is_dir() and any(p.name != OWNER_MARK for p in out.iterdir())
+    return out.is_dir() and any(p.name not in MEDSYN_FILES for p in out.iterdir())
+
+
+def _marker_lines(out: Path) -> list[str]:
+    """The marker: the verb that made the folder, then (where recorded) one line per file medsyn wrote."""
+    mark = Path(out) / OWNER_MARK
+    try:
+        return [line for line in mark.read_text(encoding="utf-8").splitlines() if line.strip()] \
+            if mark.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def read_owner(out: Path) -> str | None:
-    mark = Path(out) / OWNER_MARK
-    try:
-        return mark.read_text(encoding="utf-8").strip() if mark.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        return None
+    lines = _marker_lines(out)
+    return lines[0].strip() if lines else None
 
 
-def claim_out_dir(out: str | os.PathLike, verb: str) -> Path:
-    """Make `out` (after `check_out_dir` and the input checks passed) and mark it as `verb`'s."""
+def claim_out_dir(out: str | os.PathLike, verb: str, record: bool = False) -> Path:
+    """Make `out` (after `check_out_dir` and the input checks passed) and mark it as `verb`'s; `record`: also list
+    every file now in it as medsyn's (for a verb that writes the whole folder at once, then replaces it). Takes the
+    folder's lock (`lock_out_dir`) for the rest of this process."""
     out = Path(out)
-    if read_owner(out) != verb:
+    out.mkdir(parents=True, exist_ok=True)
+    lock_out_dir(out, verb)
+    if record:
+        files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name not in MEDSYN_FILES)
+        write_text(out / OWNER_MARK, "\n".join([verb, *files]) + "\n")
+    elif read_owner(out) != verb:
         write_text(out / OWNER_MARK, verb + "\n")
     return out
 

@@ -50,7 +50,7 @@ def register(verbs) -> None:
     parser.add_argument("--seeds", default=None,
                         help="replicates, as a list or a range: 0,1,2 or 10-14 (default: the preset's); replicate "
                              "seed s is the classifier seed of every arm")
-    parser.add_argument("--gan-seeds", type=int, default=None,
+    parser.add_argument("--gan-seeds", type=configs.count("--gan-seeds", MAX_REPLICATES), default=None,
                         help="generators of the first model, K (default: the preset's); replicate r uses generator "
                              "r mod K, trained with the seed of replicate k")
     parser.add_argument("--fractions", default=None,
@@ -58,7 +58,7 @@ def register(verbs) -> None:
                              "stratified, patient-grouped subsets; generators and arms run per size)")
     parser.add_argument("--train-sizes", default=None,
                         help="learning curve in images instead of fractions, e.g. 100,250,1000,4708")
-    parser.add_argument("--imbalance", type=float, default=None,
+    parser.add_argument("--imbalance", type=configs.real("--imbalance", 0, 1, above=True), default=None,
                         help="keep the largest class and subsample every other class to this share, e.g. 0.2")
     parser.add_argument("--full-val", action="store_true",
                         help="learning curve: validate every size on the whole val split (optimistic: by default a "
@@ -69,12 +69,12 @@ def register(verbs) -> None:
     parser.add_argument("--guidance", metavar="G|auto|G1,G2,...", default=None,
                         help="ddpm: classifier-free guidance scale of the synthetic pools (default: the preset's); "
                              "auto or a list: each generator's scale is chosen among them on real val")
-    parser.add_argument("--min-effect", type=float, default=None,
+    parser.add_argument("--min-effect", type=configs.real("--min-effect", 0, 1), default=None,
                         help="smallest difference of interest (default 0.01): a wider 95%% CI is 'inconclusive'")
-    parser.add_argument("--gan-steps", type=int, default=None,
+    parser.add_argument("--gan-steps", type=configs.count("--gan-steps", 10_000_000), default=None,
                         help="training steps of every generator (default: the preset's); e.g. a short check of a "
                              "large preset")
-    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs at most (default: the preset's)")
+    parser.add_argument("--epochs", type=configs.count("--epochs", 10_000), default=None, help="classifier epochs at most (default: the preset's)")
     parser.add_argument("--device", default=None,
                         help="auto (default: a CUDA GPU when torch sees one, shared by the jobs) | cpu | cuda | cuda:N")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<preset>-<time>)")
@@ -82,7 +82,7 @@ def register(verbs) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time; write nothing")
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local worker processes (default), sequential (in this process) or ray")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=configs.count("--workers", 1024), default=None,
                         help="local worker processes (default: the CPU cores this process may use)")
     parser.add_argument("--ray-address", default=None,
                         help="a running Ray cluster (default: start a local instance); the run folder must be on "
@@ -147,13 +147,23 @@ def run_config(args) -> configs.RunConfig:
     return config
 
 
+MAX_REPLICATES = 1000  # seeds of one run: the plan is sized by them, so more are refused before anything is made
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """'0,1,2' or '10-14' (or a mix: '0-2,7') -> a tuple of distinct seeds in the given order."""
+    """'0,1,2' or '10-14' (or a mix: '0-2,7') -> a tuple of distinct seeds in the given order; at most
+    MAX_REPLICATES of them, each within 0..2^32-1, counted before any list is made."""
     seeds: list[int] = []
     try:
         for part in (p.strip() for p in text.split(",") if p.strip()):
             low, _, high = part.partition("-") if not part.startswith("-") else (part, "", "")
-            seeds += range(int(low), int(high) + 1) if high else [int(low)]
+            low, high = int(low), int(high) if high else int(low)
+            for value in (low, high):
+                configs.check_number("--seeds", value, 0, configs.SEED_MAX, whole=True)
+            if len(seeds) + (high - low + 1) > MAX_REPLICATES:
+                raise MedsynError(f"--seeds {text!r}: {len(seeds) + high - low + 1:,} seeds, over the maximum of "
+                                  f"{MAX_REPLICATES} replicates per run; give fewer seeds.")
+            seeds += range(low, high + 1)
     except ValueError:
         raise MedsynError(f"--seeds {text!r}: give non-negative integers as a list or a range, e.g. 0,1,2 or "
                           "10-14.") from None
@@ -171,6 +181,9 @@ def parse_sizes(fractions: str | None, train_sizes: str | None) -> tuple[float, 
         values = sorted({float(v) for v in text.split(",") if v.strip()})
     except ValueError:
         raise MedsynError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.02,0.05,0.1,0.25,1.") from None
+    for value in values:
+        configs.check_number(flag, value, 0, 1, above=True) if fractions else \
+            configs.check_number(flag, value, 2, configs.COUNT_MAX, whole=True)
     bad = [v for v in values if (v <= 0 or v > 1) if fractions] + \
           [v for v in values if (v < 2 or v != int(v)) if train_sizes]
     if not values or bad:
@@ -184,6 +197,7 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
 
     out = Path(out)
     validate(config)
+    study.check_executor(executor, ray_address)
     check_out_dir(out, "run", resume=resume)
     n_train = _train_size(src, config)  # bad or missing data fails before the run folder exists (decoded once)
     check_heldout_dose(config, n_train)

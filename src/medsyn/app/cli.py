@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medsyn.config import count
+
 
 
 def register(verbs) -> None:
@@ -28,7 +30,7 @@ def register(verbs) -> None:
     serve = verbs.add_parser("serve", help="a web page and JSON API to apply a model file to uploaded images")
     serve.add_argument("--model", required=True, type=Path, help="a model file from `medsyn export`")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=count("--port", 65535), default=8000, help="port (default 8000)")
     serve.set_defaults(func=run_serve)
 
 

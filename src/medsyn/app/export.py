@@ -104,7 +104,8 @@ def arm_results(run_dir: Path, arm: str) -> dict | None:
     path = run_dir / "results.json"
     if not path.is_file():
         return None
-    results = read_json(path, required=("arms", "split", "n_test", "replicates"))
+    results = read_json(path, required={"arms": dict, "split": str, "n_test": int, "replicates": list,
+                                        "ci_level": (int, float), "ci_method": str})
     if arm not in results["arms"]:
         return None
     return {"source": str(path), "split": results["split"], "n_test": results["n_test"],

@@ -30,13 +30,14 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from medsyn.data.images import BadImage, TooManyPixels, load_image, native_size, resize_square
+from medsyn.data.images import sniff as sniff_image
 from medsyn.errors import MedsynError
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024     # a 16-bit 4k x 4k DICOM is 32 MB
 MAX_PIXELS = 40_000_000                 # decoded-size guard, far above any radiograph (CR is about 15 MP)
 DISPLAY_SIZE = 320                      # side of the preview and overlay pictures returned to the page
-SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff"}
+UPLOAD_KINDS = ("PNG", "JPEG", "DICOM")  # the page accepts these; the decoder's allow-list checks them again
 
 
 class UploadError(Exception):
@@ -46,13 +47,9 @@ class UploadError(Exception):
 
 
 def sniff(head: bytes) -> str | None:
-    """The file type from its first bytes: png, jpeg or dicom (the 'DICM' tag after the 128-byte preamble)."""
-    for kind, signature in SIGNATURES.items():
-        if head.startswith(signature):
-            return kind
-    if head[128:132] == b"DICM":
-        return "dicom"
-    return None
+    """The file type from its first bytes (the decoder's own sniffing): png, jpeg or dicom, else None."""
+    kind = sniff_image(head)
+    return kind.lower() if kind in UPLOAD_KINDS else None
 
 
 def png_data_url(rgb: np.ndarray) -> str:

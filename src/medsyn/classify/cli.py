@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from medsyn.config import PRESETS
+from medsyn.config import PRESETS, count, real, seed
 from medsyn.data.cli import add_data_arguments, data_config
 
 
@@ -26,22 +26,22 @@ def register(verbs) -> None:
                        help="synthetic images: a folder holding synthetic.npz (from `medsyn gan generate`) or an .npz")
     train.add_argument("--arm", required=True, help="real | real+aug | synth | real+synth@R | real+balance | "
                                                     "real+aug+synth (parts joined by '+')")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, data order and synthetic draws")
+    train.add_argument("--seed", type=seed(), default=0, help="seed of weights, data order and synthetic draws")
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--overwrite", action="store_true", help="retrain even if --out holds a finished run")
     train.add_argument("--preset", choices=PRESETS, default="quick",
                        help="classifier and image-size defaults (default quick: 28 px, VGG16 at width 1/8)")
     train.add_argument("--arch", choices=("vgg16", "resnet18"), default=None, help="default: vgg16 (the original)")
-    train.add_argument("--width", type=float, default=None, help="vgg16 channel multiplier (1 = the original)")
+    train.add_argument("--width", type=real("--width", 0, 8, above=True), default=None, help="vgg16 channel multiplier (1 = the original)")
     train.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=None,
                        help="vgg16 conv stack without batch norm (as the original)")
     train.add_argument("--pretrained", action="store_true", default=None,
                        help="start from ImageNet weights in the torchvision cache (needs --width 1)")
-    train.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping on real val)")
-    train.add_argument("--patience", type=int, default=None,
+    train.add_argument("--epochs", type=count("--epochs", 10_000), default=None, help="at most this many epochs (early stopping on real val)")
+    train.add_argument("--patience", type=count("--patience", 10_000), default=None,
                        help="epochs without a lower real-val loss before stopping")
-    train.add_argument("--batch-size", type=int, default=None, help="images per step")
-    train.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    train.add_argument("--batch-size", type=count("--batch-size", 65_536), default=None, help="images per step")
+    train.add_argument("--lr", type=real("--lr", 0, 10, above=True), default=None, help="Adam learning rate")
     train.add_argument("--class-weighting", action="store_true", default=None,
                        help="weight the loss by inverse class frequency")
     train.add_argument("--device", default=None, help="auto (default) | cpu | cuda | cuda:N")
@@ -68,7 +68,12 @@ def run_train(args) -> int:
     from medsyn.config import preset
     from medsyn.fileio import check_out_dir, claim_out_dir, read_json
 
-    parse_arm(args.arm)  # a typo fails before any data is loaded
+    from medsyn.errors import MedsynError
+
+    arm = parse_arm(args.arm)  # a typo fails before any data is loaded
+    if arm.synth_ratio and not arm.heldout and args.synthetic is None:
+        raise MedsynError(f"arm {args.arm!r} trains on synthetic images: pass --synthetic DIR (a folder from "
+                          "`medsyn gan generate`, or its synthetic.npz).")
     config = classify_config(args)
     check_config(config)
     check_out_dir(args.out, "classify train", overwrite=args.overwrite)

@@ -75,9 +75,7 @@ def _vgg16(n_classes, channels, width, batch_norm, dropout, pretrained) -> Class
     config = [v if v == "M" else max(1, round(v * width)) for v in tv_vgg.cfgs["D"]]
     features = tv_vgg.make_layers(config, batch_norm=batch_norm)
     if pretrained:
-        name = "vgg16_bn" if batch_norm else "vgg16"
-        weights = (models.VGG16_BN_Weights if batch_norm else models.VGG16_Weights).IMAGENET1K_V1
-        state = _cached_weights(weights, name)
+        state = _cached_weights(*pretrained_weights("vgg16", batch_norm))
         features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
     _set_input_channels(features, 0, channels, pretrained)
     last = config[-2]
@@ -95,7 +93,7 @@ def _resnet18(n_classes, channels, width, pretrained) -> Classifier:
         raise MedsynError(f"resnet18 has no width multiplier (got --width {width:g}); pass --width 1.")
     net = models.resnet18(weights=None)
     if pretrained:
-        net.load_state_dict(_cached_weights(models.ResNet18_Weights.IMAGENET1K_V1, "resnet18"))
+        net.load_state_dict(_cached_weights(*pretrained_weights("resnet18")))
     _set_input_channels(net, "conv1", channels, pretrained)
     features = net.fc.in_features
     net.fc = nn.Identity()
@@ -123,6 +121,22 @@ def _set_input_channels(parent: nn.Module, key, channels: int, pretrained: bool)
 def _cached_weights(weights, name: str) -> dict:
     """ImageNet weights from torchvision's cache only: a missing file is an error with the fix, never a download
     (a download without network would hang, and a run should not depend on the network)."""
+    path = check_cached_weights(weights, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_tensors(path, f"ImageNet weights for {name}")
+
+
+def pretrained_weights(arch: str, batch_norm: bool = True):
+    """(torchvision weights enum, name) that --pretrained loads for `arch`."""
+    if arch == "resnet18":
+        return models.ResNet18_Weights.IMAGENET1K_V1, "resnet18"
+    return (models.VGG16_BN_Weights if batch_norm else models.VGG16_Weights).IMAGENET1K_V1, \
+        "vgg16_bn" if batch_norm else "vgg16"
+
+
+def check_cached_weights(weights, name: str) -> Path:
+    """The cached weights file, or the MedsynError saying how to get it (checked before any folder is made)."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not path.is_file():
         raise MedsynError(
@@ -130,9 +144,7 @@ def _cached_weights(weights, name: str) -> dict:
             f"download during a run. On a machine with internet run once: python -c \"import torchvision; "
             f"torchvision.models.{name}(weights='IMAGENET1K_V1')\" (or copy {path.name} there; TORCH_HOME moves "
             f"the cache), or leave out --pretrained to train from scratch.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_tensors(path, f"ImageNet weights for {name}")
+    return path
 
 
 # --- using a trained model: the exact training preprocessing, checkpoints -------------------------------------

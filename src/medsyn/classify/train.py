@@ -114,6 +114,8 @@ def check_config(config: ClassifyConfig) -> None:
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"classifier ema_decay {config.ema_decay}: use 0 (off) or a value in (0, 1), e.g. 0.999.")
     check_device(config.device)
+    if config.pretrained:
+        models.check_cached_weights(*models.pretrained_weights(config.arch, config.batch_norm))
 
 
 def fit(data: TrainingData, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,19 @@ def load_entry(folder: Path) -> tuple[dict[str, np.ndarray], dict] | None:
     arrays, meta = folder / "images.npz", folder / "meta.json"
     if not (arrays.is_file() and meta.is_file()):
         return None
-    with np.load(arrays, allow_pickle=False) as archive:
-        data = {k: archive[k] for k in archive.files}
-    return data, json.loads(meta.read_text())
+    from medsyn.errors import MedsynError
+    from medsyn.fileio import read_json
+
+    fix = f"medsyn's decode cache entry {folder} is damaged or was not written by medsyn: remove that folder"
+    try:
+        with np.load(arrays, allow_pickle=False) as archive:
+            data = {k: archive[k] for k in archive.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise MedsynError(f"{fix} ({type(err).__name__}: {str(err)[:120]}).") from err
+    try:
+        return data, read_json(meta, required={"class_names": list, "skipped": list, "ignored": int, "notes": list})
+    except MedsynError as err:
+        raise MedsynError(f"{err} ({fix})") from err
 
 
 def save_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medsyn.config import ASPECT_POLICIES, DataConfig
+from medsyn.config import ASPECT_POLICIES, DataConfig, count, real, seed
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -17,15 +17,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
     else:
         parser.add_argument("--data", dest="src", default=None,
                             help="an .npz file, an image folder or a .csv manifest (default: bundled PneumoniaMNIST)")
-    parser.add_argument("--size", type=int, default=None, help="resize to SIZE x SIZE pixels")
+    parser.add_argument("--size", type=count("--size", 4096), default=None, help="resize to SIZE x SIZE pixels")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = grayscale, 3 = RGB")
     parser.add_argument("--aspect", choices=ASPECT_POLICIES, default="center-crop",
                         help="how non-square images become square (default: center-crop)")
     parser.add_argument("--val", choices=("auto", "given", "carve"), default="auto",
                         help="keep the source's val split (given), carve one from train (carve), or carve only when "
                              "the given one is too small (auto, default)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of train carved as val (default 0.1)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the splits medsyn carves")
+    parser.add_argument("--val-fraction", type=real("--val-fraction", 0, 0.9, above=True), default=0.1, help="share of train carved as val (default 0.1)")
+    parser.add_argument("--split-seed", type=seed("--split-seed"), default=0, help="seed of the splits medsyn carves")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (recorded) instead of failing")
     leak = parser.add_mutually_exclusive_group()
     leak.add_argument("--resplit", action="store_true",

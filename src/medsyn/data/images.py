@@ -1,4 +1,10 @@
-"""Decode one image file (PNG, JPEG, BMP, TIFF 8/16-bit, DICOM) to uint8 and resize it to a square."""
+"""Decode one image file (PNG, JPEG, BMP, TIFF 8/16-bit, GIF first frame, DICOM) to uint8 and resize it to a square.
+
+Every image medsyn opens (folders, manifests, `predict`, the server) goes through `open_image` / `load_image`: the
+format is read from the file's first bytes (never its name) and must be on the allow-list below; Pillow is then
+told to use that one decoder only (so no file can reach a plugin that runs a program, such as EPS -> Ghostscript),
+and EXIF orientation is applied. DICOM is read by pydicom, its size checked from the header before pixel data.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 MAX_PIXELS = 64_000_000  # refuse larger images: a decompression bomb guard (8000 x 8000)
+# The allow-list: Pillow format name -> the signatures its files start with. Nothing else is ever decoded.
+SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "BMP": (b"BM",),
+              "TIFF": (b"II*\x00", b"MM\x00*"), "GIF": (b"GIF87a", b"GIF89a")}
+SUPPORTED = "PNG, JPEG, BMP, TIFF, GIF or DICOM"
 
 
 class BadImage(Exception):
@@ -25,23 +35,45 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def sniff(head: bytes) -> str | None:
+    """The allowed format a file's first 132 bytes show (PNG, JPEG, BMP, TIFF, GIF, DICOM), or None."""
+    for kind, signatures in SIGNATURES.items():
+        if head.startswith(signatures):
+            return kind
+    if head[128:132] == b"DICM":
+        return "DICOM"
+    return None
+
+
+def image_format(path: Path) -> str:
+    """The file's format from its bytes; BadImage unless it is one medsyn decodes. A .dcm without the 128-byte
+    preamble is left to pydicom, which runs no programs."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError as err:
+        raise BadImage(f"cannot read ({err.strerror or err})") from err
+    kind = sniff(head)
+    if kind is None and Path(path).suffix.lower() in DICOM_SUFFIXES:
+        kind = "DICOM"
+    if kind is None:
+        raise BadImage(f"not a {SUPPORTED} image: the file starts with {head[:12]!r} (medsyn checks the content, "
+                       "not the name, and decodes no other format); convert it or remove it")
+    return kind
+
+
 def is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    with open(path, "rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
+    return image_format(path) == "DICOM"
 
 
 def native_size(path: Path) -> tuple[int, int]:
     """(width, height) read from the header alone."""
     try:
-        if is_dicom(path):
-            import pydicom
-
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        kind = image_format(path)
+        if kind == "DICOM":
+            ds = dicom_header(path)
             return int(ds.Columns), int(ds.Rows)
-        with _open_pil(path) as im:
+        with open_image(path, kind) as im:
             return im.size
     except BadImage:
         raise
@@ -52,7 +84,8 @@ def native_size(path: Path) -> tuple[int, int]:
 def load_image(path: Path) -> np.ndarray:
     """The full-resolution image as uint8, (H, W) for grayscale or (H, W, 3) for colour."""
     try:
-        array = _load_dicom(path) if is_dicom(path) else _load_pil(path)
+        kind = image_format(path)
+        array = _load_dicom(path) if kind == "DICOM" else _load_pil(path, kind)
     except BadImage:
         raise
     except Exception as err:
@@ -90,11 +123,16 @@ def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
     return np.asarray(Image.fromarray(array).convert("L"))[..., None]
 
 
-def _open_pil(path: Path) -> Image.Image:
+def open_image(path: Path, kind: str | None = None) -> Image.Image:
+    """The one way medsyn opens a file with Pillow: its sniffed format only (`formats=[kind]`), pixel count checked
+    from the header. DICOM is not Pillow's: use `load_image`."""
+    kind = kind or image_format(path)
+    if kind not in SIGNATURES:
+        raise BadImage(f"{kind} is not decoded by Pillow here")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)
+            image = Image.open(path, formats=[kind])
         except Image.DecompressionBombError as err:
             raise TooManyPixels(f"refused: too many pixels, a possible decompression bomb ({err})") from err
     width, height = image.size
@@ -105,9 +143,11 @@ def _open_pil(path: Path) -> Image.Image:
     return image
 
 
-def _load_pil(path: Path) -> np.ndarray:
-    with _open_pil(path) as image:
-        image.load()
+def _load_pil(path: Path, kind: str) -> np.ndarray:
+    with open_image(path, kind) as opened:
+        opened.seek(0)  # GIF and TIFF: the first frame
+        opened.load()
+        image = ImageOps.exif_transpose(opened)  # a photo's EXIF orientation: the image as it is meant to be seen
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             return _window_to_uint8(np.asarray(image, dtype=np.float64))
         if image.mode in ("1", "L", "LA", "I;8"):
@@ -122,6 +162,56 @@ def _load_pil(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+MAX_DICOM_BYTES = 256 << 20  # decoded pixel data (frames x rows x columns x samples x bytes), from the header
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def dicom_header(path: Path):
+    """The DICOM header (no pixel data), refused before any pixel is decoded when it declares several frames, too
+    many pixels or more than MAX_DICOM_BYTES; a deflated file is refused when it inflates beyond that budget
+    (measured streaming, without keeping the output)."""
+    import pydicom
+
+    meta = pydicom.filereader.read_file_meta_info(path)
+    if str(getattr(meta, "TransferSyntaxUID", "")) == DEFLATED:
+        _check_inflated_size(path, meta)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise BadImage(f"multi-frame DICOM ({frames} frames) is not supported; export one frame per file")
+    if rows * cols > MAX_PIXELS:
+        raise TooManyPixels(f"refused: {cols}x{rows} pixels is over the limit of {MAX_PIXELS:,}")
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    depth = -(-int(getattr(ds, "BitsAllocated", 8) or 8) // 8)
+    decoded = frames * rows * cols * samples * depth
+    if decoded > MAX_DICOM_BYTES:
+        raise TooManyPixels(f"refused: the header declares {decoded / 2**20:,.0f} MiB of pixel data, over the "
+                            f"limit of {MAX_DICOM_BYTES >> 20} MiB")
+    return ds
+
+
+def _check_inflated_size(path: Path, meta) -> None:
+    import zlib
+
+    length = getattr(meta, "FileMetaInformationGroupLength", None)
+    if length is None:
+        raise BadImage("a deflated DICOM without a file meta group length cannot be checked; save it uncompressed")
+    budget = MAX_DICOM_BYTES + (1 << 20)
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as handle:
+        handle.seek(132 + 12 + int(length))
+        while block := handle.read(1 << 16):
+            while block:
+                total += len(inflater.decompress(block, 1 << 20))
+                block = inflater.unconsumed_tail
+                if total > budget:
+                    raise TooManyPixels(f"refused: the deflated DICOM inflates to more than {budget >> 20} MiB "
+                                        "(a possible decompression bomb)")
+            if inflater.eof:
+                break
+
+
 def _load_dicom(path: Path) -> np.ndarray:
     import pydicom
 
@@ -130,13 +220,9 @@ def _load_dicom(path: Path) -> np.ndarray:
     except ImportError:  # pydicom < 3
         from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
+    dicom_header(path)  # every limit, before the pixel data is read
     ds = pydicom.dcmread(path)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    if rows * cols > MAX_PIXELS:
-        raise TooManyPixels(f"refused: {cols}x{rows} pixels is over the limit of {MAX_PIXELS:,}")
     pixels = ds.pixel_array
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-        raise BadImage("multi-frame DICOM is not supported; export one frame per file")
     if getattr(ds, "SamplesPerPixel", 1) == 3:
         return _window_to_uint8(pixels.astype(np.float64)) if pixels.dtype != np.uint8 else pixels
     values = apply_modality_lut(pixels, ds)
@@ -147,27 +233,44 @@ def _load_dicom(path: Path) -> np.ndarray:
     return values
 
 
-def to_uint8(values: np.ndarray, where: str) -> np.ndarray:
-    """Image values of any numeric dtype -> uint8, never truncated or wrapped: uint8 as it is, booleans and floats
-    in [0, 1] times 255, integers already in 0..255 as they are, anything else (12/16-bit, HU, any float range)
-    scaled from its own range, as 16-bit files and DICOM are. Text, objects and NaN/inf are refused."""
+CONVERSIONS = {"uint8": "uint8 values, kept as they are", "bool": "booleans, times 255",
+               "unit": "floats in [0, 1], times 255", "byte": "integers in 0..255, kept as they are",
+               "range": "values scaled from their own range onto 0..255", "empty": "no values"}
+
+
+def conversion_rule(values: np.ndarray, where: str) -> str:
+    """Which of `CONVERSIONS` `to_uint8` applies to `values`; text, objects and NaN/inf are refused."""
     from medsyn.errors import MedsynError
 
     if values.dtype == np.uint8:
-        return values
+        return "uint8"
     if values.dtype.kind == "b":
-        return values.astype(np.uint8) * 255
+        return "bool"
     if values.dtype.kind not in "iuf":
         raise MedsynError(f"{where} are {values.dtype} values; images must be numbers (uint8 0..255 best).")
     if values.size == 0:
-        return values.astype(np.uint8)
+        return "empty"
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise MedsynError(f"{where} contain NaN or infinite values; replace them before loading.")
     low, high = values.min(), values.max()
     if values.dtype.kind == "f" and 0 <= low and high <= 1:
-        return np.round(values * 255.0).astype(np.uint8)
+        return "unit"
     if values.dtype.kind in "iu" and 0 <= low and high <= 255:
-        return values.astype(np.uint8)
+        return "byte"
+    return "range"
+
+
+def to_uint8(values: np.ndarray, where: str) -> np.ndarray:
+    """Image values of any numeric dtype -> uint8, never truncated or wrapped: uint8 as it is, booleans and floats
+    in [0, 1] times 255, integers already in 0..255 as they are, anything else (12/16-bit, HU, any float range)
+    scaled from its own range, as 16-bit files and DICOM are. Text, objects and NaN/inf are refused."""
+    rule = conversion_rule(values, where)
+    if rule == "uint8":
+        return values
+    if rule in ("bool", "empty", "byte"):
+        return values.astype(np.uint8) * (255 if rule == "bool" else 1)
+    if rule == "unit":
+        return np.round(values * 255.0).astype(np.uint8)
     return _window_to_uint8(values.astype(np.float64))
 
 

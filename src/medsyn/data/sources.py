@@ -8,13 +8,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medsyn.data.images import is_image_file, to_uint8
+from medsyn.data.images import CONVERSIONS, conversion_rule, is_image_file, to_uint8
 from medsyn.data.splits import patient_from_filename
 from medsyn.errors import MedsynError
 
@@ -55,6 +57,17 @@ def fingerprint_files(paths) -> str:
 # ---------------------------------------------------------------- npz
 
 MAX_NPZ_ARRAY_BYTES = 16 << 30  # a header may declare any size; refuse before numpy tries to allocate it
+MAX_CLASSES = 10_000            # labels are checked against this (or the class list) before anything is sized by them
+
+
+def npz_budget() -> int:
+    """Bytes all members of an npz may decode to together: a quarter of this machine's memory (at most
+    MAX_NPZ_ARRAY_BYTES), checked from the members' headers before any is loaded; conversion needs more again."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        physical = 16 << 30
+    return min(MAX_NPZ_ARRAY_BYTES, physical // 4)
 
 
 def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
@@ -69,6 +82,13 @@ def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
         if missing:
             raise MedsynError(f"{path}: missing key(s) {', '.join(missing)}; a MedMNIST-layout npz needs "
                               f"{', '.join(NPZ_KEYS)} (a split may have 0 rows).")
+        keys = list(NPZ_KEYS) + (["class_names"] if "class_names" in archive.files else [])
+        declared = {key: _declared_bytes(archive, key, path) for key in keys}
+        budget = npz_budget()
+        if sum(declared.values()) > budget:
+            raise MedsynError(f"{path}: its arrays decode to {sum(declared.values()) / 2**30:,.1f} GiB together, "
+                              f"over the memory budget of {budget / 2**30:,.1f} GiB (a quarter of this machine's "
+                              "memory); use a smaller file (fewer or smaller images).")
         images, labels, split = [], [], []
         for s in ("train", "val", "test"):
             x = _read_array(archive, f"{s}_images", path)
@@ -79,7 +99,7 @@ def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
             images.append(x)
             labels.append(y)
             split += [s] * len(x)
-        names = tuple(str(n) for n in _read_array(archive, "class_names", path)) \
+        names = _npz_class_names(_read_array(archive, "class_names", path), path) \
             if "class_names" in archive.files else None
     if not sum(map(len, images)):
         raise MedsynError(f"{path}: every split has 0 images; the file holds no data.")
@@ -90,15 +110,38 @@ def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
         raise MedsynError(f"{path}: images of shape {shape} are not 2D grayscale (H, W) or RGB (H, W, 3); "
                           "3D MedMNIST volumes are not supported.")
+    _check_one_conversion(images, path)
     all_labels = np.concatenate(labels)
-    class_names = names or medmnist_class_names(path) or _numbered_classes(all_labels)
+    class_names = names or medmnist_class_names(path) or _numbered_classes(all_labels, path)
     _check_label_range(all_labels, len(class_names), path, min_classes)
     all_images = to_uint8(np.concatenate([x.reshape((-1,) + shape) for x in images]), f"{path}: images")
     return NpzArrays(all_images, all_labels, np.array(split, dtype="<U5"), class_names)
 
 
-def _read_array(archive, key: str, path: Path) -> np.ndarray:
-    """One array of an npz, refused before loading when its header declares Python objects or a huge size."""
+def _check_one_conversion(images: list[np.ndarray], path: Path) -> None:
+    """One dtype rule per file: every split must convert to uint8 the same way (a uint8 train split beside float
+    val/test splits in [0, 1] would otherwise turn val and test black)."""
+    rules = {s: conversion_rule(x, f"{path}: {s}_images") for s, x in zip(("train", "val", "test"), images)}
+    rules = {s: r for s, r in rules.items() if r != "empty"}
+    if len(set(rules.values())) > 1:
+        found = "; ".join(f"{s}_images are {images[i].dtype} ({CONVERSIONS[r]})"
+                          for i, (s, r) in enumerate(rules.items()))
+        raise MedsynError(f"{path}: the splits hold images on different scales ({found}); medsyn converts every "
+                          "split of a file one way, so save all splits with one dtype and range (uint8 0..255 "
+                          "best).")
+
+
+def _npz_class_names(values: np.ndarray, path: Path) -> tuple[str, ...]:
+    if values.ndim != 1 or values.dtype.kind not in "US":
+        raise MedsynError(f"{path}: class_names is a {values.ndim}-d {values.dtype} array; save it as a 1-d array "
+                          "of strings, one name per class index.")
+    names = tuple(str(n) for n in values)
+    check_class_names(names, f"{path}: class_names")
+    return names
+
+
+def _declared_bytes(archive, key: str, path: Path) -> int:
+    """The size an npz member decodes to, from its header alone; a header declaring Python objects is refused."""
     with archive.zip.open(key + ".npy") as member:
         try:
             version = np.lib.format.read_magic(member)
@@ -114,6 +157,12 @@ def _read_array(archive, key: str, path: Path) -> np.ndarray:
     if declared > MAX_NPZ_ARRAY_BYTES:
         raise MedsynError(f"{path}: {key} declares shape {shape} ({declared / 2**30:,.0f} GiB), over the "
                           f"{MAX_NPZ_ARRAY_BYTES >> 30} GiB limit; the file is damaged or far too large.")
+    return declared
+
+
+def _read_array(archive, key: str, path: Path) -> np.ndarray:
+    """One array of an npz, refused before loading when its header declares Python objects or a huge size."""
+    _declared_bytes(archive, key, path)
     try:
         return archive[key]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
@@ -145,6 +194,10 @@ def normalise_labels(labels: np.ndarray, where: str) -> np.ndarray:
     if labels.dtype.kind not in "iuf":
         raise MedsynError(f"{where} are {labels.dtype} values; labels must be class indices 0..K-1 (put the "
                           "names in a class_names array).")
+    if labels.dtype.kind in "iu" and len(labels) and (labels.max() > 2 ** 31 or labels.min() < -2 ** 31):
+        value = labels.max() if labels.max() > 2 ** 31 else labels.min()
+        raise MedsynError(f"{where}: label {int(value)} (row {int(np.argmax(labels == value))}) is not a class "
+                          "index; labels must be 0..K-1.")
     if labels.dtype.kind == "f":
         with np.errstate(invalid="ignore"):  # NaN compares as unequal: it is counted, not warned about
             bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (np.abs(labels) > 2 ** 31)
@@ -154,8 +207,14 @@ def normalise_labels(labels: np.ndarray, where: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _numbered_classes(labels: np.ndarray) -> tuple[str, ...]:
-    return tuple(f"class_{i}" for i in range(int(labels.max()) + 1 if len(labels) else 0))
+def _numbered_classes(labels: np.ndarray, path: Path) -> tuple[str, ...]:
+    """class_0..class_K-1 for a file without class names; a label beyond MAX_CLASSES is refused before K names
+    are made."""
+    top = int(labels.max()) if len(labels) else -1
+    if top >= MAX_CLASSES:
+        raise MedsynError(f"{path}: label {top} with no class_names: medsyn supports at most {MAX_CLASSES:,} "
+                          "classes; labels must be 0..K-1 (fix the labels, or add a class_names array).")
+    return tuple(f"class_{i}" for i in range(top + 1))
 
 
 def _check_label_range(labels: np.ndarray, n_classes: int, path: Path, min_classes: int) -> None:
@@ -171,7 +230,7 @@ def _check_label_range(labels: np.ndarray, n_classes: int, path: Path, min_class
 
 def list_folder(root: Path) -> Listing:
     """ROOT/{train,val,test}/<CLASS>/* (splits given) or ROOT/<CLASS>/* (medsyn makes the splits)."""
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    subdirs = _visible_dirs(root)
     if not subdirs:
         raise MedsynError(f"{root}: no class or split folders inside; expected ROOT/<CLASS>/*.png or "
                           "ROOT/{train,val,test}/<CLASS>/*.png.")
@@ -182,40 +241,64 @@ def list_folder(root: Path) -> Listing:
                           f"{', '.join(d.name for d in split_dirs)}; split folders must be named train, val or "
                           "test (move or rename the others).")
     if split_dirs:
-        class_names = sorted({c.name for d in split_dirs for c in d.iterdir() if c.is_dir()})
+        raw_names = sorted({c.name for d in split_dirs for c in _visible_dirs(d)})
         groups = [(d.name.lower(), d) for d in split_dirs]
     else:
-        class_names = [d.name for d in subdirs]
+        raw_names = [d.name for d in subdirs]
         groups = [("", root)]
-    split_like = [n for n in class_names if n.lower() in SPLIT_LOOKALIKES]
+    split_like = [n for n in raw_names if n.lower() in SPLIT_LOOKALIKES]
     if split_like:
         raise MedsynError(f"{root}: the folder(s) {', '.join(split_like)} look like splits, not classes; name "
                           "split folders train, val and test (ROOT/{train,val,test}/<CLASS>/*), or give a manifest.")
-    check_class_names(class_names, str(root))
+    class_names, index, notes = unify_labels(raw_names, str(root))
     if len(class_names) < 2:
         raise MedsynError(f"{root}: found only the class folder(s) {class_names}; a classifier needs at least "
                           "two classes.")
     paths, labels, splits, ignored = [], [], [], 0
     for split, base in groups:
-        for label, name in enumerate(class_names):
+        for name in raw_names:
             class_dir = base / name
             if not class_dir.is_dir():
                 continue
-            files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+            files = sorted(p for p in class_dir.rglob("*") if p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
             images = [p for p in files if is_image_file(p)]
             ignored += len(files) - len(images)
             if not images:
-                raise MedsynError(f"{class_dir}: class folder holds no images (PNG, JPEG, BMP, TIFF or DICOM); "
+                raise MedsynError(f"{class_dir}: class folder holds no images (PNG, JPEG, BMP, TIFF, GIF or DICOM); "
                                   "add images or remove the folder.")
             paths += images
-            labels += [label] * len(images)
+            labels += [index[name]] * len(images)
             splits += [split] * len(images)
-    return _listing(paths, labels, splits, [patient_from_filename(p.name) for p in paths], class_names, ignored)
+    return _listing(paths, labels, splits, [patient_from_filename(p.name) for p in paths], class_names, ignored,
+                    notes)
 
 
-def _listing(paths, labels, splits, groups, class_names, ignored) -> Listing:
+def _visible_dirs(folder: Path) -> list[Path]:
+    """Sub-folders that can be classes or splits: hidden ones (`.thumbnails`, `.git`) never are."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _listing(paths, labels, splits, groups, class_names, ignored, notes=()) -> Listing:
+    groups, patient_notes = unify_patients(groups)
     return Listing(tuple(paths), np.array(labels, dtype=np.int64), np.array(splits, dtype="<U5"),
-                   np.array(groups, dtype=str), tuple(class_names), ignored, fingerprint_files(paths))
+                   np.array(groups, dtype=str), tuple(class_names), ignored, fingerprint_files(paths),
+                   tuple(notes) + tuple(patient_notes))
+
+
+def unify_patients(groups) -> tuple[list[str], list[str]]:
+    """Patient ids compared ignoring case and surrounding spaces (`N07`, ` n07` are one patient, so never in two
+    splits); each is written in one spelling, and the merged spellings are reported in the notes."""
+    spellings = {}
+    for group in groups:
+        if group.strip():
+            spellings.setdefault(group.strip().casefold(), set()).add(group)
+    chosen = {key: min(v).strip() for key, v in spellings.items()}
+    merged = [" / ".join(map(repr, sorted(v))) for v in spellings.values() if len(v) > 1]
+    notes = [f"{len(merged)} patient id(s) spelt more than one way were taken as one patient each (ids are compared "
+             f"ignoring case and surrounding spaces): {'; '.join(merged[:10])}{' ...' if len(merged) > 10 else ''}"] \
+        if merged else []
+    return [chosen[g.strip().casefold()] if g.strip() else "" for g in groups], notes
 
 
 def without_copies(listing: Listing) -> Listing:
@@ -228,14 +311,35 @@ def without_copies(listing: Listing) -> Listing:
                                notes=listing.notes + tuple(notes))
 
 
+def canonical_label(name: str) -> str:
+    """A label's one spelling: a number written with leading zeros is that number (`01` is `1`)."""
+    return str(int(name)) if name.isascii() and name.isdigit() else name
+
+
+def unify_labels(raw_names, where: str) -> tuple[tuple[str, ...], dict[str, int], list[str]]:
+    """The one label rule for folders and manifests: (class names, the class index of each raw spelling, notes).
+    Numeric spellings of one number are one class (reported); names differing only by case or spaces, and empty
+    names, are refused (`check_class_names`)."""
+    canonical = {raw: canonical_label(raw) for raw in raw_names}
+    check_class_names(sorted(set(canonical.values())), where)
+    names = sorted({c.strip() for c in canonical.values()})
+    index = {raw: names.index(c.strip()) for raw, c in canonical.items()}
+    merged = {}
+    for raw, c in canonical.items():
+        merged.setdefault(c.strip(), set()).add(raw)
+    notes = [f"labels {' / '.join(map(repr, sorted(v)))} in {where} were read as one class {c!r} (one number)"
+             for c, v in merged.items() if len(v) > 1 and len({x.strip() for x in v}) > 1]
+    return tuple(names), index, notes
+
+
 def check_class_names(names, where: str) -> None:
-    """Class names must be non-empty and distinct even ignoring case and surrounding spaces: `Normal`, `normal `
-    and `NORMAL` are one class misspelt, never three."""
+    """Class names must be non-empty and distinct even ignoring case, surrounding spaces and leading zeros:
+    `Normal`, `normal ` and `NORMAL` are one class misspelt, never three. The rule for every source."""
     if any(not name.strip() for name in names):
         raise MedsynError(f"{where}: an empty class name; every image needs a label.")
     spellings = {}
     for name in names:
-        spellings.setdefault(name.strip().casefold(), []).append(name)
+        spellings.setdefault(canonical_label(name.strip()).casefold(), []).append(name)
     clashes = [sorted(v) for v in spellings.values() if len(v) > 1]
     if clashes:
         raise MedsynError(f"{where}: class names differ only by case or spaces: "
@@ -317,14 +421,17 @@ def list_manifest(path: Path) -> Listing:
     if unlabelled:
         raise MedsynError(f"{path}: line(s) {', '.join(map(str, unlabelled[:10]))} have no path or no label; "
                           "every row needs both.")
-    check_class_names(sorted({r["label"] for r in rows}), str(path))
-    class_names = sorted({r["label"].strip() for r in rows})
+    class_names, index, notes = unify_labels(sorted({r["label"] for r in rows}), str(path))
     if len(class_names) < 2:
         raise MedsynError(f"{path}: only the class {class_names} appears; a classifier needs at least two.")
     paths, missing = [], []
     for r in rows:
         file = (path.parent / r["path"]).resolve()
         (paths if file.is_file() else missing).append(file)
+    folders = [file for file in missing if file.is_dir()]
+    if folders:
+        raise MedsynError(f"{path}: {len(folders)} row(s) name a folder, not an image file, e.g. {folders[0]}; "
+                          "list one image file per row (or give the folder itself as the data source).")
     if missing:
         raise MedsynError(f"{path}: {len(missing)} listed file(s) do not exist, e.g. {missing[0]}; "
                           "paths are relative to the manifest's folder.")
@@ -333,5 +440,5 @@ def list_manifest(path: Path) -> Listing:
     if unknown:
         raise MedsynError(f"{path}: unknown split value(s) {unknown}; use train, val, test or leave it empty.")
     groups = [(r.get("patient_id") or "").strip() or patient_from_filename(Path(r["path"]).name) for r in rows]
-    labels = [class_names.index(r["label"].strip()) for r in rows]
-    return _listing(paths, labels, splits, groups, class_names, 0)
+    labels = [index[r["label"]] for r in rows]
+    return _listing(paths, labels, splits, groups, class_names, 0, notes)

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from medsyn.config import PRESETS
+from medsyn.config import PRESETS, seed
 from medsyn.data.cli import add_data_arguments, data_config
 
 
@@ -25,7 +25,7 @@ def register(verbs) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SYNTHETIC/audit)")
     parser.add_argument("--name", default=None, help="the generator's name in the outputs (default: folder name)")
     parser.add_argument("--preset", choices=PRESETS, default="quick", help="audit settings preset (default: quick)")
-    parser.add_argument("--seed", type=int, default=None, help="encoders' and subsampling seed (default: preset's)")
+    parser.add_argument("--seed", type=seed(), default=None, help="encoders' and subsampling seed (default: preset's)")
     parser.add_argument("--inception-weights", default=None,
                         help="torch-fidelity's Inception-v3 .pth, to add Inception features (never downloaded)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing audit in --out")

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from medsyn.config import GAN_MODELS, PRESETS
+from medsyn.config import GAN_MODELS, PRESETS, count, real, seed
 
 
 def register(verbs) -> None:
@@ -25,16 +25,16 @@ def register(verbs) -> None:
                        help="cgan: data-efficient (default); acgan: the original design; ddpm: diffusion "
                             "(pip install 'medsyn[diffusion]'; a GPU feature at scale)")
     train.add_argument("--preset", choices=PRESETS, default="quick", help="default settings (default: quick)")
-    train.add_argument("--steps", type=int, help="generator steps (default: the preset's)")
-    train.add_argument("--batch-size", type=int, help="images per step, over all processes (default: preset)")
-    train.add_argument("--width", dest="base_width", type=int, help="channel multiplier of both networks")
-    train.add_argument("--snapshot-every", type=int, help="steps between sample grids and checkpoints")
-    train.add_argument("--r1", dest="r1_gamma", type=float, help="R1 penalty weight (0 = off)")
-    train.add_argument("--ada-target", type=float, help="adapt augmentation strength to this E[sign D(real)]")
-    train.add_argument("--guidance", type=float, help="ddpm: classifier-free guidance scale for samples")
-    train.add_argument("--sampling-steps", type=int, help="ddpm: solver steps per sample")
+    train.add_argument("--steps", type=count("--steps", 10_000_000), help="generator steps (default: the preset's)")
+    train.add_argument("--batch-size", type=count("--batch-size", 65_536), help="images per step, over all processes (default: preset)")
+    train.add_argument("--width", dest="base_width", type=count("--width", 1024), help="channel multiplier of both networks")
+    train.add_argument("--snapshot-every", type=count("--snapshot-every", 10_000_000), help="steps between sample grids and checkpoints")
+    train.add_argument("--r1", dest="r1_gamma", type=real("--r1", 0, 1e6), help="R1 penalty weight (0 = off)")
+    train.add_argument("--ada-target", type=real("--ada-target", 0, 1), help="adapt augmentation strength to this E[sign D(real)]")
+    train.add_argument("--guidance", type=real("--guidance", 0, 100), help="ddpm: classifier-free guidance scale for samples")
+    train.add_argument("--sampling-steps", type=count("--sampling-steps", 1000), help="ddpm: solver steps per sample")
     train.add_argument("--device", default=None, help="auto (default: cuda when available) | cpu | cuda | cuda:N")
-    train.add_argument("--seed", type=int, help="seed of weights, noise and data order (default 0)")
+    train.add_argument("--seed", type=seed(), help="seed of weights, noise and data order (default 0)")
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,16 +42,16 @@ def register(verbs) -> None:
 
     generate = sub.add_parser("generate", help="labelled synthetic images from a checkpoint")
     generate.add_argument("--checkpoint", type=Path, required=True, help="RUN/final.pt or RUN/checkpoint.pt")
-    generate.add_argument("--n", type=int, help="number of images, split evenly over the classes")
+    generate.add_argument("--n", type=count("--n", 10_000_000), help="number of images, split evenly over the classes")
     generate.add_argument("--per-class", help="counts per class: 100,50 or NORMAL=100,PNEUMONIA=50")
     generate.add_argument("--balance-to", metavar="SRC",
                           help="top up each class of SRC's train split to its largest class (plus --n more)")
-    generate.add_argument("--seed", type=int, default=0,
+    generate.add_argument("--seed", type=seed(), default=0,
                           help="noise and label seed: the same seed gives the same images")
     generate.add_argument("--guidance", metavar="G|auto|G1,G2,...",
                           help="ddpm: classifier-free guidance scale (default: the trained one); auto or a list: "
                                "choose among them on the real val split of --data (guidance.json says how)")
-    generate.add_argument("--sampling-steps", type=int, help="ddpm: solver steps per image (default: trained)")
+    generate.add_argument("--sampling-steps", type=count("--sampling-steps", 1000), help="ddpm: solver steps per image (default: trained)")
     generate.add_argument("--out", type=Path, required=True, help="output folder")
     generate.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_data_arguments(generate)  # only read to choose the guidance on real val
@@ -93,7 +93,8 @@ def run_generate(args: argparse.Namespace) -> int:
     from medsyn import gan, synth
     from medsyn.fileio import check_out_dir, read_json
 
-    check_out_dir(args.out, "gan generate")  # a folder of someone else's files is never replaced, --overwrite or not
+    # a folder of someone else's files is never replaced, --overwrite or not; nor is a user's file put in ours
+    check_out_dir(args.out, "gan generate", replaces=args.overwrite)
     sampler, scales = _sampler_overrides(args)
     _, info = gan.load_generator(args.checkpoint, sampler=sampler)
     names = info["class_names"]

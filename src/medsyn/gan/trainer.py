@@ -29,10 +29,12 @@ import torch.distributed as dist
 from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, check_device, resolve_device, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, holds_files, read_json, write_json, write_text
+from medsyn.fileio import atomic_path, holds_files, read_json, read_jsonl, write_json, write_text
 from medsyn.gan import checkpoint, sample
 from medsyn.gan.augment import DiffAugment, parse_policy
 from medsyn.gan.distributed import BatchShard, average_gradients, globalise, mean_over_processes
+
+LOG_FIELDS = {"step": int}  # each log.jsonl row: the step it was written at (checked when read back)
 
 R1_EVERY = 16          # lazy regularisation interval (StyleGAN2)
 GRID_COLUMNS = 8
@@ -265,7 +267,7 @@ def read_log(out_dir: Path) -> list[dict]:
     path = Path(out_dir) / "log.jsonl"
     if not path.is_file():
         raise MedsynError(f"{path}: no training log; is {out_dir} a `medsyn gan train` run folder?")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path, LOG_FIELDS)
 
 
 def check_config(config: GanConfig) -> None:
@@ -454,9 +456,8 @@ def _set_rng(states: list[dict], rt: Runtime) -> None:
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log rows written after the checkpoint a run resumes from, so no step is logged twice."""
     if path.exists():
-        rows = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        write_text(path, "".join(row + "\n" for row in rows))
+        rows = [row for row in read_jsonl(path, LOG_FIELDS) if row["step"] <= step]
+        write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _progress(total: int, initial: int, enabled: bool):

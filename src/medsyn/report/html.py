@@ -53,9 +53,11 @@ class _RunFiles:
 
     def __init__(self, root: Path):
         self.root = root
-        self.config = read_json(root / "config.json", required=("arms", "seeds"))
-        self.data = read_json(root / "data.json", required=("class_names", "source"))
-        self.results = read_json(root / "results.json", required=("arms", "split", "n_test", "replicates", "comparisons"))
+        self.config = read_json(root / "config.json", required={"arms": list, "seeds": list})
+        self.data = read_json(root / "data.json", required={"class_names": list, "source": str})
+        self.results = read_json(root / "results.json", required={
+            "arms": dict, "split": str, "n_test": int, "replicates": list, "comparisons": list,
+            "ci_level": (int, float)})
         self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
         self.point = root / self.results.get("folder", ".")  # the largest learning-curve point: the main verdict
         self.generators = [f"{g}/{k.name}" for g in self.config.get("gans", []) if (self.point / "gan" / g).is_dir()

@@ -9,9 +9,9 @@ Public API:
     evaluate_run(study) -> dict                   results.json from the finished runs' files
 """
 
-from medsyn.study.execute import EXECUTORS, default_workers, execute
+from medsyn.study.execute import EXECUTORS, check_executor, default_workers, execute
 from medsyn.study.jobs import Study, evaluate_run, run_job
 from medsyn.study.plan import Job, budget_advice, build_plan, describe, generator_of, generator_seeds
 
-__all__ = ["EXECUTORS", "Job", "Study", "budget_advice", "build_plan", "default_workers", "describe", "evaluate_run", "execute",
+__all__ = ["EXECUTORS", "check_executor", "Job", "Study", "budget_advice", "build_plan", "default_workers", "describe", "evaluate_run", "execute",
            "generator_of", "generator_seeds", "run_job"]

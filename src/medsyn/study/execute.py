@@ -25,6 +25,33 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def check_executor(executor: str, ray_address: str | None) -> None:
+    """Before the run folder is made: Ray is installed for --executor ray, and a --ray-address is host:port (or
+    ray://host:port) with something listening there; `auto` and `local` are left to Ray."""
+    import importlib.util
+    import socket
+
+    if ray_address and executor != "ray":
+        raise MedsynError(f"--ray-address applies to --executor ray, not {executor}.")
+    if executor != "ray":
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise MedsynError("--executor ray needs Ray: pip install 'medsyn[ray]' (or pip install 'ray[default]').")
+    if not ray_address or ray_address in ("auto", "local"):
+        return
+    host, _, port = ray_address.removeprefix("ray://").rpartition(":")
+    fix = ("give the address `ray start --head` printed (HOST:PORT), or leave out --ray-address to start a local "
+           "instance")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise MedsynError(f"--ray-address {ray_address!r} is not HOST:PORT; {fix}.")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as err:
+        raise MedsynError(f"--ray-address {ray_address}: no Ray cluster answers there ({err.strerror or err}); "
+                          f"{fix}.") from None
+
+
 def execute(plan: list[Job], study: Study, executor: str = "local", workers: int | None = None,
             ray_address: str | None = None, progress: bool = True) -> dict:
     """Run every unfinished job of `plan`; record per-job seconds in RUN/timings.json; raise a MedsynError naming

@@ -13,7 +13,7 @@ import numpy as np
 from medsyn.config import AuditConfig, resolve_device
 from medsyn.data import ImageSet, top_up_to_majority
 from medsyn.errors import MedsynError
-from medsyn.fileio import claim_out_dir, write_json
+from medsyn.fileio import check_out_dir, claim_out_dir, release_out_dirs, write_json
 
 
 MAX_IMAGES = 10_000_000
@@ -127,11 +127,13 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
             "guidance_chosen_on_val": "guidance.json" if selection else None,
             "note": "all images are in the train split of synthetic.npz; read it with "
                     "medsyn.synth.load_synthetic(DIR)"})
-        claim_out_dir(staging, "gan generate")
+        claim_out_dir(staging, "gan generate", record=True)
         if out_dir.exists():
+            check_out_dir(out_dir, "gan generate", replaces=True)  # again: a file may have been put there since
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         staging.rename(out_dir)
     finally:
+        release_out_dirs(staging)  # written (or failed): free the folder for the next writer
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
