@@ -145,7 +145,7 @@ def test_cli_train_generate_and_errors(tmp_path, capsys):
     assert "apply to ddpm checkpoints only" in capsys.readouterr().err
     assert main(["gan", "train", "--model", "ddpm", "--preset", "smoke", "--guidance", "1", "--out",
                  str(tmp_path / "x"), "--no-progress", "--steps", "0"]) == 2
-    assert "steps must be at least 1" in capsys.readouterr().err
+    assert "--steps 0: give a whole number from 1" in capsys.readouterr().err
 
 
 def val_images_for(val: data.ImageSet, labels: np.ndarray, flip: bool = False) -> np.ndarray:

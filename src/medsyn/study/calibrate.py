@@ -29,6 +29,7 @@ from medsyn.fileio import read_json, write_json
 CALIBRATION_VERSION = 1
 WARM_UP, TIMED = 2, 6           # steps: the first ones pay for allocation and one-off set-up
 CLASSIFY_STEPS = (2, 8)         # two short fits; their difference is the cost of 6 steps without the fixed costs
+MEASURE_LIMIT_S = 30.0          # a piece the reference machine would take longer to time is scaled instead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +95,36 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        factor = _small_factor()
+
+        def timed(reference_s: float, steps: int, measure_it):
+            """Measured where the reference machine would take at most MEASURE_LIMIT_S; else scaled by `factor`
+            (a GPU-sized preset on a CPU would take minutes a step)."""
+            return measure_it() if reference_s * steps <= MEASURE_LIMIT_S else reference_s * factor
+
         data = _random_images(config)
-        gan_step = {m: _gan_step_seconds(config.gan_config(m, 0), data) for m in config.gans}
-        plain, augmented = (_classify_image_seconds(config, data, augment) for augment in (False, True))
-        ddpm = _ddpm_pass_seconds(config, data) if "ddpm" in config.gans else None
+        gan_step = {m: timed(reference.gan_step_s[m], WARM_UP + TIMED,
+                             lambda m=m: _gan_step_seconds(config.gan_config(m, 0), data)) for m in config.gans}
+        images = sum(CLASSIFY_STEPS) * config.classify.batch_size
+        plain, augmented = (timed(reference_image, images, lambda a=augment: _classify_image_seconds(config, data, a))
+                            for augment, reference_image in ((False, reference.classify_image_s),
+                                                             (True, reference.classify_aug_image_s)))
+        ddpm = timed(reference.ddpm_pass_s, 64, lambda: _ddpm_pass_seconds(config, data)) \
+            if "ddpm" in config.gans else None
     finally:
         torch.set_num_threads(previous)
     return Speeds(gan_step_s=gan_step, classify_image_s=plain, classify_aug_image_s=augmented, ddpm_pass_s=ddpm,
                   machine_factor=plain / reference.classify_image_s,
                   measured=f"{machine()['host']} at {time.strftime('%Y-%m-%d %H:%M')}")
+
+
+def _small_factor() -> float:
+    """This machine's time over the reference's on the quick preset's classifier at 28 px: a few seconds."""
+    from medsyn.config import preset
+    from medsyn.study.plan import reference_speeds
+
+    small = preset("quick")
+    return _classify_image_seconds(small, _random_images(small), False) / reference_speeds(small).classify_image_s
 
 
 def _random_images(config: RunConfig):
