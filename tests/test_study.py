@@ -49,7 +49,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--seeds", "1,1"], "distinct"), (["--seeds", "a-b"], "non-negative integers"),
-    (["--gan-seeds", "3"], "between 1 and the number of replicates"), (["--workers", "0"], "at least 1"),
+    (["--gan-seeds", "3"], "between 1 and the number of replicates"),
+    (["--workers", "0"], "--workers 0: give a whole number from 1"),
     (["--min-effect", "0"], "between 0 and 1"),
     (["--arms", "real,real+heldout@1"], "draws real train images from outside a learning-curve subset"),
     (["--arms", "real,real+heldout@1", "--fractions", "0.6,1"], "real train images outside the subset, and only"),
