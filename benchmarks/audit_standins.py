@@ -22,7 +22,7 @@ from scipy.ndimage import gaussian_filter
 
 from medsyn import data
 from medsyn.config import preset
-from medsyn.evaluate.audit import as_synthetic, run_audit, table_rows
+from medsyn.audit.run import as_synthetic, run_audit, table_rows
 
 
 def standins(real: data.ImageSet, n: int, seed: int = 0) -> dict[str, data.ImageSet]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from medsyn.classify import parse_arm, read_predictions
-from medsyn.evaluate.audit import FLOOR_SET
-from medsyn.evaluate.stats import summarize_arms
+from medsyn.audit.run import FLOOR_SET
+from medsyn.stats.paired import summarize_arms
 
 AUDIT = ("fid", "precision", "recall", "density", "coverage")
 

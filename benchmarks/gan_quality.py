@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsyn import data, gan
+from medsyn import data, generators
 from medsyn.config import GanConfig, gan_preset, preset
-from medsyn.evaluate.audit import FLOOR_SET, as_synthetic, run_audit
+from medsyn.audit.run import FLOOR_SET, as_synthetic, run_audit
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
@@ -58,13 +58,13 @@ def parse(spec: str, base: GanConfig, preset_name: str) -> tuple[str, GanConfig]
 def measure(name: str, config: GanConfig, real: data.ImageSet, out: Path, n: int, audit_config) -> dict:
     run = out / name
     start = time.perf_counter()
-    checkpoint = gan.train(real, config, run, progress=False)
+    checkpoint = generators.train(real, config, run, progress=False)
     wall = time.perf_counter() - start
     train = real.subset("train")
     labels = np.random.default_rng(0).choice(train.labels, n)
-    generator, info = gan.load_generator(checkpoint)
+    generator, info = generators.load_generator(checkpoint)
     start = time.perf_counter()
-    images = gan.generate_images(generator, info, labels, seed=1)
+    images = generators.generate_images(generator, info, labels, seed=1)
     sample_s = time.perf_counter() - start
     synthetic = as_synthetic(images, labels, real.class_names, name)
     audit = run_audit(real, synthetic, run / "audit", audit_config, name, overwrite=True, log=lambda *_: None)
@@ -72,7 +72,7 @@ def measure(name: str, config: GanConfig, real: data.ImageSet, out: Path, n: int
     scores = {extractor: by_set[name]["all"] for extractor, by_set in by_features.items()}
     floors = {extractor: by_set[FLOOR_SET]["all"] for extractor, by_set in by_features.items()}
     # the median logging window is the speed of an unloaded machine; the wall time includes any other load
-    steps_per_s = float(np.median([row["images_per_s"] for row in gan.read_log(run)])) / config.batch_size
+    steps_per_s = float(np.median([row["images_per_s"] for row in generators.read_log(run)])) / config.batch_size
     return {"name": name, "wall_s": wall, "sample_s": sample_s, "steps_per_s": steps_per_s, "quiet_s": config.steps / steps_per_s,
             "images_seen": config.steps * config.batch_size, "scores": scores, "floors": floors,
             "label_acc": audit["label_fidelity"]["synthetic_accuracy"],
@@ -92,8 +92,8 @@ def acgan_baseline(cgan: GanConfig, preset_name: str, measure_one) -> list[dict]
 def steps_per_second(name: str, config: GanConfig, real: data.ImageSet, out: Path, steps: int = 60) -> float:
     """Training steps/s of `config` from a short calibration run (median logging window)."""
     run = out / f"{name}-calibration"
-    gan.train(real, dataclasses.replace(config, steps=steps, snapshot_every=steps, log_every=10), run, progress=False)
-    return float(np.median([row["images_per_s"] for row in gan.read_log(run)])) / config.batch_size
+    generators.train(real, dataclasses.replace(config, steps=steps, snapshot_every=steps, log_every=10), run, progress=False)
+    return float(np.median([row["images_per_s"] for row in generators.read_log(run)])) / config.batch_size
 
 
 def equal_time(configs: list[tuple[str, GanConfig]], real: data.ImageSet, out: Path, measure_one) -> None:

@@ -28,29 +28,29 @@ def measure(model: str, size: int, preset: str, steps: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from medsyn import data, gan
+    from medsyn import data, generators
     from medsyn.config import DataConfig, gan_preset
 
     dataset = data.load(None, DataConfig(size=size))
     config = dataclasses.replace(gan_preset(preset, model), size=size, batch_size=32, log_every=1,
                                  snapshot_every=10**9)
-    from medsyn.gan.checkpoint import MODELS
+    from medsyn.generators.checkpoint import MODELS
 
     with tempfile.TemporaryDirectory() as tmp:
         totals = []
         for n in (1, 2):  # the difference is one step, without the end-of-run snapshot both runs share
             with FlopCounterMode(display=False) as counter:
-                gan.train(dataset, dataclasses.replace(config, steps=n), Path(tmp) / f"flops{n}", progress=False)
+                generators.train(dataset, dataclasses.replace(config, steps=n), Path(tmp) / f"flops{n}", progress=False)
             totals.append(counter.get_total_flops())
         flops = totals[1] - totals[0]
         start = time.perf_counter()
-        gan.train(dataset, dataclasses.replace(config, steps=steps + 3), Path(tmp) / "speed", progress=False)
+        generators.train(dataset, dataclasses.replace(config, steps=steps + 3), Path(tmp) / "speed", progress=False)
         wall = time.perf_counter() - start
-        rows = gan.read_log(Path(tmp) / "speed")[3:]  # skip warm-up steps
-        generator, info = gan.load_generator(Path(tmp) / "speed" / "final.pt")
+        rows = generators.read_log(Path(tmp) / "speed")[3:]  # skip warm-up steps
+        generator, info = generators.load_generator(Path(tmp) / "speed" / "final.pt")
     labels = np.arange(64) % 2
     start = time.perf_counter()
-    gan.generate_images(generator, info, labels, seed=0)
+    generators.generate_images(generator, info, labels, seed=0)
     sample_images_per_s = len(labels) / (time.perf_counter() - start)
     discriminator = 0 if model == "ddpm" else sum(p.numel() for p in MODELS[model].networks(
         size, 1, 2, config.latent_dim, config.base_width)[1].parameters())

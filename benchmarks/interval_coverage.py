@@ -1,5 +1,5 @@
 """Do the verdict's intervals cover the truth? Simulated studies with a known true AUC difference, scored by
-`medsyn.evaluate.stats.summarize_arms` and by the estimator it replaced.
+`medsyn.stats.paired.summarize_arms` and by the estimator it replaced.
 
     python benchmarks/interval_coverage.py [--studies 400] [--out benchmarks/results/interval_coverage.json]
 
@@ -69,7 +69,7 @@ def simulate(scenario: Scenario, rng: np.random.Generator) -> tuple[dict, dict]:
 
 def previous_interval(results: dict, n_bootstrap: int, seed: int) -> tuple[float, float]:
     """The replaced estimator: replicates as independent units, plus the bootstrap variance of their mean."""
-    from medsyn.evaluate.stats import bootstrap_weights, weighted_metrics
+    from medsyn.stats.paired import bootstrap_weights, weighted_metrics
 
     y = results["real"][0]["y_true"]
     weights = bootstrap_weights(len(y), n_bootstrap, np.random.default_rng(seed))
@@ -89,7 +89,7 @@ def previous_interval(results: dict, n_bootstrap: int, seed: int) -> tuple[float
 
 def coverage(scenario: Scenario, studies: int, seed: int = 11, n_bootstrap: int = 200) -> dict:
     """Share of simulated studies whose 95% interval covers the true difference, new and previous estimator."""
-    from medsyn.evaluate.stats import summarize_arms
+    from medsyn.stats.paired import summarize_arms
 
     truth = true_difference(scenario)
     rng = np.random.default_rng(seed)

@@ -49,7 +49,7 @@ def main() -> int:
 def _compare(flags: list[str], out: Path, printed: str, wall: float) -> dict:
     from medsyn.cli import build_parser
     from medsyn.fileio import read_json
-    from medsyn.pipeline import run_config
+    from medsyn.cli.run import run_config
     from medsyn.study import build_plan
     from medsyn.study.calibrate import cached_speeds
     from medsyn.study.plan import reference_speeds

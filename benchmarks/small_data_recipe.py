@@ -71,7 +71,7 @@ def one_run(job: tuple) -> dict:
 
 
 def main() -> None:
-    from medsyn.pipeline import parse_seeds, parse_sizes
+    from medsyn.cli.flags import parse_seeds, parse_sizes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fractions", default="0.02,0.05,0.1")

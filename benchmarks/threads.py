@@ -24,7 +24,7 @@ def gan_rate(threads: int, steps: int) -> float:
 
     import torch
 
-    from medsyn import data, gan
+    from medsyn import data, generators
     from medsyn.config import gan_preset, preset
 
     torch.set_num_threads(threads)
@@ -32,7 +32,7 @@ def gan_rate(threads: int, steps: int) -> float:
     config = dataclasses.replace(gan_preset("quick"), steps=steps, snapshot_every=10 ** 6)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        gan.train(dataset, config, tmp, progress=False)
+        generators.train(dataset, config, tmp, progress=False)
         return steps / (time.perf_counter() - start)
 
 

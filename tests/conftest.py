@@ -63,7 +63,7 @@ def app_run(app_dataset, tmp_path_factory):
     predictions."""
     from medsyn import classify
     from medsyn.config import ClassifyConfig
-    from medsyn.evaluate.stats import summarize_arms
+    from medsyn.stats.paired import summarize_arms
     from medsyn.fileio import write_json
 
     run = tmp_path_factory.mktemp("app-run")

@@ -21,7 +21,7 @@ from medsyn.app.server import create_app
 from medsyn.cli import main
 from medsyn.config import DataConfig
 from medsyn.errors import MedsynError
-from medsyn.evaluate.metrics import classification_metrics
+from medsyn.metrics import classification_metrics
 from medsyn.fileio import read_json
 
 XRAY = CHEST_XRAY_SMALL / "test" / "PNEUMONIA" / sorted(p.name for p in (CHEST_XRAY_SMALL / "test" / "PNEUMONIA").iterdir())[0]

@@ -16,8 +16,8 @@ from medsyn import data
 from medsyn.cli import main
 from medsyn.config import AuditConfig, DataConfig, preset
 from medsyn.errors import MedsynError
-from medsyn.evaluate import features, fidelity
-from medsyn.evaluate.audit import FLOOR_SET, NEW_REAL_SET, _halves, as_synthetic, run_audit, table_rows
+from medsyn.audit import features, fidelity
+from medsyn.audit.run import FLOOR_SET, NEW_REAL_SET, _halves, as_synthetic, run_audit, table_rows
 
 # The smoke preset's settings, so `medsyn audit --preset smoke` in the CLI tests reuses the encoder trained here.
 CONFIG = preset("smoke").audit
@@ -161,7 +161,7 @@ def generator_copy(image: np.ndarray, kind: str, rng: np.random.Generator) -> np
 def test_zoomed_rotated_gamma_changed_and_blurred_copies_are_flagged_and_new_images_are_not(real):
     """The audit's near-copy rule (the one detector, the real-val yardstick) on what generators' copies do beyond
     shifts and mirroring: at least 90% of each kind flagged, at most 5% of new real (test) images."""
-    from medsyn.evaluate import memorization
+    from medsyn.audit import memorization
 
     rng, planted, new = chosen_rows(real)
     train, val, test = real.subset("train"), real.subset("val"), real.subset("test")

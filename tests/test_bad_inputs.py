@@ -385,7 +385,7 @@ def test_inception_weights_with_a_pickle_payload_run_no_code(world):
     """torch-fidelity unpickles its weights file itself; medsyn must hand it only what loaded as plain tensors."""
     from medsyn.config import AuditConfig
     from medsyn.errors import MedsynError
-    from medsyn.evaluate.features import inception
+    from medsyn.audit.features import inception
 
     with pytest.raises(MedsynError, match="safely"):
         inception(AuditConfig(inception_weights=str(world.payload)), log=lambda message: None)
@@ -395,7 +395,7 @@ def test_inception_weights_with_a_pickle_payload_run_no_code(world):
 def test_inception_weights_of_another_network_are_a_message(world):
     from medsyn.config import AuditConfig
     from medsyn.errors import MedsynError
-    from medsyn.evaluate.features import inception
+    from medsyn.audit.features import inception
 
     with pytest.raises(MedsynError, match="not torch-fidelity's Inception-v3"):
         inception(AuditConfig(inception_weights=str(world.model)), log=lambda message: None)
@@ -701,12 +701,12 @@ def test_a_second_writer_of_a_folder_is_refused_naming_the_first(tmp_path):
 
 
 def test_a_half_written_last_log_line_is_left_out_and_a_bad_middle_line_is_a_message(tmp_path):
-    from medsyn import gan
+    from medsyn import generators
     from medsyn.errors import MedsynError
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 10, "g_loss": 1.0}\n{"step": 20, "g_loss": 0.9}\n{"step": 30, "g_lo')
-    assert [row["step"] for row in gan.read_log(tmp_path)] == [10, 20]
+    assert [row["step"] for row in generators.read_log(tmp_path)] == [10, 20]
     log.write_text('{"step": 10}\n{"step": "ten"}\n{"step": 30}\n')
     with pytest.raises(MedsynError, match="line 2: field 'step' is text"):
-        gan.read_log(tmp_path)
+        generators.read_log(tmp_path)

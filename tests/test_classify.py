@@ -24,8 +24,8 @@ from medsyn.classify.arms import training_data
 from medsyn.cli import main
 from medsyn.config import ClassifyConfig, DataConfig, preset
 from medsyn.errors import MedsynError
-from medsyn.evaluate.metrics import METRICS
-from medsyn.evaluate.stats import summarize_arms
+from medsyn.metrics import METRICS
+from medsyn.stats.paired import summarize_arms
 
 TINY = ClassifyConfig(width=0.0625, epochs=1, batch_size=16, patience=1, threads=1)
 

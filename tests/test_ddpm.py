@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from medsyn import data, gan, synth
+from medsyn import data, generators, synth
 from medsyn.cli import main
 from medsyn.config import DataConfig, gan_preset, preset
 from medsyn.errors import MedsynError
-from medsyn.evaluate.audit import run_audit
+from medsyn.audit.run import run_audit
 from medsyn.report.html import _guidance_table
-from medsyn.evaluate.guidance import DEFAULT_SCALES, choose_guidance, parse_guidance
+from medsyn.audit import guidance
+from medsyn.audit.guidance import choose_guidance
+from medsyn.cli.flags import parse_guidance
+from medsyn.config import AUTO_GUIDANCE_SCALES
 from medsyn.study.jobs import Study, run_job
 from medsyn.study.plan import build_plan
 
@@ -54,7 +57,7 @@ def dark_and_bright():
 def trained(dark_and_bright, tmp_path_factory):
     """60 steps of the smoke ddpm (about 10 s on one core) on the dark and bright classes."""
     config = dataclasses.replace(gan_preset("smoke", "ddpm"), steps=60, snapshot_every=60, log_every=10)
-    return gan.train(dark_and_bright, config, tmp_path_factory.mktemp("ddpm") / "run", progress=False)
+    return generators.train(dark_and_bright, config, tmp_path_factory.mktemp("ddpm") / "run", progress=False)
 
 
 def mean_intensity_labels(images: np.ndarray) -> np.ndarray:
@@ -97,9 +100,9 @@ def test_generate_is_deterministic_for_a_seed(trained, tmp_path):
 
 def test_resume_is_bitwise_identical(dark_and_bright, tmp_path):
     config = dataclasses.replace(gan_preset("smoke", "ddpm"), **TINY)
-    gan.train(dark_and_bright, config, tmp_path / "once", progress=False)
-    gan.train(dark_and_bright, dataclasses.replace(config, steps=3), tmp_path / "twice", progress=False)
-    gan.train(dark_and_bright, config, tmp_path / "twice", resume=True, progress=False)
+    generators.train(dark_and_bright, config, tmp_path / "once", progress=False)
+    generators.train(dark_and_bright, dataclasses.replace(config, steps=3), tmp_path / "twice", progress=False)
+    generators.train(dark_and_bright, config, tmp_path / "twice", resume=True, progress=False)
     once = torch.load(tmp_path / "once" / "final.pt", weights_only=True)
     twice = torch.load(tmp_path / "twice" / "final.pt", weights_only=True)
     for part in ("generator", "generator_ema"):
@@ -108,7 +111,7 @@ def test_resume_is_bitwise_identical(dark_and_bright, tmp_path):
     for pid, slots in once["opt_g"]["state"].items():
         for name, value in slots.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(twice["opt_g"]["state"][pid][name]))
-    rows = gan.read_log(tmp_path / "twice")
+    rows = generators.read_log(tmp_path / "twice")
     assert [r["step"] for r in rows] == list(range(1, 7)) and all(np.isfinite(r["loss"]) for r in rows)
     assert sorted(p.name for p in (tmp_path / "twice" / "samples").iterdir()) == ["grid-000003.png",
                                                                                     "grid-000006.png"]
@@ -176,8 +179,9 @@ def test_the_chosen_guidance_is_the_scale_whose_samples_score_best(dark_and_brig
 
 def test_no_scale_is_chosen_when_the_audits_classifier_is_at_chance(trained, dark_and_bright, tmp_path):
     blank = dataclasses.replace(dark_and_bright, images=np.full_like(dark_and_bright.images, 128))  # no class signal
-    folder = synth.generate(trained, [4, 4], seed=0, out_dir=tmp_path / "syn", choose_guidance_on=blank,
-                            guidance_scales=(0.0, 2.0), audit_config=preset("smoke").audit, log=lambda *_: None)
+    sampler, choice = guidance.sampler_for(trained, (0.0, 2.0), blank, seed=0, audit_config=preset("smoke").audit,
+                                           log=lambda *_: None)
+    folder = synth.generate(trained, [4, 4], seed=0, out_dir=tmp_path / "syn", sampler=sampler, guidance_choice=choice)
     choice = json.loads((folder / "guidance.json").read_text())
     assert choice["chosen"] is None and "at chance on real val" in choice["not_chosen"] and choice["scales"] == []
     assert json.loads((folder / "manifest.json").read_text())["sampler"]["guidance"] == 1.0  # the trained scale
@@ -186,7 +190,7 @@ def test_no_scale_is_chosen_when_the_audits_classifier_is_at_chance(trained, dar
 
 def test_parse_guidance():
     assert parse_guidance("2") == (2.0,)
-    assert parse_guidance("auto") == DEFAULT_SCALES
+    assert parse_guidance("auto") == AUTO_GUIDANCE_SCALES
     assert parse_guidance("0, 1,4") == (0.0, 1.0, 4.0)
     for bad in ("-1", "x", "", "1,1", "0,-2"):
         with pytest.raises(MedsynError, match="--guidance"):
@@ -252,4 +256,4 @@ def test_run_plans_ddpm_as_a_generator(capsys):
 def test_without_diffusers_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the extra were not installed
     with pytest.raises(MedsynError, match=r"pip install 'medsyn\[diffusion\]'"):
-        gan.check_config(gan_preset("smoke", "ddpm"))
+        generators.check_config(gan_preset("smoke", "ddpm"))

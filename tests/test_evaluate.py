@@ -11,8 +11,8 @@ from scipy import stats as sps
 from sklearn import metrics as skm
 
 from medsyn.errors import MedsynError
-from medsyn.evaluate.metrics import METRICS, classification_metrics, youden_threshold
-from medsyn.evaluate.stats import (bootstrap_weights, delong_covariance, delong_test, summarize_arms,
+from medsyn.metrics import METRICS, classification_metrics, youden_threshold
+from medsyn.stats.paired import (bootstrap_weights, delong_covariance, delong_test, summarize_arms,
                                    weighted_metrics)
 
 

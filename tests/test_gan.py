@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from medsyn import data, gan, synth
+from medsyn import data, generators, synth
 from medsyn.cli import main
 from medsyn.config import DataConfig, gan_preset
 from medsyn.errors import MedsynError
 from medsyn.fileio import sha256_file
-from medsyn.gan.checkpoint import MODELS
+from medsyn.generators.checkpoint import MODELS
 
 from conftest import CHEST_XRAY_SMALL
 
@@ -33,7 +33,7 @@ def bundled():
 
 @pytest.fixture(scope="module")
 def checkpoint(bundled, tmp_path_factory):
-    return gan.train(bundled, tiny("cgan"), tmp_path_factory.mktemp("run") / "cgan", progress=False)
+    return generators.train(bundled, tiny("cgan"), tmp_path_factory.mktemp("run") / "cgan", progress=False)
 
 
 def initial_generator(config, dataset):
@@ -44,7 +44,7 @@ def initial_generator(config, dataset):
 
 
 def assert_trained(run, config, dataset):
-    rows = gan.read_log(run)
+    rows = generators.read_log(run)
     assert [r["step"] for r in rows] == list(range(1, config.steps + 1))
     assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["g_loss"]) for r in rows)
     assert rows[-1]["images_seen"] == config.steps * config.batch_size
@@ -58,7 +58,7 @@ def assert_trained(run, config, dataset):
 @pytest.mark.parametrize("model", ["acgan", "cgan"])
 def test_trains_on_bundled_28px(model, bundled, tmp_path):
     config = tiny(model)
-    final = gan.train(bundled, config, tmp_path / "run", progress=False)
+    final = generators.train(bundled, config, tmp_path / "run", progress=False)
     assert final == tmp_path / "run" / "final.pt"
     assert_trained(tmp_path / "run", config, bundled)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["train_counts"] == bundled.counts()["train"]
@@ -68,7 +68,7 @@ def test_trains_on_bundled_28px(model, bundled, tmp_path):
 def test_trains_on_real_chest_xrays_64px(model, tmp_path):
     xrays = data.load(CHEST_XRAY_SMALL, DataConfig(size=64))
     config = tiny(model, size=64, batch_size=4)
-    gan.train(xrays, config, tmp_path / "run", progress=False)
+    generators.train(xrays, config, tmp_path / "run", progress=False)
     assert_trained(tmp_path / "run", config, xrays)
     grid = synth.sample_grid(tmp_path / "run" / "final.pt", n_per_class=3, seed=0)
     assert grid.shape == (2 * 64 + 2, 3 * 64 + 4, 1) and grid.dtype == np.uint8
@@ -79,9 +79,9 @@ def test_resume_is_bitwise_identical(model, bundled, tmp_path):
     # adaptive augmentation starting at p=0.5, so the augmentation state and its RNG draws matter too
     config = tiny(model, steps=6, snapshot_every=3, diffaugment="color,translation,cutout", augment_p=0.5,
                   ada_target=0.6)
-    gan.train(bundled, config, tmp_path / "once", progress=False)
-    gan.train(bundled, dataclasses.replace(config, steps=3), tmp_path / "twice", progress=False)
-    gan.train(bundled, config, tmp_path / "twice", resume=True, progress=False)
+    generators.train(bundled, config, tmp_path / "once", progress=False)
+    generators.train(bundled, dataclasses.replace(config, steps=3), tmp_path / "twice", progress=False)
+    generators.train(bundled, config, tmp_path / "twice", resume=True, progress=False)
     once = torch.load(tmp_path / "once" / "final.pt", weights_only=True)
     twice = torch.load(tmp_path / "twice" / "final.pt", weights_only=True)
     for part in ("generator", "discriminator", "generator_ema"):
@@ -93,39 +93,39 @@ def test_resume_is_bitwise_identical(model, bundled, tmp_path):
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(twice[opt]["state"][pid][name]))
     assert once["augment"] == twice["augment"] and once["augment"]["p"] != 0.5
     assert once["images_seen"] == twice["images_seen"] == 6 * config.batch_size
-    assert [r["step"] for r in gan.read_log(tmp_path / "twice")] == list(range(1, 7))
+    assert [r["step"] for r in generators.read_log(tmp_path / "twice")] == list(range(1, 7))
     # a finished run resumed with the same settings returns its final checkpoint without training
     mtime = (tmp_path / "twice" / "final.pt").stat().st_mtime_ns
-    assert gan.train(bundled, config, tmp_path / "twice", resume=True, progress=False) == tmp_path / "twice" / "final.pt"
+    assert generators.train(bundled, config, tmp_path / "twice", resume=True, progress=False) == tmp_path / "twice" / "final.pt"
     assert (tmp_path / "twice" / "final.pt").stat().st_mtime_ns == mtime
 
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_its_log(bundled, tmp_path):
     config = tiny("cgan", steps=4, snapshot_every=4)
     run = tmp_path / "run"
-    gan.train(bundled, config, run, progress=False)
+    generators.train(bundled, config, run, progress=False)
     for name in ("checkpoint.pt", "final.pt"):          # as if killed after logging, before the first snapshot
         (run / name).unlink()
-    gan.train(bundled, config, run, resume=True, progress=False)
-    assert [r["step"] for r in gan.read_log(run)] == [1, 2, 3, 4]
+    generators.train(bundled, config, run, resume=True, progress=False)
+    assert [r["step"] for r in generators.read_log(run)] == [1, 2, 3, 4]
 
 
 def test_a_run_made_before_a_setting_existed_resumes(bundled, tmp_path):
     config = tiny("cgan", steps=2)
-    gan.train(bundled, config, tmp_path / "run", progress=False)
+    generators.train(bundled, config, tmp_path / "run", progress=False)
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     del record["gan"]["label_dropout"]                    # added with ddpm; older run folders lack it
     (tmp_path / "run" / "config.json").write_text(json.dumps(record))
-    gan.train(bundled, dataclasses.replace(config, steps=3), tmp_path / "run", resume=True, progress=False)
-    assert gan.read_log(tmp_path / "run")[-1]["step"] == 3
+    generators.train(bundled, dataclasses.replace(config, steps=3), tmp_path / "run", resume=True, progress=False)
+    assert generators.read_log(tmp_path / "run")[-1]["step"] == 3
 
 
 def test_run_folder_is_never_silently_reused(bundled, checkpoint):
     run = checkpoint.parent
     with pytest.raises(MedsynError, match="--resume"):
-        gan.train(bundled, tiny("cgan"), run, progress=False)
+        generators.train(bundled, tiny("cgan"), run, progress=False)
     with pytest.raises(MedsynError, match="base_width"):
-        gan.train(bundled, tiny("cgan", base_width=8), run, resume=True, progress=False)
+        generators.train(bundled, tiny("cgan", base_width=8), run, resume=True, progress=False)
 
 
 def test_generate_counts_shapes_determinism_and_npz(checkpoint, tmp_path):

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from medsyn.cli import main
-from medsyn.gan.checkpoint import MODELS
+from medsyn.generators.checkpoint import MODELS
 
 STEPS, GREY_LEVEL = 8, 2 / 255   # a grey level of [-1, 1] pixels (cgan; acgan's [0, 1] ones: half a level)
 DISCRIMINATOR_TOLERANCE = 1e-5

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medsyn.gan import acgan, augment, cgan
-from medsyn.gan.trainer import _ema
+from medsyn.generators import acgan, augment, cgan
+from medsyn.generators.trainer import _ema
 
 
 class FirstPixelScores(nn.Module):

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsyn.evaluate.metrics import METRICS
-from medsyn.evaluate.stats import judge, replicates_needed, summarize_arms
+from medsyn.metrics import METRICS
+from medsyn.stats.paired import judge, replicates_needed, summarize_arms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import interval_coverage as simulation  # noqa: E402  (benchmarks/interval_coverage.py: the simulated studies)
@@ -74,7 +74,7 @@ def test_verdict_rules():
 
 
 def test_replicates_needed_is_a_power_calculation_at_the_observed_difference():
-    from medsyn.evaluate.stats import _half_width, _se
+    from medsyn.stats.paired import _half_width, _se
     from scipy import stats as sps
 
     between, test_sd, effect = 0.03, 0.003, 0.01
@@ -144,7 +144,7 @@ def test_a_single_replicate_is_never_decisive(metric):
 
 
 def test_worth_recovers_a_known_answer_on_a_constructed_curve():
-    from medsyn.evaluate.worth import real_images_worth
+    from medsyn.stats.worth import real_images_worth
 
     sizes = np.array([100, 250, 1000, 4000])
     curve = lambda n: 0.70 + 0.05 * np.log10(n)                      # a known learning curve

@@ -126,7 +126,7 @@ class ClassifyConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    # Every audit number is given in each of these feature spaces (evaluate/features.py); inception-v3 only
+    # Every audit number is given in each of these feature spaces (audit/features.py); inception-v3 only
     # when its weights are on disk.
     extractors: tuple[str, ...] = ("label-trained-cnn", "random-cnn", "inception-v3")
     random_cnn_width: int = 32         # the untrained CNN's first block; 4 x width feature dims
@@ -173,7 +173,7 @@ class RunConfig:
     scale_val: bool = True             # a curve point's val split shrinks with its train subset (False: the whole
                                        # val split at every size, optimistic at small sizes)
     guidance: tuple[float, ...] = ()   # ddpm sampling: () the trained scale; one scale; several: chosen among them on
-                                       # real val per generator (evaluate/guidance.py)
+                                       # real val per generator (audit/guidance.py)
     min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
     n_bootstrap: int = 2000
     budget_minutes: float | None = None  # the wall time the preset is sized for on a 2-core CPU; a plan that
@@ -333,3 +333,15 @@ def resolve_device(name: str):
 def to_dict(config) -> dict:
     return asdict(config)
 
+
+AUTO_GUIDANCE_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)  # `--guidance auto`: chosen among these on real val
+
+
+def check_guidance_scales(scales: Sequence[float], given: str | None = None) -> tuple[float, ...]:
+    """Distinct scales of at least 0, sorted; `given` is how the user wrote them (for the message)."""
+    scales = tuple(float(s) for s in scales)
+    if not scales or min(scales) < 0 or len(set(scales)) != len(scales):
+        shown = given if given is not None else ",".join(f"{s:g}" for s in scales)
+        raise MedsynError(f"--guidance {shown!r}: give a scale of at least 0 (e.g. 2), a list of distinct scales to "
+                          f"choose from on real val (e.g. 0,1,2,4), or auto ({','.join(f'{s:g}' for s in AUTO_GUIDANCE_SCALES)}).")
+    return tuple(sorted(scales))

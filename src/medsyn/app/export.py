@@ -99,7 +99,7 @@ def choose(run_dir: Path, arm: str | None) -> tuple[Path, dict]:
 # ---------------------------------------------------------------- the model card
 
 def arm_results(run_dir: Path, arm: str) -> dict | None:
-    """The arm's seed-aggregated test metrics from results.json (`medsyn.evaluate.stats.summarize_arms`):
+    """The arm's seed-aggregated test metrics from results.json (`medsyn.stats.paired.summarize_arms`):
     {metric: {mean, std, ci_low, ci_high, ...}} plus how the CIs were made; None before the run's statistics."""
     path = run_dir / "results.json"
     if not path.is_file():

@@ -45,7 +45,7 @@ def threshold_value(threshold: dict | None) -> float | None:
 
 def decide(probs: np.ndarray, threshold) -> np.ndarray:
     """The labels exactly as training scored them: binary at the val-chosen threshold on p(class 1), else argmax."""
-    from medsyn.evaluate.metrics import predict_labels
+    from medsyn.metrics import predict_labels
 
     return predict_labels(probs, threshold_value(threshold) if probs.shape[1] == 2 else None)
 

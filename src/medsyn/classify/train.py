@@ -26,7 +26,7 @@ from medsyn.classify.arms import EXPOSURES, TrainingData, parse_arm, pretraining
 from medsyn.config import ClassifyConfig, check_device, require_positive, resolve_device, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
-from medsyn.evaluate.metrics import classification_metrics, predict_labels, youden_threshold
+from medsyn.metrics import classification_metrics, predict_labels, youden_threshold
 from medsyn.fileio import read_json, write_bytes, write_json, write_text
 
 RUN_FILES = ("config.json", "history.csv", "model.pt", "val_metrics.json", "test_metrics.json", "predictions.csv")
@@ -289,7 +289,7 @@ def evaluate_on_test(model: models.Classifier, meta: dict, sealed_test: SealedTe
 
 
 def read_predictions(run_dir: Path) -> dict:
-    """{"y_true", "proba", "threshold"} of a finished run, the input `medsyn.evaluate.stats.summarize_arms` takes."""
+    """{"y_true", "proba", "threshold"} of a finished run, the input `medsyn.stats.paired.summarize_arms` takes."""
     run_dir = Path(run_dir)
     if not (run_dir / "test_metrics.json").is_file():
         raise MedsynError(f"{run_dir} holds no finished classifier run (test_metrics.json is missing).")

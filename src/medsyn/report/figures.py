@@ -39,7 +39,7 @@ def file_uri(path) -> str:
 
 def class_grid(images: np.ndarray, labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0) -> np.ndarray:
     """One row per class of `per_class` randomly chosen images (uint8 NHWC in, uint8 HWC out)."""
-    from medsyn.gan import image_grid
+    from medsyn.generators import image_grid
 
     rng = np.random.default_rng(seed)
     blank = np.zeros_like(images[:1])

@@ -198,7 +198,7 @@ def _data_section(run: _RunFiles) -> str:
 
 
 def _generator_sections(run: _RunFiles) -> str:
-    from medsyn import gan, synth
+    from medsyn import generators, synth
 
     real = _real_train(run)
     real_grid = [] if real is None else [
@@ -214,7 +214,7 @@ def _generator_sections(run: _RunFiles) -> str:
         cells = "".join(f"<figure><img src='{figures.array_uri(g)}' style='image-rendering:pixelated;width:"
                         f"{min(520, g.shape[1] * 2)}px'><figcaption>{html.escape(t)}: one row per class "
                         f"({', '.join(map(html.escape, run.class_names))})</figcaption></figure>" for t, g in grids)
-        log = gan.read_log(run.point / "gan" / model)
+        log = generators.read_log(run.point / "gan" / model)
         curves = f"<img src='{figures.loss_curves(log, f'{model} training losses')}'>" if log else ""
         parts.append(f"<h3>{html.escape(model)}</h3><div class='grids'>{cells}</div>{curves}"
                      f"{_guidance_table(run.point / 'synthetic' / model / 'guidance.json')}")
@@ -305,7 +305,7 @@ def _dose(values: list) -> str:
 def _curves_section(run: _RunFiles) -> str:
     from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
-    from medsyn.evaluate.metrics import predict_labels
+    from medsyn.metrics import predict_labels
 
     curves, matrices = {}, {}
     for arm in run.results["arms"]:
@@ -326,7 +326,7 @@ def _curves_section(run: _RunFiles) -> str:
 
 
 def _audit_section(run: _RunFiles) -> str:
-    from medsyn.evaluate.audit import table_rows
+    from medsyn.audit.run import table_rows
 
     parts = ["<h2>Audit of the synthetic images</h2>"]
     for model in run.generators:

@@ -142,17 +142,17 @@ def _random_images(config: RunConfig):
 
 
 def _gan_step_seconds(gan_config, data) -> float:
-    from medsyn import gan
+    from medsyn import generators
 
     if gan_config.model == "ddpm":
-        from medsyn.gan.ddpm import require_diffusers
+        from medsyn.generators.ddpm import require_diffusers
 
         require_diffusers()
     settings = dataclasses.replace(gan_config, steps=WARM_UP + TIMED, log_every=1, snapshot_every=10**9,
                                    device="cpu")
     with tempfile.TemporaryDirectory() as folder:
-        gan.train(data, settings, Path(folder) / "gan", progress=False)
-        rows = gan.read_log(Path(folder) / "gan")[WARM_UP:]
+        generators.train(data, settings, Path(folder) / "gan", progress=False)
+        rows = generators.read_log(Path(folder) / "gan")[WARM_UP:]
     return float(np.mean([settings.batch_size / r["images_per_s"] for r in rows]))
 
 
@@ -175,17 +175,17 @@ def _classify_image_seconds(config: RunConfig, data, augment: bool) -> float:
 
 def _ddpm_pass_seconds(config: RunConfig, data) -> float:
     """One UNet pass per image of sampling: a short ddpm trained for a step, then sampled at 1 and 3 solver steps."""
-    from medsyn import gan
+    from medsyn import generators
 
     settings = dataclasses.replace(config.gan_config("ddpm", 0), steps=1, log_every=1, snapshot_every=10**9,
                                    device="cpu")
     labels = np.arange(16) % 2
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = gan.train(data, settings, Path(folder) / "ddpm", progress=False)
+        checkpoint = generators.train(data, settings, Path(folder) / "ddpm", progress=False)
         seconds = []
         for steps in (1, 3):
-            generator, info = gan.load_generator(checkpoint, sampler={"sampling_steps": steps, "guidance": 0.0})
+            generator, info = generators.load_generator(checkpoint, sampler={"sampling_steps": steps, "guidance": 0.0})
             start = time.perf_counter()
-            gan.generate_images(generator, info, labels, seed=0)
+            generators.generate_images(generator, info, labels, seed=0)
             seconds.append(time.perf_counter() - start)
     return max(seconds[1] - seconds[0], 1e-6) / (2 * len(labels))

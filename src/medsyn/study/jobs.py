@@ -110,29 +110,32 @@ def _data(job: Job, study: Study) -> None:
 
 
 def _generator(job: Job, study: Study) -> None:
-    from medsyn import gan
+    from medsyn import generators
 
     p = job.params
-    gan.train(development_data(study, p), study.config.gan_config(p["model"], p["seed"]),
+    generators.train(development_data(study, p), study.config.gan_config(p["model"], p["seed"]),
               _folder(study, p, "gan", p["model"], f"g{p['index']}"), resume=True, progress=False)
 
 
 def _synthesize(job: Job, study: Study) -> None:
     from medsyn import synth
+    from medsyn.audit import guidance
 
     p = job.params
     real = development_data(study, p)
     train = real.subset("train")
     counts = synthetic_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
     checkpoint = _folder(study, p, "gan", p["model"], f"g{p['index']}") / "final.pt"
+    device = study.config.gan_config(p["model"], p["seed"]).device
+    sampler, choice = guidance.sampler_for(checkpoint, study.config.guidance if p["model"] == "ddpm" else (), real,
+                                           p["seed"], audit_config=study.config.audit, device=device)
     synth.generate(checkpoint, counts, seed=p["seed"], out_dir=study.run_dir / job.name, overwrite=True,
-                   choose_guidance_on=real, guidance_scales=study.config.guidance if p["model"] == "ddpm" else (),
-                   audit_config=study.config.audit, device=study.config.gan_config(p["model"], p["seed"]).device)
+                   sampler=sampler, guidance_choice=choice, device=device)
 
 
 def _audit(job: Job, study: Study) -> None:
     from medsyn import synth
-    from medsyn.evaluate.audit import run_audit
+    from medsyn.audit.run import run_audit
 
     p = job.params
     real = development_data(study, p)
@@ -204,7 +207,7 @@ def evaluate_run(study: Study) -> dict:
 
 def _summarize(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
     from medsyn.classify import parse_arm, read_predictions
-    from medsyn.evaluate.stats import summarize_arms
+    from medsyn.stats.paired import summarize_arms
 
     results = {arm: {seed: read_predictions(folder / "arms" / arm / f"seed{seed}") for seed in config.seeds}
                for arm in arms}
@@ -250,7 +253,7 @@ def _worth(points: list[dict], config: RunConfig) -> list[dict]:
     accuracy are worth on its matched control's curve, with how many extra images it actually drew (after a
     filter, what the filter kept)."""
     from medsyn.classify import parse_arm
-    from medsyn.evaluate.worth import real_images_worth
+    from medsyn.stats.worth import real_images_worth
 
     sizes = [p["n_labelled"] for p in points]
     out = []

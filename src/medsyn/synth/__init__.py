@@ -1,8 +1,9 @@
-"""The synth stage: labelled synthetic images from a GAN checkpoint, as PNG class folders and a MedMNIST-layout npz.
+"""The synth stage: labelled synthetic images from a generator checkpoint, as PNG class folders and a MedMNIST-layout npz.
+Nothing is chosen here: the run layer (or `gan generate`) decides the sampler settings.
 
 Public API:
     generate(checkpoint, per_class, seed, out_dir, overwrite=False, sampler=None,
-             choose_guidance_on=None, guidance_scales=()) -> Path            out_dir (+ guidance.json when chosen)
+             guidance_choice=None) -> Path       out_dir (+ guidance.json: a choice made by medsyn.audit.guidance)
     sample_grid(checkpoint, n_per_class, seed) -> uint8 (H, W, C)             one row per class
     parse_per_class(text, class_names), balance_counts(src, class_names) -> list[int]   CLI helpers
     load_synthetic(path, real=None) -> ImageSet                               a generated set, all in train

@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from medsyn.config import AuditConfig, resolve_device
-from medsyn.data import ImageSet, top_up_to_majority
+from medsyn.config import resolve_device
+from medsyn.data import top_up_to_majority
 from medsyn.errors import MedsynError
 from medsyn.fileio import check_out_dir, claim_out_dir, release_out_dirs, write_json
 
@@ -82,31 +82,21 @@ def balance_counts(src: str, class_names: Sequence[str]) -> list[int]:
 
 
 def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Path, overwrite: bool = False,
-             sampler: dict | None = None, choose_guidance_on: ImageSet | None = None,
-             guidance_scales: Sequence[float] = (), audit_config: AuditConfig | None = None, device: str = "auto",
-             log=print) -> Path:
-    """`sampler` overrides a ddpm checkpoint's guidance / sampling_steps (recorded in the manifest). One value in
-    `guidance_scales` is that scale; several are chosen among on the real val split of `choose_guidance_on` (the
-    data the model was trained on), and the choice is written to DIR/guidance.json."""
-    from medsyn import data, gan
+             sampler: dict | None = None, guidance_choice: dict | None = None, device: str = "auto") -> Path:
+    """`sampler` overrides a ddpm checkpoint's guidance / sampling_steps (recorded in the manifest). Nothing is
+    chosen here: `guidance_choice`, the record of a scale chosen on real val (medsyn.audit.guidance), is written
+    beside the images as DIR/guidance.json."""
+    from medsyn import data, generators
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise MedsynError(f"{out_dir} exists and is not empty; pass --overwrite to replace it, or choose another "
                           "--out.")
-    selection = None
-    if len(guidance_scales) == 1:
-        sampler = {**(sampler or {}), "guidance": float(guidance_scales[0])}
-    elif guidance_scales:
-        selection = choose_guidance(checkpoint, choose_guidance_on, guidance_scales, seed, sampler,
-                                    audit_config or AuditConfig(), device, log)
-        if selection["chosen"] is not None:
-            sampler = {**(sampler or {}), "guidance": selection["chosen"]}
-    generator, info = gan.load_generator(checkpoint, device=resolve_device(device), sampler=sampler)
+    generator, info = generators.load_generator(checkpoint, device=resolve_device(device), sampler=sampler)
     class_names = info["class_names"]
     counts = plan_counts(len(class_names), per_class=per_class)
     labels = np.repeat(np.arange(len(class_names)), counts)
-    images = gan.generate_images(generator, info, labels, seed)
+    images = generators.generate_images(generator, info, labels, seed)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -117,14 +107,14 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
                                 class_names=tuple(class_names), groups=np.full(n, ""), paths=np.array(paths),
                                 source=str(checkpoint))
         data.save_npz(dataset, staging / "synthetic.npz")
-        if selection:
-            write_json(staging / "guidance.json", selection)
+        if guidance_choice:
+            write_json(staging / "guidance.json", guidance_choice)
         write_json(staging / "manifest.json", {
             "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": info["sha256"],
             "checkpoint_step": info["step"], "model": info["model"], "seed": seed, "size": info["size"],
             "channels": info["channels"], "class_names": class_names, "counts": counts, "total": n,
             "normalization": info["normalization"], "sampler": info.get("sampler"), "npz": "synthetic.npz",
-            "guidance_chosen_on_val": "guidance.json" if selection else None,
+            "guidance_chosen_on_val": "guidance.json" if guidance_choice else None,
             "note": "all images are in the train split of synthetic.npz; read it with "
                     "medsyn.synth.load_synthetic(DIR)"})
         claim_out_dir(staging, "gan generate", record=True)
@@ -138,44 +128,13 @@ def generate(checkpoint: Path, per_class: Sequence[int], seed: int, out_dir: Pat
     return out_dir
 
 
-def choose_guidance(checkpoint: Path, real: ImageSet | None, scales: Sequence[float], seed: int,
-                    sampler: dict | None, audit_config: AuditConfig, device: str = "auto", log=print) -> dict:
-    """The guidance scale of a ddpm checkpoint chosen on real val (evaluate.guidance), sampling with `seed`."""
-    from medsyn import gan
-    from medsyn.evaluate import guidance
-
-    generator, info = gan.load_generator(checkpoint, device=resolve_device(device), sampler=sampler)
-    if info["model"] != "ddpm":
-        raise MedsynError(f"{checkpoint}: a {info['model']} checkpoint has no guidance to choose; guidance applies "
-                          f"to ddpm checkpoints.")
-    _check_training_data(real, info, checkpoint)
-
-    def sample(scale: float, labels: np.ndarray) -> np.ndarray:
-        generator.guidance = scale  # a sampling setting of the loaded model: no need to read the checkpoint again
-        return gan.generate_images(generator, info, labels, seed)
-
-    return guidance.choose_guidance(real, sample, scales, audit_config, log=log)
-
-
-def _check_training_data(real: ImageSet | None, info: dict, checkpoint: Path) -> None:
-    """Guidance is chosen on the val split of the data the model was trained on, never on another dataset."""
-    how = f"pass the data it was trained on (--data; the checkpoint says {info['data_source']!r})"
-    if real is None:
-        raise MedsynError(f"choosing the guidance of {checkpoint} needs its real data: {how}.")
-    trained = (list(info["class_names"]), info["size"], info["channels"], list(info["train_counts"]))
-    given = (list(real.class_names), real.size, real.channels, real.counts()["train"])
-    if trained != given:
-        raise MedsynError(f"{real.source} is not the data {checkpoint} was trained on (classes, size, channels, train "
-                          f"counts {given} vs {trained}): {how}.")
-
-
 def sample_grid(checkpoint: Path, n_per_class: int, seed: int) -> np.ndarray:
-    from medsyn import gan
+    from medsyn import generators
 
     if n_per_class < 1:
         raise MedsynError(f"n_per_class must be at least 1, not {n_per_class}.")
-    generator, info = gan.load_generator(checkpoint)
-    return gan.class_grid(generator, info, n_per_class, seed)
+    generator, info = generators.load_generator(checkpoint)
+    return generators.class_grid(generator, info, n_per_class, seed)
 
 
 def folder_name(class_name: str) -> str:

@@ -17,7 +17,7 @@ def register(verbs) -> None:
     sub = parser.add_subparsers(dest="gan_verb", metavar="ACTION")
     sub.required = True
 
-    from medsyn.data.cli import add_data_arguments
+    from medsyn.cli.flags import add_data_arguments
 
     train = sub.add_parser("train", help="train cgan, acgan or ddpm on the train split; sample grids, log, checkpoints")
     add_data_arguments(train)
@@ -59,9 +59,9 @@ def register(verbs) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from medsyn import data, gan
+    from medsyn import data, generators
     from medsyn.config import gan_preset
-    from medsyn.data.cli import data_config
+    from medsyn.cli.flags import data_config
     from medsyn.errors import MedsynError
     from medsyn.fileio import check_out_dir, claim_out_dir
 
@@ -75,14 +75,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.size is not None:
         overrides["size"] = args.size
     config = dataclasses.replace(config, **overrides)
-    gan.check_config(config)  # before any data is decoded
+    generators.check_config(config)  # before any data is decoded
     check_out_dir(args.out, "gan train", resume=args.resume)
     dataset = data.load(args.src, dataclasses.replace(data_config(args), size=config.size))
     claim_out_dir(args.out, "gan train")
-    final = gan.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress)
+    final = generators.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    rows = gan.read_log(args.out)
+    rows = generators.read_log(args.out)
     speed = f", {rows[-1]['images_per_s']} images/s" if rows else ""
     print(f"wrote {final} ({config.model}, {config.size} px, {config.steps} steps{speed}); "
           f"sample grids in {args.out / 'samples'}")
@@ -90,20 +90,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from medsyn import gan, synth
+    from medsyn import generators, synth
+    from medsyn.audit import guidance
     from medsyn.fileio import check_out_dir, read_json
 
     # a folder of someone else's files is never replaced, --overwrite or not; nor is a user's file put in ours
     check_out_dir(args.out, "gan generate", replaces=args.overwrite)
     sampler, scales = _sampler_overrides(args)
-    _, info = gan.load_generator(args.checkpoint, sampler=sampler)
+    _, info = generators.load_generator(args.checkpoint, sampler=sampler)
     names = info["class_names"]
     per_class = synth.parse_per_class(args.per_class, names) if args.per_class else None
     balance = synth.balance_counts(args.balance_to, names) if args.balance_to else None
     counts = synth.plan_counts(len(names), n=args.n, per_class=per_class, balance_counts=balance)
     real = _training_data(args, info) if len(scales) > 1 else None
+    sampler, choice = guidance.sampler_for(args.checkpoint, scales, real, args.seed, sampler)
     out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite, sampler=sampler,
-                         choose_guidance_on=real, guidance_scales=scales)
+                         guidance_choice=choice)
     if len(scales) > 1:
         choice = read_json(out / "guidance.json")
         print(f"guidance {choice['chosen']:g} chosen on real val among {', '.join(f'{s:g}' for s in scales)} "
@@ -117,7 +119,7 @@ def run_generate(args: argparse.Namespace) -> int:
 def _sampler_overrides(args: argparse.Namespace) -> tuple[dict, tuple[float, ...]]:
     """(sampler settings for the checkpoint, --guidance's scales: one is that scale, several are chosen among)."""
     from medsyn.errors import MedsynError
-    from medsyn.evaluate.guidance import parse_guidance
+    from medsyn.cli.flags import parse_guidance
 
     if args.sampling_steps is not None and args.sampling_steps < 1:
         raise MedsynError(f"--sampling-steps must be at least 1, not {args.sampling_steps}.")
@@ -129,7 +131,7 @@ def _sampler_overrides(args: argparse.Namespace) -> tuple[dict, tuple[float, ...
 def _training_data(args: argparse.Namespace, info: dict):
     """The real data whose val split chooses the guidance, at the checkpoint's size and channels."""
     from medsyn import data
-    from medsyn.data.cli import data_config
+    from medsyn.cli.flags import data_config
 
     config = data_config(args)
     return data.load(args.src, dataclasses.replace(config, size=config.size or info["size"],

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from medsyn.config import PRESETS, seed
-from medsyn.data.cli import add_data_arguments, data_config
+from medsyn.cli.flags import add_data_arguments, data_config
 
 
 def register(verbs) -> None:
@@ -35,8 +35,8 @@ def register(verbs) -> None:
 def run(args: argparse.Namespace) -> int:
     from medsyn import data
     from medsyn.config import preset
-    from medsyn.evaluate.audit import run_audit
-    from medsyn.evaluate.features import inception_weights_path
+    from medsyn.audit.run import run_audit
+    from medsyn.audit.features import inception_weights_path
     from medsyn.fileio import check_out_dir, claim_out_dir, load_tensors
     from medsyn.synth import load_synthetic
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(audit: dict) -> str:
     """A few lines a user reads in the terminal; audit.json holds everything."""
-    from medsyn.evaluate.audit import table_rows
+    from medsyn.audit.run import table_rows
 
     metrics = ("fid", "kid", "precision", "recall", "density", "coverage", "diversity_ratio")
     lines = [f"{'features':18s} {'class':10s} {'set':26s} {'FID':>8s} {'KID':>8s} {'prec':>6s} {'recall':>6s} "

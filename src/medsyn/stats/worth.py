@@ -5,7 +5,7 @@ its matched control (`real` for real+synth@R, `real+aug` for an arm with augment
 metric. The control's curve is fitted monotone (isotonic regression of the mean on log size, so noise cannot bend
 it down) and interpolated linearly in log size. The 95% interval comes from the same variance model as the
 verdict's intervals: every point of the curve and the arm's mean are drawn from their t-distributions (mean,
-standard error, degrees of freedom of `medsyn.evaluate.stats`), the curve refitted and inverted for each draw. The
+standard error, degrees of freedom of `medsyn.stats.paired`), the curve refitted and inverted for each draw. The
 draws are independent, although every point is scored on the same test split: their shared test-sampling error
 would partly cancel, so the interval is conservative. An arm above the curve's end is worth "more than" the largest
 size, and its interval is open at the top.

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import sparse, stats
 
 from medsyn.errors import MedsynError
-from medsyn.evaluate.metrics import METRICS, predict_labels
+from medsyn.metrics import METRICS, predict_labels
 
 LEVEL = 0.95
 POWER = 0.8

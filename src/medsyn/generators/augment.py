@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from medsyn.gan.distributed import WHOLE_BATCH, BatchShard
+from medsyn.generators.distributed import WHOLE_BATCH, BatchShard
 
 ADJUST_EVERY = 4          # steps between adjustments of p
 ADJUST_IMAGES = 20_000    # images over which p can move from 0 to 1

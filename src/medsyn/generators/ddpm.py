@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsyn.errors import MedsynError
-from medsyn.gan.distributed import WHOLE_BATCH, BatchShard
+from medsyn.generators.distributed import WHOLE_BATCH, BatchShard
 
 NORMALIZATION = "tanh"     # pixels scaled to [-1, 1], the range the noise schedule assumes
 LATENT = "image-noise"     # the latent is the initial noise image, flattened

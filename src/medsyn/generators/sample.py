@@ -24,7 +24,7 @@ def to_uint8(x: torch.Tensor, normalization: str) -> np.ndarray:
 @torch.no_grad()
 def generate(generator: nn.Module, info: dict, labels: np.ndarray, seed: int) -> np.ndarray:
     """Images (uint8 N, H, W, C) for `labels`, from noise seeded by `seed` (deterministic)."""
-    from medsyn.gan.checkpoint import MODELS
+    from medsyn.generators.checkpoint import MODELS
 
     module = MODELS[info["model"]]
     device = next(generator.parameters()).device

@@ -18,16 +18,16 @@ with the reason in the result. Only the train and val splits are read.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from medsyn.config import AuditConfig
+from medsyn.config import AuditConfig, check_guidance_scales, resolve_device
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
-from medsyn.evaluate import features, fidelity
+from medsyn.audit import features, fidelity
 
-DEFAULT_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
 CHANCE_MARGIN = 0.05  # the CNN must beat chance on real val by this balanced accuracy for its measures to rank
 RULE = ("highest harmonic mean of label fidelity, precision and recall against real val (label-trained CNN "
         "features, per class, averaged); ties to the smaller scale")
@@ -38,7 +38,7 @@ def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.nda
     """`sample(scale, labels)` -> uint8 images (N, H, W, C) for `labels`, the same noise at every scale.
     Returns {"chosen", "rule", "scales": [{"guidance", "label_fidelity", "precision", "recall", "score"}, ...],
     "reference": the same for real train, "per_class": images sampled per class}."""
-    scales = check_scales(scales)
+    scales = check_guidance_scales(scales)
     val = real.subset("val")
     per_class = np.minimum(np.bincount(val.labels, minlength=real.n_classes), max_per_class)
     if per_class.min() <= config.k + 1:
@@ -66,14 +66,50 @@ def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.nda
     return {"chosen": best["guidance"], "scales": table, "reference": floor, **about}
 
 
-def check_scales(scales: Sequence[float], given: str | None = None) -> tuple[float, ...]:
-    """Distinct scales of at least 0, sorted; `given` is how the user wrote them (for the message)."""
-    scales = tuple(float(s) for s in scales)
-    if not scales or min(scales) < 0 or len(set(scales)) != len(scales):
-        shown = given if given is not None else ",".join(f"{s:g}" for s in scales)
-        raise MedsynError(f"--guidance {shown!r}: give a scale of at least 0 (e.g. 2), a list of distinct scales to "
-                          f"choose from on real val (e.g. 0,1,2,4), or auto ({','.join(f'{s:g}' for s in DEFAULT_SCALES)}).")
-    return tuple(sorted(scales))
+def sampler_for(checkpoint: Path, scales: Sequence[float], real: ImageSet | None, seed: int,
+                sampler: dict | None = None, audit_config: AuditConfig | None = None, device: str = "auto",
+                log=print) -> tuple[dict | None, dict | None]:
+    """(the sampler settings to generate with, the record of the choice or None). No scale keeps the checkpoint's
+    own; one scale is that scale; several are chosen among on the real val split of `real`, the data the model was
+    trained on."""
+    if len(scales) == 1:
+        return {**(sampler or {}), "guidance": float(scales[0])}, None
+    if not scales:
+        return sampler, None
+    choice = choose_for_checkpoint(checkpoint, real, scales, seed, sampler, audit_config or AuditConfig(), device, log)
+    if choice["chosen"] is not None:
+        sampler = {**(sampler or {}), "guidance": choice["chosen"]}
+    return sampler, choice
+
+
+def choose_for_checkpoint(checkpoint: Path, real: ImageSet | None, scales: Sequence[float], seed: int,
+                          sampler: dict | None, audit_config: AuditConfig, device: str = "auto", log=print) -> dict:
+    """The guidance scale of a ddpm checkpoint chosen on real val, sampling with `seed`."""
+    from medsyn import generators
+
+    generator, info = generators.load_generator(checkpoint, device=resolve_device(device), sampler=sampler)
+    if info["model"] != "ddpm":
+        raise MedsynError(f"{checkpoint}: a {info['model']} checkpoint has no guidance to choose; guidance applies "
+                          f"to ddpm checkpoints.")
+    _check_training_data(real, info, checkpoint)
+
+    def sample(scale: float, labels: np.ndarray) -> np.ndarray:
+        generator.guidance = scale  # a sampling setting of the loaded model: no need to read the checkpoint again
+        return generators.generate_images(generator, info, labels, seed)
+
+    return choose_guidance(real, sample, scales, audit_config, log=log)
+
+
+def _check_training_data(real: ImageSet | None, info: dict, checkpoint: Path) -> None:
+    """Guidance is chosen on the val split of the data the model was trained on, never on another dataset."""
+    how = f"pass the data it was trained on (--data; the checkpoint says {info['data_source']!r})"
+    if real is None:
+        raise MedsynError(f"choosing the guidance of {checkpoint} needs its real data: {how}.")
+    trained = (list(info["class_names"]), info["size"], info["channels"], list(info["train_counts"]))
+    given = (list(real.class_names), real.size, real.channels, real.counts()["train"])
+    if trained != given:
+        raise MedsynError(f"{real.source} is not the data {checkpoint} was trained on (classes, size, channels, train "
+                          f"counts {given} vs {trained}): {how}.")
 
 
 def _balanced_accuracy(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
@@ -108,13 +144,3 @@ def _reference(encoder, reference: tuple, train: ImageSet, per_class: np.ndarray
             **_score(encoder, reference, train.images[rows], train.labels[rows], config.k)}
 
 
-def parse_guidance(text: str) -> tuple[float, ...]:
-    """--guidance: `2` (that scale), `auto` (choose among DEFAULT_SCALES on val) or `0,1,2,4` (choose among these)."""
-    if text.strip().lower() == "auto":
-        return DEFAULT_SCALES
-    try:
-        scales = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        scales = ()
-    check_scales(scales, given=text)
-    return scales

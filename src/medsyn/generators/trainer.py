@@ -30,9 +30,9 @@ from medsyn.config import GAN_MODELS, GAN_SIZES, GanConfig, check_device, resolv
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, holds_files, read_json, read_jsonl, write_json, write_text
-from medsyn.gan import checkpoint, sample
-from medsyn.gan.augment import DiffAugment, parse_policy
-from medsyn.gan.distributed import BatchShard, average_gradients, globalise, mean_over_processes
+from medsyn.generators import checkpoint, sample
+from medsyn.generators.augment import DiffAugment, parse_policy
+from medsyn.generators.distributed import BatchShard, average_gradients, globalise, mean_over_processes
 
 LOG_FIELDS = {"step": int}  # each log.jsonl row: the step it was written at (checked when read back)
 
@@ -288,7 +288,7 @@ def check_config(config: GanConfig) -> None:
 
 
 def _check_diffusion(config: GanConfig) -> None:
-    from medsyn.gan import ddpm
+    from medsyn.generators import ddpm
 
     ddpm.require_diffusers()
     if config.sampling_steps < 1:
@@ -398,7 +398,7 @@ def _recalibrate_batch_norm(generator: torch.nn.Module, info: dict, labels: torc
     norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
-    from medsyn.gan.checkpoint import MODELS
+    from medsyn.generators.checkpoint import MODELS
 
     noise = torch.Generator().manual_seed(seed)
     device = labels.device

@@ -1,6 +1,6 @@
 """The single `medsyn` command: verbs map to stage functions.
 
-Each stage owns a small `cli.py` with `register(subparsers)`; this file only collects them, parses, and maps
+One module per verb in this package, each with `register(subparsers)`; this file only collects them, parses, and maps
 errors to exit codes. Stage modules import torch lazily, so `medsyn --help` stays fast.
 """
 
@@ -14,13 +14,13 @@ from medsyn import __version__
 from medsyn.errors import MedsynError
 
 STAGE_CLIS = (  # in pipeline order, as `medsyn --help` lists them
-    "medsyn.data.cli",
-    "medsyn.gan.cli",
-    "medsyn.classify.cli",
-    "medsyn.pipeline",
-    "medsyn.evaluate.audit_cli",
-    "medsyn.report.cli",
-    "medsyn.app.cli",
+    "medsyn.cli.data",
+    "medsyn.cli.gan",
+    "medsyn.cli.classify",
+    "medsyn.cli.run",
+    "medsyn.cli.audit",
+    "medsyn.cli.report",
+    "medsyn.cli.app",
 )
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, sha256_file
-from medsyn.gan import acgan, cgan, ddpm
+from medsyn.generators import acgan, cgan, ddpm
 
 FORMAT = "medsyn-gan-checkpoint"
 VERSION = 1

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from medsyn.config import PRESETS, count, real, seed
-from medsyn.data.cli import add_data_arguments, data_config
+from medsyn.cli.flags import add_data_arguments, data_config
 
 
 def register(verbs) -> None:

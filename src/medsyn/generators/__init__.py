@@ -13,7 +13,7 @@ Public API:
 
 import importlib
 
-# the loop lives in trainer.py, not train.py, so that the function `medsyn.gan.train` is never shadowed by a module
+# the loop lives in trainer.py, not train.py, so that the function `medsyn.generators.train` is never shadowed by a module
 
 # name -> (module, attribute); imported on first use so that `medsyn --help` does not import torch
 _API = {"train": ("trainer", "train"), "read_log": ("trainer", "read_log"),
@@ -25,8 +25,8 @@ __all__ = sorted(_API)
 
 def __getattr__(name: str):
     if name not in _API:
-        raise AttributeError(f"module 'medsyn.gan' has no attribute {name!r}")
+        raise AttributeError(f"module 'medsyn.generators' has no attribute {name!r}")
     module, attribute = _API[name]
-    value = getattr(importlib.import_module(f"medsyn.gan.{module}"), attribute)
+    value = getattr(importlib.import_module(f"medsyn.generators.{module}"), attribute)
     globals()[name] = value
     return value

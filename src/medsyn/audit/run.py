@@ -26,7 +26,7 @@ import numpy as np
 from medsyn.config import AuditConfig, to_dict
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
-from medsyn.evaluate import features, fidelity, memorization
+from medsyn.audit import features, fidelity, memorization
 from medsyn.fileio import refuse_overwrite, write_json, write_text
 
 FLOOR_SET = "real train half B (floor)"
