@@ -309,17 +309,22 @@ def claim_out_dir(out: str | os.PathLike, verb: str, record: bool = False) -> Pa
     return out
 
 
-def load_tensors(path: str | os.PathLike, what: str) -> dict:
-    """A torch file read as tensors and plain values only (weights_only=True): a pickled payload cannot run."""
+def load_tensors(path: str | os.PathLike, what: str, fix: str = "") -> dict:
+    """A torch file read as tensors and plain values only (weights_only=True): a pickled payload cannot run.
+    The one way medsyn reads a torch file; `what` names the file's role and `fix` says how to get a good one."""
     import torch
 
+    hint = f" {fix}" if fix else ""
+    if not Path(path).is_file():
+        raise MedsynError(f"{what} {path}: no such file.{hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling refused, truncated, not a torch file: all a property of the file
         raise MedsynError(f"{what} {path}: not a file of tensors medsyn can load safely ({type(err).__name__}: "
-                          f"{str(err)[:160]}); medsyn loads only plain weights, never pickled code.") from err
+                          f"{str(err)[:160]}); it is truncated, damaged or foreign, and medsyn loads only plain "
+                          f"weights, never pickled code.{hint}") from err
     if not isinstance(state, dict):
-        raise MedsynError(f"{what} {path}: holds a {type(state).__name__}, not a state dict of weights.")
+        raise MedsynError(f"{what} {path}: holds a {type(state).__name__}, not a state dict of weights.{hint}")
     return state
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from medsyn import __version__
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, read_json, refuse_overwrite, sha256_file
+from medsyn.fileio import atomic_path, load_tensors, read_json, refuse_overwrite, sha256_file
 
 MODEL_FORMAT = "medsyn-model"
 MODEL_VERSION = 1
@@ -169,15 +169,8 @@ def export_model(run_dir: str | Path, out: str | Path, arm: str | None = None, o
 
 
 def read_checkpoint(path: Path, expected_format: str | None = None) -> dict:
-    import torch
-
-    if not Path(path).is_file():
-        raise MedsynError(f"{path}: no such model file; create one with `medsyn export RUN_DIR --out {path}`.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling failure means: not a medsyn file
-        raise MedsynError(f"{path}: not a medsyn model file ({type(err).__name__}: {err}).") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "class_names" not in checkpoint:
+    checkpoint = load_tensors(path, "model file", f"Create one with `medsyn export RUN_DIR --out {path}`.")
+    if "state_dict" not in checkpoint or "class_names" not in checkpoint:
         raise MedsynError(f"{path}: not a medsyn model file (no state_dict and class_names); export one with "
                           "`medsyn export RUN_DIR --out MODEL`.")
     if expected_format and checkpoint.get("format") != expected_format:

@@ -115,7 +115,7 @@ def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainE
     torch.manual_seed(config.seed)  # the initial weights: the same whatever this process drew before
     network = _build_network(real.channels, real.n_classes, config.encoder_width)
     if (folder / "encoder.pt").is_file() and (folder / "meta.json").is_file():
-        network.load_state_dict(torch.load(folder / "encoder.pt", weights_only=True))
+        network.load_state_dict(load_tensors(folder / "encoder.pt", "cached audit encoder"))
         network.to(resolve_device(config.device))
         info = read_json(folder / "meta.json")
         log(f"audit: reusing the label-trained CNN {folder}")

@@ -172,14 +172,8 @@ def checkpoint(model: Classifier, meta: dict) -> dict:
 
 def load_model(path) -> tuple[Classifier, dict]:
     """A classifier saved by training, in eval mode, and its metadata (everything in the file but the weights)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MedsynError(f"{path}: no such model file; train one with `medsyn classify train` (it writes model.pt).")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a foreign or damaged file: say which and why
-        raise MedsynError(f"{path} is not a readable medsyn classifier ({type(err).__name__}: {err}).") from None
-    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+    saved = load_tensors(path, "classifier", "Train one with `medsyn classify train` (it writes model.pt).")
+    if saved.get("format") != CHECKPOINT_FORMAT:
         raise MedsynError(f"{path} is not a medsyn classifier checkpoint (no format '{CHECKPOINT_FORMAT}').")
     if saved.get("version") != CHECKPOINT_VERSION:
         raise MedsynError(f"{path} is classifier format version {saved.get('version')}; this medsyn reads "

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, sha256_file
+from medsyn.fileio import atomic_path, load_tensors, sha256_file
 from medsyn.generators import acgan, cgan, ddpm
 
 FORMAT = "medsyn-gan-checkpoint"
@@ -26,15 +26,8 @@ def save(path: Path, state: dict) -> None:
 def load(path: str | Path) -> dict:
     """Read and check a checkpoint; every way it can be wrong is a MedsynError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise MedsynError(f"{path}: no such checkpoint file; `medsyn gan train --out RUN` writes RUN/final.pt "
-                          "(finished) and RUN/checkpoint.pt (latest).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, pickle errors, EOFError... for a damaged file
-        raise MedsynError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {str(err)[:120]}); the "
-                          "file is truncated or damaged, or not a medsyn checkpoint. Use RUN/final.pt or "
-                          "RUN/checkpoint.pt of a `medsyn gan train` run.") from err
+    state = load_tensors(path, "generator checkpoint", "`medsyn gan train --out RUN` writes RUN/final.pt (finished) "
+                         "and RUN/checkpoint.pt (latest).")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MedsynError(f"{path}: not a medsyn GAN checkpoint (no '{FORMAT}' marker); use RUN/final.pt or "
                           "RUN/checkpoint.pt of a `medsyn gan train` run.")
