@@ -18,7 +18,7 @@ import pytest
 
 from medsyn import config as configs
 from medsyn.cli import main
-from medsyn.study import build_plan, generator_of
+from medsyn.study import build_plan
 
 SMOKE = configs.preset("smoke")
 
@@ -29,9 +29,9 @@ def test_plan_pairs_each_replicate_with_its_generator():
     assert [n for n in plan if n.startswith("gan/")] == ["gan/cgan/g0", "gan/cgan/g1"]
     assert [plan[n].params["seed"] for n in ("gan/cgan/g0", "gan/cgan/g1")] == [10, 11]   # disjoint seeds, disjoint GANs
     for r, seed in enumerate(config.seeds):
-        assert plan[f"arms/real+synth@1/seed{seed}"].deps == ("data", f"synthetic/cgan/g{generator_of(config, r)}")
+        assert plan[f"arms/real+synth@1/seed{seed}"].deps == ("data", f"synthetic/cgan/g{config.generator_of(r)}")
         assert plan[f"arms/real/seed{seed}"].deps == ("data",)
-    assert [generator_of(config, r) for r in range(3)] == [0, 1, 0]
+    assert [config.generator_of(r) for r in range(3)] == [0, 1, 0]
     assert set(plan["evaluate"].deps) == {n for n in plan if n.startswith("arms/")}
     names = list(plan)
     assert all(names.index(d) < names.index(n) for n, job in plan.items() for d in job.deps)   # a valid order

@@ -179,6 +179,10 @@ class RunConfig:
     budget_minutes: float | None = None  # the wall time the preset is sized for on a 2-core CPU; a plan that
                                          # exceeds it on this machine says so and offers what would fit
 
+    def generator_of(self, replicate: int) -> int:
+        """The generator (of the primary model) that replicate `replicate` (its index, not its seed) draws from."""
+        return replicate % self.gan_seeds
+
     def gan_config(self, model: str, seed: int) -> GanConfig:
         """The GAN settings of `model` with `seed`: the run's own for the primary model, else that model's preset
         at the run's size and device."""

@@ -64,11 +64,6 @@ class _RunFiles:
                            for k in sorted((self.point / "gan" / g).glob("g*")) if k.is_dir()]
         self.class_names = self.data["class_names"]
 
-    def predictions(self, arm: str) -> list[dict]:
-        from medsyn.classify import read_predictions
-
-        return [read_predictions(self.point / "arms" / arm / f"seed{s}") for s in self.results["replicates"]]
-
 
 # ---------------------------------------------------------------- sections
 
@@ -303,25 +298,14 @@ def _dose(values: list) -> str:
 
 
 def _curves_section(run: _RunFiles) -> str:
-    from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
-
-    from medsyn.metrics import predict_labels
-
-    curves, matrices = {}, {}
-    for arm in run.results["arms"]:
-        runs = run.predictions(arm)
-        y_true = runs[0]["y_true"]
-        proba = np.mean([r["proba"] for r in runs], axis=0)
-        positive = (y_true == 1) if proba.shape[1] == 2 else np.eye(proba.shape[1])[y_true].ravel().astype(bool)
-        score = proba[:, 1] if proba.shape[1] == 2 else proba.ravel()
-        fpr, tpr, _ = roc_curve(positive, score)
-        curves[arm] = (fpr, tpr, roc_auc_score(positive, score))
-        matrices[arm] = sum(confusion_matrix(r["y_true"], predict_labels(r["proba"], r.get("threshold")),
-                                             labels=range(len(run.class_names))) for r in runs)
-    kind = "" if len(run.class_names) == 2 else " (micro-averaged one-vs-rest)"
-    roc = figures.roc_curves(curves, f"test split: ROC{kind} of seed-averaged probabilities")
-    confusion = figures.confusion_matrices(matrices, run.class_names,
-                                           "test split, summed over seeds, at the val-chosen threshold")
+    saved = run.results.get("test_curves")
+    if not saved:
+        return ("<h2>ROC curves and confusion matrices</h2><p class='note'>This results.json was written by a medsyn "
+                "that did not record them; remove it and continue the run with --resume to rewrite it.</p>")
+    curves = {arm: (np.array(c["roc_fpr"]), np.array(c["roc_tpr"]), c["roc_auc"]) for arm, c in saved["arms"].items()}
+    matrices = {arm: np.array(c["confusion"]) for arm, c in saved["arms"].items()}
+    roc = figures.roc_curves(curves, f"test split: ROC ({saved['roc']}) of {saved['probabilities']} probabilities")
+    confusion = figures.confusion_matrices(matrices, run.class_names, f"test split, {saved['confusion']}")
     return f"<h2>ROC curves and confusion matrices</h2><img src='{roc}'><img src='{confusion}'>"
 
 

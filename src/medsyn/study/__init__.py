@@ -11,7 +11,7 @@ Public API:
 
 from medsyn.study.execute import EXECUTORS, check_executor, default_workers, execute
 from medsyn.study.jobs import Study, evaluate_run, run_job
-from medsyn.study.plan import Job, budget_advice, build_plan, describe, generator_of, generator_seeds
+from medsyn.study.plan import Job, budget_advice, build_plan, describe, generator_seeds
 
 __all__ = ["EXECUTORS", "check_executor", "Job", "Study", "budget_advice", "build_plan", "default_workers", "describe", "evaluate_run", "execute",
-           "generator_of", "generator_seeds", "run_job"]
+           "generator_seeds", "run_job"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from medsyn.config import RunConfig
 from medsyn.fileio import write_json
-from medsyn.study.plan import Job, generator_of
+from medsyn.study.plan import Job
 from medsyn.timing import peak_rss_mib
 
 
@@ -177,10 +177,8 @@ BODIES = {"data": _data, "generator": _generator, "synthesize": _synthesize, "au
 
 
 def evaluate_run(study: Study) -> dict:
-    """Statistics over replicates from the finished runs' prediction files, per learning-curve point, written to
-    results.json: the largest point's summary at the top level (the main verdict), every point under `curve`
-    (with its train and val counts: the labelled images it used), whether the positive control saw help under
-    `sensitivity`, and what each arm with extra images was worth in labelled real images under `worth`."""
+    """results.json (medsyn.stats.results) from the finished runs' files of every learning-curve point."""
+    from medsyn.stats.results import Point, write_results
     from medsyn.study.plan import arms_at, size_points, size_tag
 
     config = study.config
@@ -189,84 +187,11 @@ def evaluate_run(study: Study) -> dict:
     for prefix, size in size_points(config):
         point = point_dataset(study, {"size": size})
         train, val = point.subset("train"), point.subset("val")
-        summary = _summarize(study.run_dir / prefix, config, arms_at(config, size, n_full))
-        points.append({"size": size, "tag": size_tag(size), "folder": prefix or ".", "n_train": len(train),
-                       "n_val": len(val), "n_labelled": len(train) + len(val),
-                       "per_class": np.bincount(train.labels, minlength=train.n_classes).tolist(), **summary})
-    largest = max(points, key=lambda p: p["n_train"])
-    result = {k: v for k, v in largest.items() if k not in ("size", "tag", "per_class")}
-    if len(points) > 1:
-        result["imbalance"] = config.imbalance
-        result["val_scaled"] = config.scale_val
-        result["curve"] = points
-        result["sensitivity"] = _sensitivity(points)
-        result["worth"] = _worth(points, config)
-    write_json(study.run_dir / "results.json", result)
-    return result
-
-
-def _summarize(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
-    from medsyn.classify import parse_arm, read_predictions
-    from medsyn.stats.paired import summarize_arms
-
-    results = {arm: {seed: read_predictions(folder / "arms" / arm / f"seed{seed}") for seed in config.seeds}
-               for arm in arms}
-    controls = {arm: parse_arm(arm).control for arm in arms if parse_arm(arm).control}
-    clusters = {arm: {seed: generator_of(config, r) for r, seed in enumerate(config.seeds)}
-                for arm in arms if parse_arm(arm).uses_synthetic}
-    summary = summarize_arms(results, controls, n_bootstrap=config.n_bootstrap, seed=0, min_effect=config.min_effect,
-                             clusters=clusters, positive_controls=positive_controls(arms))
-    summary["generators"] = {str(seed): f"{config.gans[0]} g{generator_of(config, r)}"
-                             for r, seed in enumerate(config.seeds)}
-    summary["exposure"] = _exposure(folder, config, arms)
-    return summary
-
-
-def positive_controls(arms: tuple[str, ...]) -> dict[str, str]:
-    """Each synthetic arm's positive control: the real+heldout arm with the same control and the same dose (an arm
-    without one, such as real+balance, gets no efficiency)."""
-    from medsyn.classify import parse_arm
-
-    heldout = [parse_arm(a) for a in arms if parse_arm(a).heldout]
-    return {arm.name: h.name for arm in (parse_arm(a) for a in arms if parse_arm(a).uses_synthetic)
-            for h in heldout if arm.real and not arm.balance and (h.control, h.synth_ratio) ==
-            (arm.control, arm.synth_ratio)}
-
-
-def _sensitivity(points: list[dict]) -> dict:
-    """Could the study see help? The positive control's test-AUC verdict at each size where it ran; `sees_help`
-    is whether it improved at the smallest size."""
-    from medsyn.classify import parse_arm
-
-    rows = [{"n_train": p["n_train"], "n_labelled": p["n_labelled"], "arm": c["arm"], "diff": c["diff"],
-             "ci_low": c["ci_low"], "ci_high": c["ci_high"], "verdict": c["verdict"]}
-            for p in points for c in p["comparisons"] if c["metric"] == "auc" and parse_arm(c["arm"]).heldout]
-    if not rows:
-        return {"positive_control": None, "sees_help": None, "points": []}
-    smallest = min(r["n_train"] for r in rows)
-    sees = all(r["verdict"].startswith("improved") for r in rows if r["n_train"] == smallest)
-    return {"positive_control": rows[0]["arm"], "sees_help": sees, "points": rows}
-
-
-def _worth(points: list[dict], config: RunConfig) -> list[dict]:
-    """For every arm with extra images and every point: the labelled real images its test AUC and balanced
-    accuracy are worth on its matched control's curve, with how many extra images it actually drew (after a
-    filter, what the filter kept)."""
-    from medsyn.classify import parse_arm
-    from medsyn.stats.worth import real_images_worth
-
-    sizes = [p["n_labelled"] for p in points]
-    out = []
-    for metric in ("auc", "balanced_accuracy"):
-        for arm in (a for a in config.arms if parse_arm(a).uses_pool):
-            curve = [p["arms"][parse_arm(arm).control][metric] for p in points]
-            for point in (p for p in points if arm in p["arms"]):
-                worth = real_images_worth(sizes, curve, point["arms"][arm][metric])
-                drawn = point["exposure"]["per_arm"][arm]["n_synthetic"]
-                out.append({"arm": arm, "control": parse_arm(arm).control, "metric": metric,
-                            "n_train": point["n_train"], "n_labelled": point["n_labelled"],
-                            "n_synthetic": int(np.mean(drawn)), **worth})
-    return out
+        points.append(Point(folder=study.run_dir / prefix, prefix=prefix, size=size, tag=size_tag(size),
+                            n_train=len(train), n_val=len(val),
+                            per_class=np.bincount(train.labels, minlength=train.n_classes).tolist(),
+                            arms=arms_at(config, size, n_full)))
+    return write_results(study.run_dir, points, config)
 
 
 def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[int]:
@@ -277,21 +202,3 @@ def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[in
     needs = [synthetic_need(parse_arm(a), train_counts) * (2 if parse_arm(a).filtered else 1)  # filter headroom
              for a in arms if parse_arm(a).uses_synthetic]
     return [int(max(1, *column)) for column in zip(*needs)] if needs else [1] * len(train_counts)
-
-
-def _exposure(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
-    """Per arm: real and extra images seen, the dose they make (extra per real image seen), real passes, best
-    epoch and extra images drawn of each replicate's selected model, and the share of runs whose best epoch was
-    the last one allowed (the epoch cap, not early stopping, ended them)."""
-    from medsyn.fileio import read_json
-
-    out = {}
-    for arm in arms:
-        runs = [folder / "arms" / arm / f"seed{s}" for s in config.seeds]
-        exposure = [read_json(run / "val_metrics.json") for run in runs]
-        out[arm] = {key: [r.get(key) for r in exposure]
-                    for key in ("real_seen", "synthetic_seen", "dose", "real_passes", "best_epoch")}
-        out[arm]["n_synthetic"] = [read_json(run / "config.json")["training_set"]["n_synthetic"] for run in runs]
-    capped = [r == config.classify.epochs for a in out.values() for r in a["best_epoch"]]
-    return {"per_arm": out, "epoch_cap": config.classify.epochs,
-            "share_best_at_cap": round(sum(capped) / max(1, len(capped)), 3)}

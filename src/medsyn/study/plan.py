@@ -46,10 +46,6 @@ def generator_seeds(config: RunConfig) -> list[int]:
     return list(config.seeds[:config.gan_seeds])
 
 
-def generator_of(config: RunConfig, replicate: int) -> int:
-    return replicate % config.gan_seeds
-
-
 def size_points(config: RunConfig) -> list[tuple[str, float]]:
     """(folder prefix, size) of every learning-curve point. A study of the whole train split as given keeps the
     run folder's root; a curve puts each point under sizes/<f0.05 | n250>/."""
@@ -100,12 +96,12 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, speeds
     for r, seed in enumerate(config.seeds):
         for arm in arms_at(config, size, n_train):
             parsed = parse_arm(arm)
-            needs = (f"{prefix}synthetic/{primary}/g{generator_of(config, r)}",) if parsed.uses_synthetic else ()
+            needs = (f"{prefix}synthetic/{primary}/g{config.generator_of(r)}",) if parsed.uses_synthetic else ()
             if parsed.filtered:
                 needs += (f"{prefix}arms/{parsed.filter_model}/seed{seed}",)
             jobs.append(Job(f"{prefix}arms/{arm}/seed{seed}", "classify",
                             {**point, "arm": arm, "seed": seed,
-                             "generator": generator_of(config, r) if parsed.uses_synthetic else None},
+                             "generator": config.generator_of(r) if parsed.uses_synthetic else None},
                             f"{prefix}arms/{arm}/seed{seed}/test_metrics.json", ("data", *needs),
                             threads=config.classify.threads or 1,
                             estimate_s=_classify_seconds(config, parsed, n_size, speeds)))
