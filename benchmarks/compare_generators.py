@@ -81,7 +81,7 @@ def print_arms(runs: list[Path], config: dict, names: list[str]) -> None:
         print(f"\n{arm}: {'the same predictions in both runs' if same else 'PREDICTIONS DIFFER between the runs'}")
     results = {f"{arm} [{tag}]": {s: read_predictions(run / "arms" / arm / f"seed{s}") for s in seeds}
                for arm in synthetic for tag, run in zip("AB", runs)}
-    generators = {s: r % config["gan_seeds"] for r, s in enumerate(seeds)}  # replicates on one generator: one unit
+    generators = {s: r % config["n_generators"] for r, s in enumerate(seeds)}  # replicates on one generator: one unit
     summary = summarize_arms(results, {f"{arm} [B]": f"{arm} [A]" for arm in synthetic},
                              clusters={name: generators for name in results})
     print(f"\narms on the real test split (n = {summary['n_test']}), replicates {seeds}; A = {names[0]}, "

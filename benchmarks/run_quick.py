@@ -78,7 +78,7 @@ def parallel_ratio(preset_name: str) -> str:
     from medsyn import config as configs
     from medsyn import study
 
-    config = dataclasses.replace(configs.preset(preset_name), arms=("real",), seeds=(0, 1, 2, 3), gan_seeds=1)
+    config = dataclasses.replace(configs.preset(preset_name), arms=("real",), seeds=(0, 1, 2, 3), n_generators=1)
     jobs = [j for j in study.build_plan(config, 4708) if j.kind in ("data", "classify")]
     seconds = {}
     for workers in (1, 2):

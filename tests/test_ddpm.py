@@ -233,8 +233,8 @@ def test_guidance_is_chosen_only_on_the_training_data_of_a_ddpm(trained, tmp_pat
 def test_a_run_chooses_each_generators_guidance_on_val(trained, dark_and_bright, tmp_path):
     src = tmp_path / "data.npz"
     data.save_npz(dark_and_bright, src)
-    config = dataclasses.replace(preset("smoke"), gans=("ddpm",), arms=("real", "real+synth@1"), gan_seeds=1,
-                                 guidance=(0.0, 2.0))
+    config = dataclasses.replace(preset("smoke"), gans=("ddpm",), arms=("real", "real+synth@1"), n_generators=1,
+                                 guidance_scales=(0.0, 2.0))
     study = Study(config, str(src), tmp_path / "run")
     (study.run_dir / "gan" / "ddpm" / "g0").mkdir(parents=True)
     (study.run_dir / "gan" / "ddpm" / "g0" / "final.pt").write_bytes(trained.read_bytes())

@@ -19,13 +19,6 @@ from medsyn.study.plan import reference_speeds, simulate
 TIMED_KINDS = ("generator", "synthesize", "audit", "classify")
 
 
-def _times(speeds, factor: float):
-    return dataclasses.replace(speeds, gan_step_s={m: s * factor for m, s in speeds.gan_step_s.items()},
-                               classify_image_s=speeds.classify_image_s * factor,
-                               classify_aug_image_s=speeds.classify_aug_image_s * factor,
-                               machine_factor=speeds.machine_factor * factor)
-
-
 def test_this_machine_is_measured_once_per_settings_and_read_back_after():
     smoke = configs.preset("smoke")  # at a width no other test plans with, so this test measures it first
     config = dataclasses.replace(smoke, gan=dataclasses.replace(smoke.gan, base_width=smoke.gan.base_width + 3))
@@ -47,7 +40,7 @@ def test_this_machine_is_measured_once_per_settings_and_read_back_after():
 def test_every_timed_job_takes_as_long_as_its_measured_speed_says():
     config = configs.preset("quick")
     reference = reference_speeds(config)
-    base, slow = (build_plan(config, 4708, s) for s in (reference, _times(reference, 3.0)))
+    base, slow = (build_plan(config, 4708, s) for s in (reference, reference.scaled(3.0, 3.0, 3.0)))
     for one, three in zip(base, slow):
         if one.kind in TIMED_KINDS:
             assert three.estimate_s == pytest.approx(3 * one.estimate_s), one.name
@@ -61,12 +54,14 @@ def test_a_plan_over_its_budget_says_so_and_offers_only_what_fits(size, speed, e
     """`speed`: this machine's time over the reference's (0.6: the machine of this project that ran the quick
     preset in 9.5 min)."""
     config = configs.preset("quick")
-    fast = _times(reference_speeds(config), 0.6)
-    assert simulate(build_plan(config, 4708, fast), 2) / 60 <= config.budget_minutes
-    assert budget_advice(config, 4708, fast, workers=2) == ""
+    fast = reference_speeds(config).scaled(0.6, 0.6, 0.6)
+    plan = build_plan(config, 4708, fast)
+    assert simulate(plan, 2) / 60 <= config.budget_minutes
+    assert budget_advice(config, plan, 4708, fast, workers=2) == ""
     sized = dataclasses.replace(config, gan=dataclasses.replace(config.gan, size=size),
                                 data=dataclasses.replace(config.data, size=size))
-    advice = budget_advice(sized, 4708, _times(reference_speeds(sized), speed), workers=2)
+    slower = reference_speeds(sized).scaled(speed, speed, speed)
+    advice = budget_advice(sized, build_plan(sized, 4708, slower), 4708, slower, workers=2)
     assert f"exceeds the quick preset's budget of {config.budget_minutes:g} min" in advice
     offered = re.findall(r"(--\S+ \S+) \(.*?about (\d+) min\)", advice)
     assert len(offered) == 1 and all(int(minutes) <= config.budget_minutes for _, minutes in offered)

@@ -24,7 +24,7 @@ SMOKE = configs.preset("smoke")
 
 
 def test_plan_pairs_each_replicate_with_its_generator():
-    config = dataclasses.replace(SMOKE, seeds=(10, 11, 12), gan_seeds=2, arms=("real", "real+synth@1", "synth"))
+    config = dataclasses.replace(SMOKE, seeds=(10, 11, 12), n_generators=2, arms=("real", "real+synth@1", "synth"))
     plan = {job.name: job for job in build_plan(config, n_train=4708)}
     assert [n for n in plan if n.startswith("gan/")] == ["gan/cgan/g0", "gan/cgan/g1"]
     assert [plan[n].params["seed"] for n in ("gan/cgan/g0", "gan/cgan/g1")] == [10, 11]   # disjoint seeds, disjoint GANs

@@ -166,14 +166,14 @@ class RunConfig:
     arms: tuple[str, ...] = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2",
                              "real+balance", "real+aug+synth")
     seeds: tuple[int, ...] = (0, 1, 2)  # one replicate per seed: the classifier seed of every arm
-    gan_seeds: int = 1                 # generators of the primary model: replicate r uses generator r mod gan_seeds
-    sizes: tuple[float, ...] = (1.0,)  # learning curve over real-data size: fractions (<= 1) or image counts (> 1)
-                                       # of the real train split, nested; generators and arms run per size
+    n_generators: int = 1              # generators of the primary model: replicate r uses generator r mod K
+    train_sizes: tuple[float, ...] = (1.0,)  # learning curve over the real train split: fractions (<= 1) or image
+                                             # counts (> 1), nested; generators and arms run per size
     imbalance: float = 1.0             # every class but the largest subsampled to this share (1 = as given)
     scale_val: bool = True             # a curve point's val split shrinks with its train subset (False: the whole
                                        # val split at every size, optimistic at small sizes)
-    guidance: tuple[float, ...] = ()   # ddpm sampling: () the trained scale; one scale; several: chosen among them on
-                                       # real val per generator (audit/guidance.py)
+    guidance_scales: tuple[float, ...] = ()  # ddpm sampling: () the trained scale; one scale; several: chosen
+                                             # among them on real val per generator (audit/guidance.py)
     min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
     n_bootstrap: int = 2000
     budget_minutes: float | None = None  # the wall time the preset is sized for on a 2-core CPU; a plan that
@@ -181,7 +181,7 @@ class RunConfig:
 
     def generator_of(self, replicate: int) -> int:
         """The generator (of the primary model) that replicate `replicate` (its index, not its seed) draws from."""
-        return replicate % self.gan_seeds
+        return replicate % self.n_generators
 
     def gan_config(self, model: str, seed: int) -> GanConfig:
         """The GAN settings of `model` with `seed`: the run's own for the primary model, else that model's preset
@@ -204,7 +204,7 @@ def preset(name: str = "quick") -> RunConfig:
                               max_samples=1000, n_memorization=1000, inception="off"),
             arms=("real", "real+aug", "synth", "real+synth@1"),
             seeds=(0, 1),
-            gan_seeds=2,
+            n_generators=2,
             n_bootstrap=200,
             budget_minutes=3,
         )
@@ -216,7 +216,7 @@ def preset(name: str = "quick") -> RunConfig:
                          classify=ClassifyConfig(epochs=6, patience=2),
                          audit=AuditConfig(inception="off", kid_subsets=50),
                          arms=("real", "real+aug", "synth", "real+synth@1", "real+balance"),
-                         seeds=(0, 1, 2, 3), gan_seeds=2, budget_minutes=15)
+                         seeds=(0, 1, 2, 3), n_generators=2, budget_minutes=15)
     if name == "study":
         # The small-data question on a CPU: a learning curve over 5 nested sizes of the real train split, the
         # strategies known to work (mixing, synthetic pretraining, filtering), the positive control (held-out real
@@ -229,7 +229,7 @@ def preset(name: str = "quick") -> RunConfig:
                          audit=AuditConfig(inception="off", kid_subsets=20),
                          arms=("real", "real+heldout@1", "real+synth@1", "real+pretrain-synth@1",
                                "real+filtered-synth@1"),
-                         seeds=(0, 1, 2, 3, 4), gan_seeds=5, sizes=(0.02, 0.05, 0.1, 0.25, 1.0),
+                         seeds=(0, 1, 2, 3, 4), n_generators=5, train_sizes=(0.02, 0.05, 0.1, 0.25, 1.0),
                          budget_minutes=60)
     if name == "full":
         return RunConfig(
@@ -242,8 +242,8 @@ def preset(name: str = "quick") -> RunConfig:
             arms=("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
                   "real+aug+synth", "real+pretrain-synth@1", "real+filtered-synth@1"),
             seeds=tuple(range(10)),
-            gan_seeds=3,
-            sizes=(0.02, 0.05, 0.1, 0.25, 1.0),
+            n_generators=3,
+            train_sizes=(0.02, 0.05, 0.1, 0.25, 1.0),
             n_bootstrap=10_000,
         )
     raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")

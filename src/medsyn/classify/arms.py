@@ -155,7 +155,17 @@ def synthetic_need(arm: Arm, real_counts: np.ndarray) -> np.ndarray:
     minority top-up to the majority count for balance."""
     if arm.balance:
         return top_up_to_majority(real_counts)
-    return _proportional(real_counts, round(arm.synth_ratio * int(real_counts.sum())))
+    return proportional(real_counts, round(arm.synth_ratio * int(real_counts.sum())))
+
+
+def pool_counts(train_counts, arms: tuple[str, ...]) -> list[int]:
+    """Images per class a generator's pool needs so that every arm's draw can be served from it: the one pool-size
+    rule (the run's synthesis and the plan's estimate both use it). A filtered arm gets twice its need: the filter
+    keeps what it keeps."""
+    counts = np.asarray(train_counts)
+    needs = [synthetic_need(parse_arm(a), counts) * (2 if parse_arm(a).filtered else 1)
+             for a in arms if parse_arm(a).uses_synthetic]
+    return [int(max(1, *column)) for column in zip(*needs)] if needs else [1] * len(counts)
 
 
 def _synthetic_draw(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int):
@@ -167,7 +177,7 @@ def _synthetic_draw(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, 
     return synthetic.images[picked], synthetic.labels[picked]
 
 
-def _proportional(counts: np.ndarray, total: int) -> np.ndarray:
+def proportional(counts: np.ndarray, total: int) -> np.ndarray:
     """Split `total` across classes in the proportions of `counts` (largest remainders)."""
     exact = counts / counts.sum() * total
     out = np.floor(exact).astype(int)

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from medsyn.config import PRESETS, count, real, seed
-from medsyn.cli.flags import add_data_arguments, data_config
+from medsyn.cli.flags import CLASSIFY_FLAGS, add_data_arguments, apply_flags, data_config
 
 
 def register(verbs) -> None:
@@ -52,13 +52,11 @@ def classify_config(args: argparse.Namespace):
     """The preset's ClassifyConfig with the flags the user gave replacing single fields."""
     from medsyn.config import preset
 
-    config = preset(args.preset).classify
-    given = {name: getattr(args, name) for name in ("arch", "width", "batch_norm", "pretrained", "epochs",
-                                                    "patience", "batch_size", "lr", "class_weighting", "device")
-             if getattr(args, name) is not None}
-    if (given.get("arch") == "resnet18" or given.get("pretrained")) and "width" not in given:
-        given["width"] = 1.0  # resnet18 is always full width; ImageNet weights exist for the full VGG16 only
-    return dataclasses.replace(config, **given)
+    config = apply_flags(preset(args.preset).classify, args, CLASSIFY_FLAGS)
+    if (args.arch == "resnet18" or args.pretrained) and args.width is None:
+        # resnet18 is always full width; ImageNet weights exist for the full VGG16 only
+        config = dataclasses.replace(config, width=1.0)
+    return config
 
 
 def run_train(args) -> int:

@@ -7,6 +7,7 @@ is refused before any folder is made.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from medsyn import config as configs
 from medsyn.config import ASPECT_POLICIES, DataConfig, count, real, seed
@@ -23,27 +24,67 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
                             help="an .npz file, an image folder or a .csv manifest (default: bundled PneumoniaMNIST)")
     parser.add_argument("--size", type=count("--size", 4096), default=None, help="resize to SIZE x SIZE pixels")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = grayscale, 3 = RGB")
-    parser.add_argument("--aspect", choices=ASPECT_POLICIES, default="center-crop",
+    parser.add_argument("--aspect", choices=ASPECT_POLICIES, default=None,
                         help="how non-square images become square (default: center-crop)")
-    parser.add_argument("--val", choices=("auto", "given", "carve"), default="auto",
+    parser.add_argument("--val", choices=("auto", "given", "carve"), default=None,
                         help="keep the source's val split (given), carve one from train (carve), or carve only when "
                              "the given one is too small (auto, default)")
-    parser.add_argument("--val-fraction", type=real("--val-fraction", 0, 0.9, above=True), default=0.1, help="share of train carved as val (default 0.1)")
-    parser.add_argument("--split-seed", type=seed("--split-seed"), default=0, help="seed of the splits medsyn carves")
-    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (recorded) instead of failing")
+    parser.add_argument("--val-fraction", type=real("--val-fraction", 0, 0.9, above=True), default=None,
+                        help="share of train carved as val (default 0.1)")
+    parser.add_argument("--split-seed", type=seed("--split-seed"), default=None,
+                        help="seed of the splits medsyn carves (default 0)")
+    parser.add_argument("--skip-bad", action="store_true", default=None,
+                        help="skip unreadable images (recorded) instead of failing")
     leak = parser.add_mutually_exclusive_group()
-    leak.add_argument("--resplit", action="store_true",
+    leak.add_argument("--resplit", dest="leak", action="store_const", const="resplit", default=None,
                       help="when images of one given split are near-copies of another's: merge the splits and re-split "
                            "them grouped by content and patient (recorded in data.json)")
-    leak.add_argument("--allow-leak", action="store_true",
+    leak.add_argument("--allow-leak", dest="leak", action="store_const", const="allow",
                       help="when images of one given split are near-copies of another's: continue anyway (every page "
                            "of the report then carries a warning)")
 
 
+# Every flag a verb shares, and the config fields it sets (dotted paths), as stylegan2-ada's one function from flags
+# to options: a flag's default is None, so a flag given on the command line, even at its default value, always
+# overrides the preset, and one that is not given never does.
+DATA_FLAGS = {name: (name,) for name in ("size", "channels", "aspect", "val", "val_fraction", "split_seed",
+                                         "skip_bad", "leak")}
+RUN_FLAGS = {
+    **{name: (f"data.{name}",) for name in DATA_FLAGS}, "size": ("data.size", "gan.size"),
+    "arms": ("arms",), "seeds": ("seeds",), "n_generators": ("n_generators",), "train_sizes": ("train_sizes",),
+    "imbalance": ("imbalance",), "scale_val": ("scale_val",), "exposure": ("classify.exposure",),
+    "guidance_scales": ("guidance_scales",), "min_effect": ("min_effect",), "gan_steps": ("gan.steps",),
+    "epochs": ("classify.epochs",), "device": ("gan.device", "classify.device", "audit.device"),
+}
+CLASSIFY_FLAGS = {name: (name,) for name in ("arch", "width", "batch_norm", "pretrained", "epochs", "patience",
+                                             "batch_size", "lr", "class_weighting", "device")}
+GAN_FLAGS = {name: (name,) for name in ("size", "steps", "batch_size", "base_width", "snapshot_every", "r1_gamma",
+                                        "ada_target", "guidance", "sampling_steps", "device", "seed")}
+
+
+def apply_flags(config, args: argparse.Namespace, table: dict[str, tuple[str, ...]]):
+    """`config` with every flag of `table` that was given (not None) set at its fields."""
+    for name, fields in table.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            for field in fields:
+                config = _set(config, field.split("."), value)
+    return config
+
+
+def _set(config, path: list[str], value):
+    if len(path) == 1:
+        return dataclasses.replace(config, **{path[0]: value})
+    return dataclasses.replace(config, **{path[0]: _set(getattr(config, path[0]), path[1:], value)})
+
+
 def data_config(args: argparse.Namespace) -> DataConfig:
-    return DataConfig(size=args.size, channels=args.channels, aspect=args.aspect, val=args.val,
-                      val_fraction=args.val_fraction, split_seed=args.split_seed, skip_bad=args.skip_bad,
-                      leak="resplit" if args.resplit else "allow" if args.allow_leak else "error")
+    return apply_flags(DataConfig(), args, DATA_FLAGS)
+
+
+def names(text: str) -> tuple[str, ...]:
+    """'real, real+aug' -> ('real', 'real+aug'): a comma-separated list of names."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 MAX_REPLICATES = 1000  # seeds of one run: the plan is sized by them, so more are refused before anything is made
@@ -71,22 +112,27 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def parse_sizes(fractions: str | None, train_sizes: str | None) -> tuple[float, ...]:
-    """--fractions 0.02,0.1,1 or --train-sizes 100,250,1000 -> sizes in increasing order."""
-    if fractions and train_sizes:
-        raise MedsynError("give --fractions or --train-sizes, not both.")
-    text, flag = (fractions, "--fractions") if fractions else (train_sizes, "--train-sizes")
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """--fractions 0.02,0.1,1 -> fractions of the train split in increasing order."""
+    return _sizes(text, "--fractions", lambda v: configs.check_number("--fractions", v, 0, 1, above=True))
+
+
+def parse_train_sizes(text: str) -> tuple[float, ...]:
+    """--train-sizes 100,250,1000 -> image counts in increasing order."""
+    return _sizes(text, "--train-sizes", lambda v: configs.check_number("--train-sizes", v, 2, configs.COUNT_MAX,
+                                                                         whole=True))
+
+
+def _sizes(text: str, flag: str, check) -> tuple[float, ...]:
     try:
         values = sorted({float(v) for v in text.split(",") if v.strip()})
     except ValueError:
-        raise MedsynError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.02,0.05,0.1,0.25,1.") from None
+        raise MedsynError(f"{flag} {text!r}: give comma-separated numbers, e.g. 0.02,0.05,0.1,0.25,1 or "
+                          "100,250,1000.") from None
+    if not values:
+        raise MedsynError(f"{flag} {text!r}: give at least one size.")
     for value in values:
-        configs.check_number(flag, value, 0, 1, above=True) if fractions else \
-            configs.check_number(flag, value, 2, configs.COUNT_MAX, whole=True)
-    bad = [v for v in values if (v <= 0 or v > 1) if fractions] + \
-          [v for v in values if (v < 2 or v != int(v)) if train_sizes]
-    if not values or bad:
-        raise MedsynError(f"{flag} {text!r}: fractions lie in (0, 1]; train sizes are whole numbers of images >= 2.")
+        check(value)
     return tuple(values)
 
 

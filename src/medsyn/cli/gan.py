@@ -61,20 +61,14 @@ def register(verbs) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from medsyn import data, generators
     from medsyn.config import gan_preset
-    from medsyn.cli.flags import data_config
+    from medsyn.cli.flags import GAN_FLAGS, apply_flags, data_config
     from medsyn.errors import MedsynError
     from medsyn.fileio import check_out_dir, claim_out_dir
 
     config = gan_preset(args.preset, args.model)
     if args.model != "ddpm" and (args.guidance is not None or args.sampling_steps is not None):
         raise MedsynError(f"--guidance and --sampling-steps apply to --model ddpm, not {args.model}.")
-    overrides = {name: getattr(args, name) for name in ("steps", "batch_size", "base_width", "snapshot_every",
-                                                        "r1_gamma", "ada_target", "guidance", "sampling_steps",
-                                                        "device", "seed")
-                 if getattr(args, name) is not None}
-    if args.size is not None:
-        overrides["size"] = args.size
-    config = dataclasses.replace(config, **overrides)
+    config = apply_flags(config, args, GAN_FLAGS)
     generators.check_config(config)  # before any data is decoded
     check_out_dir(args.out, "gan train", resume=args.resume)
     dataset = data.load(args.src, dataclasses.replace(data_config(args), size=config.size))

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from medsyn import config as configs
 from medsyn.errors import MedsynError
-from medsyn.cli.flags import MAX_REPLICATES, add_data_arguments, data_config, parse_guidance, parse_seeds, parse_sizes
+from medsyn.cli.flags import (MAX_REPLICATES, RUN_FLAGS, add_data_arguments, apply_flags, names, parse_fractions,
+                              parse_guidance, parse_seeds, parse_train_sizes)
 
 RUN_LAYOUT = """RUN/
   config.json              the full RunConfig of this run
@@ -38,33 +39,36 @@ def register(verbs) -> None:
     parser.add_argument("--preset", choices=configs.PRESETS, default="quick",
                         help="smoke (about a minute, for tests), quick (default, a real answer on 2 CPU cores), "
                              "study (a learning curve with a positive control), full (GPU)")
-    parser.add_argument("--gan", default=None,
+    parser.add_argument("--gan", dest="gans", type=names, default=None,
                         help="generator model(s), comma-separated: cgan, acgan or cgan,acgan (default: the preset's); "
                              "the first one feeds the classifier arms, every one is audited")
-    parser.add_argument("--arms", default=None,
+    parser.add_argument("--arms", type=names, default=None,
                         help="classifier arms, comma-separated (default: the preset's), e.g. "
                              "real,real+aug,real+synth@1; every arm with synthetic images needs its matched control; "
                              "real+heldout@R is the positive control of a learning curve")
-    parser.add_argument("--seeds", default=None,
+    parser.add_argument("--seeds", type=parse_seeds, default=None,
                         help="replicates, as a list or a range: 0,1,2 or 10-14 (default: the preset's); replicate "
                              "seed s is the classifier seed of every arm")
-    parser.add_argument("--gan-seeds", type=configs.count("--gan-seeds", MAX_REPLICATES), default=None,
+    parser.add_argument("--n-generators", "--gan-seeds", dest="n_generators",
+                        type=configs.count("--n-generators", MAX_REPLICATES), default=None,
                         help="generators of the first model, K (default: the preset's); replicate r uses generator "
-                             "r mod K, trained with the seed of replicate k")
-    parser.add_argument("--fractions", default=None,
+                             "r mod K, trained with the seed of replicate k (--gan-seeds is the old name)")
+    curve = parser.add_mutually_exclusive_group()
+    curve.add_argument("--fractions", dest="train_sizes", type=parse_fractions, default=None,
                         help="learning curve: fractions of the real train split, e.g. 0.02,0.05,0.1,0.25,1 (nested, "
                              "stratified, patient-grouped subsets; generators and arms run per size)")
-    parser.add_argument("--train-sizes", default=None,
+    curve.add_argument("--train-sizes", dest="train_sizes", type=parse_train_sizes,
                         help="learning curve in images instead of fractions, e.g. 100,250,1000,4708")
     parser.add_argument("--imbalance", type=configs.real("--imbalance", 0, 1, above=True), default=None,
                         help="keep the largest class and subsample every other class to this share, e.g. 0.2")
-    parser.add_argument("--full-val", action="store_true",
+    parser.add_argument("--full-val", dest="scale_val", action="store_const", const=False, default=None,
                         help="learning curve: validate every size on the whole val split (optimistic: by default a "
                              "size's val split shrinks in proportion to its train subset)")
     parser.add_argument("--exposure", choices=("real-passes", "equal-steps"), default=None,
                         help="real-passes (default): every arm sees every real image once per epoch, synthetic "
                              "images ride along; equal-steps: real and synthetic pooled into as many batches as real")
-    parser.add_argument("--guidance", metavar="G|auto|G1,G2,...", default=None,
+    parser.add_argument("--guidance", dest="guidance_scales", type=parse_guidance, metavar="G|auto|G1,G2,...",
+                        default=None,
                         help="ddpm: classifier-free guidance scale of the synthetic pools (default: the preset's); "
                              "auto or a list: each generator's scale is chosen among them on real val")
     parser.add_argument("--min-effect", type=configs.real("--min-effect", 0, 1), default=None,
@@ -104,42 +108,13 @@ def _run_cli(args) -> int:
 
 
 def run_config(args) -> configs.RunConfig:
-    """The run's configuration from its flags: the preset, then every flag given on top of it."""
+    """The run's configuration from its flags: the preset, then every flag given on top of it (cli/flags.py's
+    table)."""
     config = configs.preset(args.preset)
-    data_overrides = {k: v for k, v in dataclasses.asdict(data_config(args)).items()
-                      if v != getattr(configs.DataConfig(), k)}
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, **data_overrides))
-    if args.size is not None:
-        config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, size=args.size))
-    if args.gan:
-        config = dataclasses.replace(config, gans=tuple(g.strip() for g in args.gan.split(",") if g.strip()))
-        if config.gans and config.gans[0] in configs.GAN_MODELS and config.gans[0] != config.gan.model:
-            # the run's own GAN settings are the primary model's, so --gan-steps and --device reach it
-            primary = configs.gan_preset(args.preset, config.gans[0])
+    if args.gans:
+        config = dataclasses.replace(config, gans=args.gans)
+        if args.gans[0] in configs.GAN_MODELS and args.gans[0] != config.gan.model:
+            # the run's own GAN settings are the primary model's, so --gan-steps, --size and --device reach it
+            primary = configs.gan_preset(args.preset, args.gans[0])
             config = dataclasses.replace(config, gan=dataclasses.replace(primary, size=config.gan.size))
-    if args.arms:
-        config = dataclasses.replace(config, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()))
-    if args.seeds is not None:
-        config = dataclasses.replace(config, seeds=parse_seeds(args.seeds))
-    if args.exposure:
-        config = dataclasses.replace(config, classify=dataclasses.replace(config.classify, exposure=args.exposure))
-    if args.guidance is not None:
-        config = dataclasses.replace(config, guidance=parse_guidance(args.guidance))
-    if args.fractions or args.train_sizes:
-        config = dataclasses.replace(config, sizes=parse_sizes(args.fractions, args.train_sizes))
-    if args.full_val:
-        config = dataclasses.replace(config, scale_val=False)
-    for flag, field in (("gan_seeds", "gan_seeds"), ("min_effect", "min_effect"), ("imbalance", "imbalance")):
-        if getattr(args, flag) is not None:
-            config = dataclasses.replace(config, **{field: getattr(args, flag)})
-    if args.gan_steps is not None:
-        config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, steps=args.gan_steps))
-    if args.epochs is not None:
-        config = dataclasses.replace(config, classify=dataclasses.replace(config.classify, epochs=args.epochs))
-    if args.device is not None:
-        config = dataclasses.replace(config, gan=dataclasses.replace(config.gan, device=args.device),
-                                     classify=dataclasses.replace(config.classify, device=args.device),
-                                     audit=dataclasses.replace(config.audit, device=args.device))
-    return config
-
-
+    return apply_flags(config, args, RUN_FLAGS)

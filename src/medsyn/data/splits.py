@@ -97,6 +97,12 @@ def nested_train_subset(labels: np.ndarray, groups: np.ndarray, split: np.ndarra
     return _nested(labels, groups, train, shares, np.random.default_rng([seed, 20260101]), min_per_class=1)
 
 
+def is_whole_split(size: float, n_train: int) -> bool:
+    """Whether a learning-curve `size` (a fraction <= 1 or an image count) asks for the whole train split: the one
+    rule for "no images lie outside this point's subset"."""
+    return size == 1.0 or size >= n_train
+
+
 def learning_curve_point(labels: np.ndarray, groups: np.ndarray, split: np.ndarray, size: float,
                          imbalance: float = 1.0, seed: int = 0, scale_val: bool = True) -> np.ndarray:
     """The rows of one learning-curve point: the nested train subset of `size`, the whole test split, and a val

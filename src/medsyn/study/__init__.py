@@ -3,7 +3,7 @@
 
 Public API:
     build_plan(config, n_train, speeds=None) -> list[Job]   describe(plan, workers, speeds) -> str (--dry-run)
-    budget_advice(config, n_train, speeds, workers) -> str  what would fit the preset's budget, where it is exceeded
+    budget_advice(config, plan, n_train, speeds, workers) -> str  what would fit the preset's budget, where it is exceeded
     Study(config, src, run_dir)                   what every job of a run shares
     execute(plan, study, executor="local", workers=None, ray_address=None, progress=True) -> timings dict
     evaluate_run(study) -> dict                   results.json from the finished runs' files

@@ -43,6 +43,15 @@ class Speeds:
     machine_factor: float
     measured: str = "reference"   # "reference": the plan's constants (no calibration); else where it was measured
 
+    def scaled(self, gan: float = 1.0, classify: float = 1.0, machine: float = 1.0) -> "Speeds":
+        """These speeds with every generator and ddpm time times `gan`, every classifier time times `classify`
+        and the machine factor times `machine` (another image size, or a slower machine)."""
+        return dataclasses.replace(self, gan_step_s={m: s * gan for m, s in self.gan_step_s.items()},
+                                   classify_image_s=self.classify_image_s * classify,
+                                   classify_aug_image_s=self.classify_aug_image_s * classify,
+                                   ddpm_pass_s=self.ddpm_pass_s and self.ddpm_pass_s * gan,
+                                   machine_factor=self.machine_factor * machine)
+
 
 def cached_speeds(config: RunConfig, reference: Speeds) -> Speeds:
     """This machine's speeds at `config`'s settings, measured on first use and read from the cache after."""

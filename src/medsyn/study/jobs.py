@@ -66,10 +66,10 @@ def dataset(src: str | None, data_config):
 
 @functools.lru_cache(maxsize=4)
 def _point_rows(src: str | None, data_config, size: float, imbalance: float, scale_val: bool) -> np.ndarray:
-    from medsyn.data.splits import learning_curve_point
+    from medsyn.data.splits import is_whole_split, learning_curve_point
 
     full = dataset(src, data_config)
-    if size == 1.0 and imbalance == 1.0:
+    if is_whole_split(size, int((full.split == "train").sum())) and imbalance == 1.0:
         return np.ones(len(full), dtype=bool)
     return learning_curve_point(full.labels, full.groups, full.split, size, imbalance, data_config.split_seed,
                                 scale_val)
@@ -114,20 +114,21 @@ def _generator(job: Job, study: Study) -> None:
 
     p = job.params
     generators.train(development_data(study, p), study.config.gan_config(p["model"], p["seed"]),
-              _folder(study, p, "gan", p["model"], f"g{p['index']}"), resume=True, progress=False)
+              _folder(study, p, "gan", p["model"], f"g{p['generator']}"), resume=True, progress=False)
 
 
 def _synthesize(job: Job, study: Study) -> None:
     from medsyn import synth
+    from medsyn.classify.arms import pool_counts
     from medsyn.audit import guidance
 
     p = job.params
     real = development_data(study, p)
     train = real.subset("train")
-    counts = synthetic_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
-    checkpoint = _folder(study, p, "gan", p["model"], f"g{p['index']}") / "final.pt"
+    counts = pool_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
+    checkpoint = _folder(study, p, "gan", p["model"], f"g{p['generator']}") / "final.pt"
     device = study.config.gan_config(p["model"], p["seed"]).device
-    sampler, choice = guidance.sampler_for(checkpoint, study.config.guidance if p["model"] == "ddpm" else (), real,
+    sampler, choice = guidance.sampler_for(checkpoint, study.config.guidance_scales if p["model"] == "ddpm" else (), real,
                                            p["seed"], audit_config=study.config.audit, device=device)
     synth.generate(checkpoint, counts, seed=p["seed"], out_dir=study.run_dir / job.name, overwrite=True,
                    sampler=sampler, guidance_choice=choice, device=device)
@@ -139,8 +140,8 @@ def _audit(job: Job, study: Study) -> None:
 
     p = job.params
     real = development_data(study, p)
-    pool = synth.load_synthetic(_folder(study, p, "synthetic", p["model"], f"g{p['index']}"), real)
-    run_audit(real, pool, study.run_dir / job.name, study.config.audit, generator_name=f"{p['model']} g{p['index']}")
+    pool = synth.load_synthetic(_folder(study, p, "synthetic", p["model"], f"g{p['generator']}"), real)
+    run_audit(real, pool, study.run_dir / job.name, study.config.audit, generator_name=f"{p['model']} g{p['generator']}")
 
 
 def _classify(job: Job, study: Study) -> None:
@@ -192,13 +193,3 @@ def evaluate_run(study: Study) -> dict:
                             per_class=np.bincount(train.labels, minlength=train.n_classes).tolist(),
                             arms=arms_at(config, size, n_full)))
     return write_results(study.run_dir, points, config)
-
-
-def synthetic_counts(train_counts: np.ndarray, arms: tuple[str, ...]) -> list[int]:
-    """Images per class a generator's pool needs so that every arm's draw can be served from it."""
-    from medsyn.classify import parse_arm
-    from medsyn.classify.arms import synthetic_need
-
-    needs = [synthetic_need(parse_arm(a), train_counts) * (2 if parse_arm(a).filtered else 1)  # filter headroom
-             for a in arms if parse_arm(a).uses_synthetic]
-    return [int(max(1, *column)) for column in zip(*needs)] if needs else [1] * len(train_counts)

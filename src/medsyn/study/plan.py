@@ -9,6 +9,9 @@ k is trained with seed `seeds[k]`, so disjoint `--seeds` give disjoint generator
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
 
 from medsyn.config import GAN_SIZES, RunConfig
 
@@ -43,15 +46,15 @@ def with_gpus(plan: list[Job], config: RunConfig, gpus: int) -> list[Job]:
 
 def generator_seeds(config: RunConfig) -> list[int]:
     """Generator k's seed is the seed of replicate k (so two runs with disjoint --seeds share no generator)."""
-    return list(config.seeds[:config.gan_seeds])
+    return list(config.seeds[:config.n_generators])
 
 
 def size_points(config: RunConfig) -> list[tuple[str, float]]:
     """(folder prefix, size) of every learning-curve point. A study of the whole train split as given keeps the
     run folder's root; a curve puts each point under sizes/<f0.05 | n250>/."""
-    if tuple(config.sizes) == (1.0,) and config.imbalance == 1.0:
+    if tuple(config.train_sizes) == (1.0,) and config.imbalance == 1.0:
         return [("", 1.0)]
-    return [(f"sizes/{size_tag(s)}/", s) for s in config.sizes]
+    return [(f"sizes/{size_tag(s)}/", s) for s in config.train_sizes]
 
 
 def size_tag(size: float) -> str:
@@ -62,14 +65,15 @@ def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
     """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R)
     only where real train images lie outside the point's subset."""
     from medsyn.classify import parse_arm
+    from medsyn.data.splits import is_whole_split
 
-    full = size == 1.0 or size >= n_train
-    return tuple(a for a in config.arms if not (full and parse_arm(a).heldout))
+    return tuple(a for a in config.arms if not (is_whole_split(size, n_train) and parse_arm(a).heldout))
 
 
-def build_plan(config: RunConfig, n_train: int, speeds=None) -> list[Job]:
-    """Every job of `medsyn run`, in an order that respects the dependencies. `n_train`: real train images, and
-    `speeds` (study/calibrate.py; default: the reference machine's), for the time estimates only."""
+def build_plan(config: RunConfig, n_train: int | Sequence[int], speeds=None) -> list[Job]:
+    """Every job of `medsyn run`, in an order that respects the dependencies. `n_train`: real train images (per
+    class where known: the synthetic pools' sizes depend on the classes), and `speeds` (study/calibrate.py;
+    default: the reference machine's), for the time estimates only."""
     speeds = speeds or reference_speeds(config)
     jobs = [Job("data", "data", {}, "data.json", estimate_s=5)]
     for prefix, size in size_points(config):
@@ -81,17 +85,22 @@ def build_plan(config: RunConfig, n_train: int, speeds=None) -> list[Job]:
     return jobs
 
 
-def _size_jobs(config: RunConfig, prefix: str, size: float, n_train: int, speeds,
+def _size_jobs(config: RunConfig, prefix: str, size: float, train_counts, speeds,
                after: tuple[str, ...]) -> list[Job]:
     from medsyn.classify import parse_arm
+    from medsyn.classify.arms import proportional
 
-    n_size = n_train * size if size <= 1 else size
+    counts = np.atleast_1d(np.asarray(train_counts))
+    n_train = int(counts.sum())
+    size_counts = proportional(counts, round(n_train * size if size <= 1 else size))
+    n_size = int(size_counts.sum())
     point = {"prefix": prefix, "size": size}
     jobs: list[Job] = []
     for model in config.gans:  # the primary model feeds the arms, one generator per seed; the others are audited
         seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
         for k, seed in enumerate(seeds):
-            jobs += _generator_jobs(config, model, k, seed, point, n_size, speeds, after=_last_audit(jobs) or after)
+            jobs += _generator_jobs(config, model, k, seed, point, size_counts, speeds,
+                                   after=_last_audit(jobs) or after)
     primary = config.gans[0]
     for r, seed in enumerate(config.seeds):
         for arm in arms_at(config, size, n_train):
@@ -114,17 +123,18 @@ def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
     return tuple(audits[-1:])
 
 
-def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, n_size: float, speeds,
-                    after: tuple[str, ...]) -> list[Job]:
+def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, size_counts: np.ndarray,
+                    speeds, after: tuple[str, ...]) -> list[Job]:
     p = point["prefix"]
+    n_size = int(size_counts.sum())
     base = f"{model}/g{k}"
     gan = config.gan_config(model, seed)
-    params = {**point, "model": model, "index": k, "seed": seed}
+    params = {**point, "model": model, "generator": k, "seed": seed}
     return [
         Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data",),
             estimate_s=_gan_seconds(gan, speeds)),
         Job(f"{p}synthetic/{base}", "synthesize", params, f"{p}synthetic/{base}/manifest.json", (f"{p}gan/{base}",),
-            estimate_s=_synthesize_seconds(config, gan, n_size, speeds)),
+            estimate_s=_synthesize_seconds(config, gan, size_counts, speeds)),
         Job(f"{p}audit/{base}", "audit", params, f"{p}audit/{base}/audit.json", (f"{p}synthetic/{base}", *after),
             estimate_s=_audit_seconds(config, n_size, speeds)),
     ]
@@ -160,10 +170,11 @@ def reference_speeds(config: RunConfig):
 
     c = config.classify
     image = CLASSIFY_SECONDS_PER_IMAGE * (c.width / 0.125) ** 2 * (max(config.gan.size, 32) / 32) ** 2
-    ddpm = config.gan_config("ddpm", 0)
+    ddpm_pass = DDPM_SECONDS_PER_UNET_PASS * _ddpm_scale(config.gan_config("ddpm", 0)) if "ddpm" in config.gans \
+        else None
     return Speeds(gan_step_s={m: _reference_gan_step(config.gan_config(m, 0)) for m in config.gans},
-                  classify_image_s=image, classify_aug_image_s=image * AUGMENT_COST,
-                  ddpm_pass_s=DDPM_SECONDS_PER_UNET_PASS * _ddpm_scale(ddpm), machine_factor=1.0)
+                  classify_image_s=image, classify_aug_image_s=image * AUGMENT_COST, ddpm_pass_s=ddpm_pass,
+                  machine_factor=1.0)
 
 
 def _reference_gan_step(gan) -> float:
@@ -180,18 +191,19 @@ def _gan_seconds(gan, speeds) -> float:
     return gan.steps * speeds.gan_step_s[gan.model]
 
 
-def _synthesize_seconds(config: RunConfig, gan, n_size: float, speeds) -> float:
+def _synthesize_seconds(config: RunConfig, gan, size_counts: np.ndarray, speeds) -> float:
     """A GAN's pool is one forward pass (seconds); a ddpm's is sampling_steps UNet passes per image, twice with
     guidance, and choosing the guidance on val samples GUIDANCE_SAMPLES images per candidate scale."""
     from medsyn.classify import parse_arm
+    from medsyn.classify.arms import pool_counts
 
-    arms = [parse_arm(a) for a in config.arms if parse_arm(a).uses_synthetic]
-    pool = n_size * max([max(a.synth_ratio, 1) * (2 if a.filtered else 1) for a in arms], default=0)
+    uses_pool = any(parse_arm(a).uses_synthetic for a in config.arms)
+    pool = sum(pool_counts(size_counts, config.arms)) if uses_pool else 0
     if gan.model != "ddpm":
         per_image = SYNTHESIZE_SECONDS_PER_IMAGE * ((gan.size / 28) ** 2) ** SYNTHESIZE_PIXEL_EXPONENT
         return (10 + pool * per_image) * speeds.machine_factor
-    scales = config.guidance if len(config.guidance) > 1 else ()
-    guidance = config.guidance[0] if len(config.guidance) == 1 else gan.guidance
+    scales = config.guidance_scales if len(config.guidance_scales) > 1 else ()
+    guidance = config.guidance_scales[0] if len(config.guidance_scales) == 1 else gan.guidance
     images = pool * (2 if guidance > 0 else 1) + GUIDANCE_SAMPLES * sum(2 if s > 0 else 1 for s in scales)
     return 10 * speeds.machine_factor + images * gan.sampling_steps * speeds.ddpm_pass_s
 
@@ -219,25 +231,29 @@ def describe(plan: list[Job], workers: int, speeds=None) -> str:
         after = f"  after {', '.join(job.deps)}" if job.deps and len(job.deps) <= 2 else \
             f"  after {len(job.deps)} jobs" if job.deps else ""
         lines.append(f"  {job.name:<32} ~{job.estimate_s:6.0f} s  {job.threads} thread(s){after}")
+    return "\n".join([*lines, estimate_line(plan, workers, speeds)])
+
+
+def estimate_line(plan: list[Job], workers: int, speeds=None) -> str:
+    """The plan's estimated wall time, and where its speeds come from: what `run` prints before it starts."""
     source = "the reference CPU's speeds" if speeds is None or speeds.measured == "reference" else \
         f"this machine's speeds (measured {speeds.measured}; {speeds.machine_factor:.2f}x the reference's time)"
-    lines.append(f"estimated wall time with {workers} worker(s): about {simulate(plan, workers) / 60:.1f} min "
-                 f"(from job sizes and {source}; serial work {sum(j.estimate_s for j in plan) / 60:.1f} min)")
-    return "\n".join(lines)
+    return (f"estimated wall time with {workers} worker(s): about {simulate(plan, workers) / 60:.1f} min "
+            f"(from job sizes and {source}; serial work {sum(j.estimate_s for j in plan) / 60:.1f} min)")
 
 
-def budget_advice(config: RunConfig, n_train: int, speeds, workers: int) -> str:
-    """Empty where the plan fits the preset's budget; else what would fit: fewer replicates, a smaller --size
-    (its speeds scaled by pixels from this machine's), or a GPU."""
+def budget_advice(config: RunConfig, plan: list[Job], n_train: int | Sequence[int], speeds, workers: int) -> str:
+    """Empty where `plan` (config's) fits the preset's budget; else what would fit: fewer replicates, a smaller
+    --size (its speeds scaled by pixels from this machine's), or a GPU."""
     def minutes(changed: RunConfig, changed_speeds=speeds) -> float:
         return simulate(build_plan(changed, n_train, changed_speeds), workers) / 60
 
-    budget, estimate = config.budget_minutes, minutes(config)
+    budget, estimate = config.budget_minutes, simulate(plan, workers) / 60
     if budget is None or estimate <= budget:
         return ""
     options = []
     for k in range(len(config.seeds) - 1, 1, -1):
-        fewer = replace(config, seeds=config.seeds[:k], gan_seeds=min(config.gan_seeds, k))
+        fewer = replace(config, seeds=config.seeds[:k], n_generators=min(config.n_generators, k))
         if minutes(fewer) <= budget:
             options.append(f"--seeds {','.join(map(str, fewer.seeds))} ({k} replicates, about {minutes(fewer):.0f} "
                            "min)")
@@ -256,12 +272,7 @@ def budget_advice(config: RunConfig, n_train: int, speeds, workers: int) -> str:
 def _scaled(speeds, size: int, new_size: int):
     """Speeds at another image size: convolution cost goes with the pixels (the classifier's input is at least
     32 px)."""
-    gan = (new_size / size) ** 2
-    classify = (max(new_size, 32) / max(size, 32)) ** 2
-    return replace(speeds, gan_step_s={m: s * gan for m, s in speeds.gan_step_s.items()},
-                   classify_image_s=speeds.classify_image_s * classify,
-                   classify_aug_image_s=speeds.classify_aug_image_s * classify,
-                   ddpm_pass_s=speeds.ddpm_pass_s and speeds.ddpm_pass_s * gan)
+    return speeds.scaled(gan=(new_size / size) ** 2, classify=(max(new_size, 32) / max(size, 32)) ** 2)
 
 
 def simulate(plan: list[Job], workers: int) -> float:

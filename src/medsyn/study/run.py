@@ -15,7 +15,7 @@ from medsyn.fileio import check_out_dir, claim_out_dir, holds_files, read_json, 
 from medsyn.study import calibrate
 from medsyn.study.execute import check_executor, default_workers, execute
 from medsyn.study.jobs import Study
-from medsyn.study.plan import budget_advice, build_plan, describe, reference_speeds
+from medsyn.study.plan import budget_advice, build_plan, describe, estimate_line, reference_speeds
 
 
 def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executor: str = "local",
@@ -24,15 +24,15 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
     validate(config)
     check_executor(executor, ray_address)
     check_out_dir(out, "run", resume=resume)
-    n_train = _train_size(src, config)  # bad or missing data fails before the run folder exists (decoded once)
-    check_heldout_dose(config, n_train)
+    train_counts = _train_counts(src, config)  # bad or missing data fails before the run folder exists
+    check_heldout_dose(config, sum(train_counts))
     speeds = machine_speeds(config)
     _prepare_folder(out, config, src, resume)
-    plan = build_plan(config, n_train, speeds)
+    plan = build_plan(config, train_counts, speeds)
     if progress:
         workers_used = workers or default_workers()
-        print(describe(plan, workers_used, speeds).splitlines()[-1])
-        advice = budget_advice(config, n_train, speeds, workers_used)
+        print(estimate_line(plan, workers_used, speeds))
+        advice = budget_advice(config, plan, train_counts, speeds, workers_used)
         if advice:
             print(advice)
     start = time.perf_counter()
@@ -50,13 +50,13 @@ def dry_run(config: configs.RunConfig, src, workers: int | None) -> str:
 
     validate(config)
     workers = workers or default_workers()
-    n_train = _train_size(src, config)
-    check_heldout_dose(config, n_train)
+    train_counts = _train_counts(src, config)
+    check_heldout_dose(config, sum(train_counts))
     warnings = "".join(f"WARNING: {w}\n" for w in data.warnings(data.load(src, config.data)))
     speeds = machine_speeds(config)
-    advice = budget_advice(config, n_train, speeds, workers)
-    plan = describe(build_plan(config, n_train, speeds), workers, speeds)
-    return warnings + plan + (f"\n{advice}" if advice else "")
+    plan = build_plan(config, train_counts, speeds)
+    advice = budget_advice(config, plan, train_counts, speeds, workers)
+    return warnings + describe(plan, workers, speeds) + (f"\n{advice}" if advice else "")
 
 
 def machine_speeds(config: configs.RunConfig):
@@ -70,10 +70,11 @@ def machine_speeds(config: configs.RunConfig):
     return calibrate.cached_speeds(config, reference)
 
 
-def _train_size(src, config: configs.RunConfig) -> int:
+def _train_counts(src, config: configs.RunConfig) -> list[int]:
+    """Real train images per class (the plan sizes the synthetic pools by class)."""
     from medsyn import data
 
-    return int(sum(data.load(src, config.data).counts()["train"]))
+    return [int(n) for n in data.load(src, config.data).counts()["train"]]
 
 
 def validate(config: configs.RunConfig) -> None:
@@ -86,7 +87,7 @@ def validate(config: configs.RunConfig) -> None:
                           "comma-separated.")
     for model in config.gans:
         generators.check_config(config.gan_config(model, config.seeds[0] if config.seeds else 0))
-    if config.guidance and "ddpm" not in config.gans:
+    if config.guidance_scales and "ddpm" not in config.gans:
         raise MedsynError(f"--guidance applies to the ddpm generator, and this run trains {', '.join(config.gans)}; "
                           "add it with --gan ddpm (or cgan,ddpm).")
     if config.data.size not in (None, config.gan.size):
@@ -98,8 +99,8 @@ def validate(config: configs.RunConfig) -> None:
     configs.check_device(config.audit.device)
     if not config.seeds:
         raise MedsynError("a run needs at least one seed.")
-    if not 1 <= config.gan_seeds <= len(config.seeds):
-        raise MedsynError(f"--gan-seeds {config.gan_seeds}: give between 1 and the number of replicates "
+    if not 1 <= config.n_generators <= len(config.seeds):
+        raise MedsynError(f"--gan-seeds {config.n_generators}: give between 1 and the number of replicates "
                           f"({len(config.seeds)}); generator k is trained with the seed of replicate k.")
     if not 0 < config.min_effect < 1:
         raise MedsynError(f"--min-effect {config.min_effect}: give a difference between 0 and 1, e.g. 0.01.")
@@ -107,7 +108,7 @@ def validate(config: configs.RunConfig) -> None:
         raise MedsynError(f"--imbalance {config.imbalance}: give the share kept of every class but the largest, in "
                           "(0, 1], e.g. 0.2.")
     heldout = [a for a in config.arms if classify.parse_arm(a).heldout]
-    if heldout and all(s == 1.0 for s in config.sizes):
+    if heldout and all(s == 1.0 for s in config.train_sizes):
         raise MedsynError(f"arm {heldout[0]} draws real train images from outside a learning-curve subset, and this "
                           "run trains on the whole train split; add sizes (--fractions 0.02,0.1,1) or drop the arm.")
     controls = {classify.parse_arm(a).control for a in config.arms} - {None}
@@ -122,11 +123,12 @@ def check_heldout_dose(config: configs.RunConfig, n_train: int) -> None:
     """The positive control real+heldout@R draws R real images per image of a size's subset from the train images
     outside it: a size that leaves too few outside is refused before anything runs."""
     from medsyn import classify
+    from medsyn.data.splits import is_whole_split
 
     for arm in (classify.parse_arm(a) for a in config.arms if classify.parse_arm(a).heldout):
-        for size in config.sizes:
+        for size in config.train_sizes:
             inside = size * n_train if size <= 1 else size
-            if inside < n_train and arm.synth_ratio * inside > HELDOUT_MARGIN * (n_train - inside):
+            if not is_whole_split(size, n_train) and arm.synth_ratio * inside > HELDOUT_MARGIN * (n_train - inside):
                 raise MedsynError(
                     f"arm {arm.name} at size {size:g}: {arm.synth_ratio:g} held-out images per train image need "
                     f"{arm.synth_ratio * inside:.0f} real train images outside the subset, and only "
