@@ -81,6 +81,11 @@ def test_resume_redoes_only_what_is_missing(smoke_run):
 def test_resume_with_another_config_is_refused(smoke_run, capsys):
     assert main(["run", "--preset", "quick", "--out", str(smoke_run), "--resume"]) == 2
     assert "different configuration" in capsys.readouterr().err
+    assert main(["run", "--preset", "smoke", "--out", str(smoke_run), "--resume", "--epochs", "2"]) == 2
+    assert "classify.epochs differ" in capsys.readouterr().err
+    # where a run runs is not what it is: another device continues it
+    assert main(["run", "--preset", "smoke", "--executor", "sequential", "--out", str(smoke_run), "--resume",
+                 "--device", "cpu"]) == 0
 
 
 @pytest.mark.parametrize("flags, message", [

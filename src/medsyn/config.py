@@ -155,6 +155,9 @@ class AuditConfig:
     seed: int = 0
 
 
+EXECUTION_ONLY = ("device", "threads")  # where a run runs, not what it is: a resume may change them
+
+
 @dataclass(frozen=True)
 class RunConfig:
     preset: str = "quick"

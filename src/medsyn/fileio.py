@@ -260,6 +260,27 @@ def check_out_dir(out: str | os.PathLike, verb: str, overwrite: bool | None = No
                           "another --out.")
 
 
+def changed_settings(saved: dict, record: dict, may_change: tuple[str, ...] = (), defaults: dict | None = None
+                     ) -> list[str]:
+    """The settings (dotted names) in which `record` differs from the `saved` record of the same folder: the one
+    rule for "may this folder be continued with these settings". A setting whose last name is in `may_change`
+    (where a run runs, how long it goes on) is not compared; one missing from `saved` had its value in `defaults`
+    then (a setting added since the folder was made)."""
+    flat_saved, flat_record, flat_defaults = _flat(saved), _flat(record), _flat(defaults or {})
+    return [key for key, value in flat_record.items() if key.rsplit(".", 1)[-1] not in may_change
+            and flat_saved.get(key, flat_defaults.get(key)) != value]
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def foreign_files(out: str | os.PathLike) -> list[str]:
     """Files in `out` (relative paths) that its marker does not record medsyn writing. A folder whose marker
     records no list (made before lists were kept) is trusted when it is medsyn's."""

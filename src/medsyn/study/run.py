@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medsyn import config as configs
 from medsyn.errors import MedsynError
-from medsyn.fileio import check_out_dir, claim_out_dir, holds_files, read_json, write_json
+from medsyn.fileio import changed_settings, check_out_dir, claim_out_dir, holds_files, read_json, write_json
 from medsyn.study import calibrate
 from medsyn.study.execute import check_executor, default_workers, execute
 from medsyn.study.jobs import Study
@@ -146,8 +146,9 @@ def _prepare_folder(out: Path, config: configs.RunConfig, src, resume: bool) -> 
     if holds_files(out):
         if not resume:
             raise MedsynError(f"{out} already holds a run; pass --resume to continue it, or choose another --out.")
-        if saved.exists() and read_json(saved) != record:
-            raise MedsynError(f"{out} was started with a different configuration ({saved}); resume it with the same "
-                              "preset and flags, or choose another --out.")
+        changed = changed_settings(read_json(saved), record, configs.EXECUTION_ONLY) if saved.exists() else []
+        if changed:
+            raise MedsynError(f"{out} was started with a different configuration ({', '.join(changed[:5])} differ "
+                              f"from {saved}); resume it with the same preset and flags, or choose another --out.")
     claim_out_dir(out, "run")
     write_json(saved, record)
