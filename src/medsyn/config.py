@@ -1,13 +1,13 @@
-"""Every knob as a plain dataclass value, and the presets `smoke`, `quick` (default) and `full`.
+"""Every knob as a plain dataclass value, and the presets `smoke`, `quick` (default), `study` and `full`.
 
 A preset is a function of nothing: it returns a `RunConfig`. Command-line flags then replace single fields
-(`dataclasses.replace`), and the resulting config is saved as JSON next to every output it produced.
+(cli/flags.py's table), and the resulting config is saved as JSON next to every output it produced.
 """
 
 from __future__ import annotations
 
-
 from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence
 
 from medsyn.errors import MedsynError
 
@@ -352,3 +352,9 @@ def check_guidance_scales(scales: Sequence[float], given: str | None = None) -> 
         raise MedsynError(f"--guidance {shown!r}: give a scale of at least 0 (e.g. 2), a list of distinct scales to "
                           f"choose from on real val (e.g. 0,1,2,4), or auto ({','.join(f'{s:g}' for s in AUTO_GUIDANCE_SCALES)}).")
     return tuple(sorted(scales))
+
+
+def fixed_or_chosen(scales: Sequence[float]) -> tuple[float | None, tuple[float, ...]]:
+    """Guidance scales as given -> (the one fixed scale or None, the scales to choose among on real val or ()):
+    the one rule for "one scale is fixed, several are chosen"."""
+    return (float(scales[0]), ()) if len(scales) == 1 else (None, tuple(float(s) for s in scales))

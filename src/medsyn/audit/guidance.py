@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from medsyn.config import AuditConfig, check_guidance_scales, resolve_device
+from medsyn.config import AuditConfig, check_guidance_scales, fixed_or_chosen, resolve_device
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.audit import features, fidelity
@@ -72,11 +72,13 @@ def sampler_for(checkpoint: Path, scales: Sequence[float], real: ImageSet | None
     """(the sampler settings to generate with, the record of the choice or None). No scale keeps the checkpoint's
     own; one scale is that scale; several are chosen among on the real val split of `real`, the data the model was
     trained on."""
-    if len(scales) == 1:
-        return {**(sampler or {}), "guidance": float(scales[0])}, None
-    if not scales:
+    fixed, candidates = fixed_or_chosen(scales)
+    if fixed is not None:
+        return {**(sampler or {}), "guidance": fixed}, None
+    if not candidates:
         return sampler, None
-    choice = choose_for_checkpoint(checkpoint, real, scales, seed, sampler, audit_config or AuditConfig(), device, log)
+    choice = choose_for_checkpoint(checkpoint, real, candidates, seed, sampler, audit_config or AuditConfig(), device,
+                                   log)
     if choice["chosen"] is not None:
         sampler = {**(sampler or {}), "guidance": choice["chosen"]}
     return sampler, choice

@@ -86,7 +86,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from medsyn import generators, synth
     from medsyn.audit import guidance
-    from medsyn.fileio import check_out_dir, read_json
+    from medsyn.config import fixed_or_chosen
+    from medsyn.fileio import check_out_dir
 
     # a folder of someone else's files is never replaced, --overwrite or not; nor is a user's file put in ours
     check_out_dir(args.out, "gan generate", replaces=args.overwrite)
@@ -96,12 +97,11 @@ def run_generate(args: argparse.Namespace) -> int:
     per_class = synth.parse_per_class(args.per_class, names) if args.per_class else None
     balance = synth.balance_counts(args.balance_to, names) if args.balance_to else None
     counts = synth.plan_counts(len(names), n=args.n, per_class=per_class, balance_counts=balance)
-    real = _training_data(args, info) if len(scales) > 1 else None
+    real = _training_data(args, info) if fixed_or_chosen(scales)[1] else None  # val data to choose on
     sampler, choice = guidance.sampler_for(args.checkpoint, scales, real, args.seed, sampler)
     out = synth.generate(args.checkpoint, counts, args.seed, args.out, overwrite=args.overwrite, sampler=sampler,
                          guidance_choice=choice)
-    if len(scales) > 1:
-        choice = read_json(out / "guidance.json")
+    if choice:
         print(f"guidance {choice['chosen']:g} chosen on real val among {', '.join(f'{s:g}' for s in scales)} "
               f"({out / 'guidance.json'})" if choice["chosen"] is not None else
               f"guidance not chosen: {choice['not_chosen']} ({out / 'guidance.json'})")

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medsyn.config import GAN_SIZES, RunConfig
+from medsyn.config import GAN_SIZES, RunConfig, fixed_or_chosen
 
 KINDS = ("data", "generator", "synthesize", "audit", "classify", "evaluate", "report")
 
@@ -202,8 +202,8 @@ def _synthesize_seconds(config: RunConfig, gan, size_counts: np.ndarray, speeds)
     if gan.model != "ddpm":
         per_image = SYNTHESIZE_SECONDS_PER_IMAGE * ((gan.size / 28) ** 2) ** SYNTHESIZE_PIXEL_EXPONENT
         return (10 + pool * per_image) * speeds.machine_factor
-    scales = config.guidance_scales if len(config.guidance_scales) > 1 else ()
-    guidance = config.guidance_scales[0] if len(config.guidance_scales) == 1 else gan.guidance
+    fixed, scales = fixed_or_chosen(config.guidance_scales)
+    guidance = gan.guidance if fixed is None else fixed
     images = pool * (2 if guidance > 0 else 1) + GUIDANCE_SAMPLES * sum(2 if s > 0 else 1 for s in scales)
     return 10 * speeds.machine_factor + images * gan.sampling_steps * speeds.ddpm_pass_s
 
