@@ -8,6 +8,7 @@ Stand-ins (the real GAN's output is audited the same way by `medsyn audit`):
   collapsed      5000 noisy (std 6) copies of only 10 training images per class: mode collapse plus memorization
 
 Usage: MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/audit_standins.py [--preset quick] [--out DIR]
+Writes benchmarks/results/audit_standins_<date>.json (with the machine's reference speed: benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from scipy.ndimage import gaussian_filter
 from medsyn import data
 from medsyn.config import preset
 from medsyn.audit.run import as_synthetic, run_audit, table_rows
+
+from common import add_note_argument, dated, write_results
 
 
 def standins(real: data.ImageSet, n: int, seed: int = 0) -> dict[str, data.ImageSet]:
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--n", type=int, default=5000, help="images per generated stand-in")
     parser.add_argument("--out", type=Path, default=None, help="keep the audit folders here")
+    add_note_argument(parser)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="medsyn-audit-"))
     real = data.load(None, preset(args.preset).data)
@@ -60,16 +64,21 @@ def main() -> None:
             "label_accuracy_real_test", "near_copy_share")
     print(f"real: bundled PneumoniaMNIST {real.size}px, counts {real.counts()}; preset {args.preset}; out {out}")
     print(f"{'set':22s} {'class':10s} " + " ".join(f"{k[:10]:>10s}" for k in keys) + f" {'seconds':>8s}")
+    audits = []
     for name, synthetic in standins(real, args.n).items():
         started = time.perf_counter()
         audit = run_audit(real, synthetic, out / name, config, name, overwrite=True, log=lambda message: None)
         seconds = time.perf_counter() - started
+        rows = []
         for row in table_rows(audit):
             if row["features"] != "label-trained-cnn" or (row["set"] != name and name != "real-test"):
                 continue
             values = " ".join(f"{row[k]:10.4f}" if isinstance(row.get(k), float) else f"{'':>10s}" for k in keys)
             print(f"{row['set'][:22]:22s} {row['class'][:10]:10s} {values} {seconds:8.1f}")
+            rows.append({"set": row["set"], "class": row["class"], **{k: row.get(k) for k in keys}})
         print(f"{'':22s} timings {audit['timing_s']}")
+        audits.append({"stand_in": name, "seconds": round(seconds, 1), "timing_s": audit["timing_s"], "rows": rows})
+    write_results(dated("audit_standins"), {"preset": args.preset, "n": args.n, "audits": audits}, note=args.note)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 ratio to the recipe medsyn uses (1 torch thread, batches cut from a uint8 tensor kept in memory, NCHW float,
 augmentation drawn per group of 4 images, validation in batches of 256).
 
-    python benchmarks/classify_speed.py [--steps 40] [--threads 1]
+    python benchmarks/classify_speed.py [--steps 40] [--threads 1] [--note TEXT]
 
 Variants: channels-last memory format; torch.compile (timed after its warm-up compilation); batches converted from
 numpy per step (the old recipe); augmentation drawn per image and per whole batch; validation inference in
-batches of 1024.
+batches of 1024. Writes benchmarks/results/classify_speed_<date>.json (with the machine's reference speed:
+benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from medsyn.classify import models
 from medsyn.classify.train import AUGMENT_GROUP, _augmentation
 from medsyn.config import preset
 
+from common import add_note_argument, dated, write_results
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
+    add_note_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = preset("quick").classify
@@ -65,11 +69,17 @@ def main() -> None:
     aug_base = results[f"augmentation per {AUGMENT_GROUP} images (medsyn)"]
     print(f"quick classifier (vgg16 width {config.width}, batch {config.batch_size}, {dataset.size} px), "
           f"{args.steps} training steps, {args.threads} thread(s)")
+    rows = []
     for name, seconds in results.items():
         ref = aug_base if name.startswith("augmentation") else base
         print(f"{name:<40}{seconds:8.2f} s   {ref / seconds:5.2f}x the recipe's speed")
+        rows.append({"variant": name, "seconds": round(seconds, 2), "speed_vs_recipe": round(ref / seconds, 3)})
+    inference_s = {}
     for batch in (256, 1024):
-        print(f"validation inference, batches of {batch:<5}{inference(val, norm, config, batch):8.2f} s")
+        inference_s[batch] = round(inference(val, norm, config, batch), 2)
+        print(f"validation inference, batches of {batch:<5}{inference_s[batch]:8.2f} s")
+    write_results(dated("classify_speed"), {"steps": args.steps, "threads_per_run": args.threads, "rows": rows,
+                                            "validation_inference_s_by_batch": inference_s}, note=args.note)
 
 
 def _model(config, channels_last=False, compile=False):

@@ -20,6 +20,7 @@ The floor row gives what real images score against real images at the same sampl
 
 Usage: MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/gan_quality.py base: wide:base_width=16 [--out DIR]
        MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/gan_quality.py --acgan-baseline cgan:steps=300
+Writes benchmarks/results/gan_quality_<date>.json (with the machine's reference speed: benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import torch
 from medsyn import data, generators
 from medsyn.config import GanConfig, gan_preset, preset
 from medsyn.audit.run import FLOOR_SET, as_synthetic, run_audit
+
+from common import add_note_argument, dated, write_results
 
 METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
@@ -117,6 +120,7 @@ def main() -> None:
     parser.add_argument("--equal-time", action="store_true",
                         help="train every configuration after the first for the first one's training time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, for comparable timings)")
+    add_note_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="medsyn-ganq-"))
@@ -154,6 +158,8 @@ def main() -> None:
         own_preset = dataclasses.asdict(gan_preset(args.preset, r["config"]["model"]))
         changed = {k: v for k, v in r["config"].items() if own_preset.get(k) != v}
         print(f"  {r['name']}: {changed or 'preset'}")
+    write_results(dated("gan_quality"), {"preset": args.preset, "n": args.n, "threads_per_run": args.threads,
+                                         "runs_folder": str(out), "rows": rows}, note=args.note)
 
 
 if __name__ == "__main__":

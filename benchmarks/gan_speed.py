@@ -5,7 +5,8 @@ update; ddpm: one denoising update; counted by torch.utils.flop_counter), traini
 warm-up, sampling images/s of the EMA generator (64 images; ddpm at its preset's sampling steps and guidance, which
 doubles the UNet batch), and the peak resident memory of a fresh process running it (ru_maxrss). Uses the bundled
 PneumoniaMNIST resized by the data layer, the preset `--preset` widths (default quick), batch 32. Run:
-PYTHONPATH=src python benchmarks/gan_speed.py [--steps 10] [--models ddpm] [--sizes 32] [--threads 1]
+PYTHONPATH=src python benchmarks/gan_speed.py [--steps 10] [--models ddpm] [--sizes 32] [--threads 1] [--note TEXT]
+Writes benchmarks/results/gan_speed_<preset>_<date>.json (with the machine's reference speed: benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from common import add_note_argument, dated, write_results
 
 
 def measure(model: str, size: int, preset: str, steps: int) -> dict:
@@ -70,6 +73,7 @@ def main() -> None:
     parser.add_argument("--models", default="acgan,cgan,ddpm", help="comma-separated (default: all three)")
     parser.add_argument("--sizes", default="32,64", help="comma-separated pixel sizes (default: 32,64)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per measurement (0: torch's default)")
+    add_note_argument(parser)
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -96,6 +100,7 @@ def main() -> None:
         print(f"{r['model']:6} {r['size']:>4} {r['width']:>5} {r['g_params']:>10,} {r['d_params']:>10,} "
               f"{r['gflops_per_step']:>10.2f} {r['images_per_s']:>8.1f} {r['steps_per_s']:>8.2f} "
               f"{r['sample_images_per_s']:>12.1f} {r['sampling_steps']:>7} {r['peak_rss_mb']:>11.0f}")
+    write_results(dated(f"gan_speed_{args.preset}"), {"timed_steps": args.steps, "rows": rows}, note=args.note)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ the bootstrap variance of the replicate mean (which counts the model-by-case int
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats as sps
+
+from common import add_note_argument, write_results
 
 MU = {"real": 1.2, "real+synth@1": 1.3}
 TAU, N_TEST = 0.7, 250
@@ -112,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=400)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "interval_coverage.json")
+    add_note_argument(parser)
     args = parser.parse_args()
     start, rows = time.perf_counter(), []
     for scenario in SCENARIOS:
@@ -119,9 +121,8 @@ def main() -> None:
         rows.append(row)
         print(f"{scenario.name:<50} true diff {row['truth']:+.4f}: coverage {row['coverage']:.1%} "
               f"(previous estimator {row['coverage_previous']:.1%}; simulation sd {row['simulation_sd']:.1%})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out.stem, {"rows": rows, "seconds": round(time.perf_counter() - start, 1)},
+                  note=args.note, folder=args.out.parent)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ a zoom-crop of 4-11%, a rotation of 3-5 degrees) and searched among all 5,216 tr
 
     python benchmarks/nearcopy_calibration.py [--data ../shared/data/chest_xray_224] [--planted 200]
 
-Writes benchmarks/results/nearcopy_calibration.json.
+Writes benchmarks/results/nearcopy_calibration.json (with the machine's reference speed: benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from PIL import Image, ImageFilter
 
 from medsyn.data import nearcopy
 
-RESULTS = Path(__file__).parent / "results"
+from common import add_note_argument, write_results
+
 
 
 def _gray(path: Path) -> np.ndarray:
@@ -61,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).parents[2] / "shared" / "data" / "chest_xray_224")
     parser.add_argument("--planted", type=int, default=200)
+    add_note_argument(parser)
     args = parser.parse_args()
     threshold = nearcopy.SAME_IMAGE_CORRELATION
     files = {s: sorted((args.data / s).glob("*/*.jp*g")) for s in ("train", "val", "test")}
@@ -95,9 +97,8 @@ def main() -> None:
               "pneumoniamnist_test_vs_train": {"false_alarms": int((mnist_test > threshold).sum()),
                                                "max": round(float(mnist_test.max()), 5)},
               "planted_copies": {"n": args.planted, "by_kind": planted}}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "nearcopy_calibration.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    write_results("nearcopy_calibration", result, note=args.note)
 
 
 if __name__ == "__main__":

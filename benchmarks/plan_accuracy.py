@@ -5,7 +5,8 @@ job kind, with this machine's speeds beside it and the run's peak memory per job
     python benchmarks/plan_accuracy.py --tag bundled-quick -- [medsyn run flags]
     python benchmarks/plan_accuracy.py --tag xray64-quick -- --data ../shared/data/chest_xray_224 --size 64
 
-Writes benchmarks/results/plan_accuracy_<tag>_<date>.json; run it on an otherwise idle machine.
+Writes benchmarks/results/plan_accuracy_<tag>_<date>.json (with the machine's reference speed:
+benchmarks/common.py); run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from common import add_note_argument, dated, write_results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tag", required=True, help="names the results file")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
+    add_note_argument(parser)
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="after --: the flags of medsyn run")
     args = parser.parse_args()
     flags = [f for f in args.flags if f != "--"]
@@ -40,9 +42,8 @@ def main() -> int:
             print(done.stdout[-4000:], done.stderr[-4000:])
             return done.returncode
         result = _compare(flags, out, done.stdout, wall)
-    path = RESULTS / f"plan_accuracy_{args.tag}_{time.strftime('%Y-%m-%d')}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("estimated_min", "measured_min", "ratio")}), f"-> {path}")
+    write_results(dated(f"plan_accuracy_{args.tag}"), result, note=args.note)
+    print(json.dumps({k: result[k] for k in ("estimated_min", "measured_min", "ratio")}))
     return 0
 
 

@@ -1,12 +1,15 @@
 """Run the default `medsyn run` (quick preset, bundled PneumoniaMNIST) and print, per stage (job kind): wall time
 from its first job's start to its last job's end, summed job seconds, CPU seconds and peak memory; the CPU
 utilisation of the classifier stage (target: at least 85% of all cores); and the whole run's wall time and peak
-memory against the targets (12 minutes, so that a slower machine stays within 15; 4 GiB).
+memory against the targets (the preset's `budget_minutes` in config.py; 4 GiB).
 
 Then, in the same invocation, the sequential vs parallel ratio: the same 4 classifier jobs of the quick preset
 (arm `real`, seeds 0-3) run with 1 worker and with 2 workers.
 
-    python benchmarks/run_quick.py [--preset quick] [--out DIR] [--skip-ratio] [extra `medsyn run` flags...]
+    python benchmarks/run_quick.py [--preset quick] [--out DIR] [--skip-ratio] [--note TEXT]
+                                   [extra `medsyn run` flags...]
+
+Writes benchmarks/results/run_<preset>_<date>.json (with the machine's reference speed: benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -22,15 +25,19 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGET_SECONDS = 12 * 60
+from common import add_note_argument, dated, write_results
+
 TARGET_PEAK_MIB = 4 * 1024
 
 
 def main() -> None:
+    from medsyn.config import preset
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip-ratio", action="store_true", help="leave out the sequential vs parallel measurement")
+    add_note_argument(parser)
     args, extra = parser.parse_known_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="medsyn-bench-")) / "run"
     start = time.perf_counter()
@@ -38,26 +45,47 @@ def main() -> None:
                    check=True)
     wall = time.perf_counter() - start
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(stage_table(json.loads((out / "timings.json").read_text())["jobs"], wall, args.preset, out))
+    cores = len(os.sched_getaffinity(0))
+    stages = stage_rows(json.loads((out / "timings.json").read_text())["jobs"], cores)
+    budget = preset(args.preset).budget_minutes
+    target_s = budget and budget * 60  # the full preset has none (a GPU)
+    print(f"\nmedsyn run --preset {args.preset} on {cores} CPU cores, run folder {out}")
+    print(stage_table(stages))
+    print(f"{'wall (incl. start-up)':<28}{wall:>10.1f} s   " +
+          (f"target {target_s:.0f} s   ratio {wall / target_s:.2f}" if target_s else "no budget"))
     print(f"{'peak RSS of one process':<28}{child_peak:>10.0f} MiB target {TARGET_PEAK_MIB} MiB ratio "
           f"{child_peak / TARGET_PEAK_MIB:.2f}")
-    if not args.skip_ratio:
-        print(parallel_ratio(args.preset))
+    ratio = None if args.skip_ratio else parallel_ratio(args.preset)
+    if ratio:
+        print(f"\n4 classifier jobs (arm real, seeds 0-3, {args.preset} preset, 1 thread per job): 1 worker "
+              f"{ratio['one_worker_s']} s, 2 workers {ratio['two_workers_s']} s, speed-up {ratio['speed_up']}x")
+    write_results(dated(f"run_{args.preset}"),
+                  {"preset": args.preset, "extra_flags": extra, "cores": cores, "wall_s": round(wall, 1),
+                   "target_s": target_s, "peak_rss_mib": round(child_peak), "target_peak_mib": TARGET_PEAK_MIB,
+                   "stages": stages, "parallel_ratio": ratio}, note=args.note)
 
 
-def stage_table(jobs: dict, wall: float, preset: str, out: Path) -> str:
-    cores = len(os.sched_getaffinity(0))
-    lines = [f"\nmedsyn run --preset {preset} on {cores} CPU cores, run folder {out}",
-             "(CPU use: CPU seconds of all jobs running during the stage / its wall time / cores)",
-             f"{'stage':<12}{'jobs':>5}{'wall s':>9}{'job s':>9}{'CPU s':>9}{'CPU use':>9}{'peak MiB':>10}"]
+def stage_rows(jobs: dict, cores: int) -> list[dict]:
+    """Per stage (job kind): jobs, wall seconds from its first start to its last end, job and CPU seconds, the
+    share of all cores busy meanwhile, and the peak memory of its largest job."""
+    rows = []
     for kind in dict.fromkeys(j["kind"] for j in jobs.values()):
         group = [j for j in jobs.values() if j["kind"] == kind]
         span = max(j["finished_at"] for j in group) - min(j["finished_at"] - j["seconds"] for j in group)
-        cpu = sum(j["cpu_seconds"] for j in group)
-        lines.append(f"{kind:<12}{len(group):>5}{span:>9.1f}{sum(j['seconds'] for j in group):>9.1f}{cpu:>9.1f}"
-                     f"{_busy(jobs.values(), group) / cores:>9.0%}{max(j['peak_rss_mib'] for j in group):>10.0f}")
-    lines.append(f"{'wall (incl. start-up)':<28}{wall:>10.1f} s   target {TARGET_SECONDS} s   ratio "
-                 f"{wall / TARGET_SECONDS:.2f}")
+        rows.append({"stage": kind, "jobs": len(group), "wall_s": round(span, 1),
+                     "job_s": round(sum(j["seconds"] for j in group), 1),
+                     "cpu_s": round(sum(j["cpu_seconds"] for j in group), 1),
+                     "cpu_use": round(_busy(jobs.values(), group) / cores, 3),
+                     "peak_mib": round(max(j["peak_rss_mib"] for j in group))})
+    return rows
+
+
+def stage_table(rows: list[dict]) -> str:
+    lines = ["(CPU use: CPU seconds of all jobs running during the stage / its wall time / cores)",
+             f"{'stage':<12}{'jobs':>5}{'wall s':>9}{'job s':>9}{'CPU s':>9}{'CPU use':>9}{'peak MiB':>10}"]
+    for r in rows:
+        lines.append(f"{r['stage']:<12}{r['jobs']:>5}{r['wall_s']:>9.1f}{r['job_s']:>9.1f}{r['cpu_s']:>9.1f}"
+                     f"{r['cpu_use']:>9.0%}{r['peak_mib']:>10.0f}")
     return "\n".join(lines)
 
 
@@ -73,7 +101,7 @@ def _busy(every: list, group: list) -> float:
     return used / max(end - start, 1e-9)
 
 
-def parallel_ratio(preset_name: str) -> str:
+def parallel_ratio(preset_name: str) -> dict:
     """The same 4 classifier jobs with 1 and with 2 local workers (1 thread each), timed in this process."""
     from medsyn import config as configs
     from medsyn import study
@@ -87,8 +115,8 @@ def parallel_ratio(preset_name: str) -> str:
         start = time.perf_counter()
         study.execute(jobs, study.Study(config, None, folder), "local", workers, progress=False)
         seconds[workers] = time.perf_counter() - start
-    return (f"\n4 classifier jobs (arm real, seeds 0-3, {preset_name} preset, 1 thread per job): 1 worker "
-            f"{seconds[1]:.1f} s, 2 workers {seconds[2]:.1f} s, speed-up {seconds[1] / seconds[2]:.2f}x")
+    return {"one_worker_s": round(seconds[1], 1), "two_workers_s": round(seconds[2], 1),
+            "speed_up": round(seconds[1] / seconds[2], 2)}
 
 
 if __name__ == "__main__":

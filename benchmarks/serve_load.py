@@ -1,12 +1,13 @@
 """Load test of `medsyn serve`: 1,000 mixed valid and malformed uploads, concurrently, on loopback.
 
-    python benchmarks/serve_load.py --model model.pt [--requests 1000] [--workers 16]
+    python benchmarks/serve_load.py --model model.pt [--requests 1000] [--workers 16] [--note TEXT]
 
 Starts the real app on real uvicorn (a free loopback port, in a thread), sends a shuffled mix of real chest
 X-rays (JPEG, DICOM, PNG with alpha) and bad uploads (text named .png, empty, truncated JPEG, a 45-megapixel
 PNG, a non-multipart body) from a thread pool with httpx, and prints p50/p95 latency per kind, the count of
 answers with an unexpected status, and whether the server still answers afterwards.
 Without --model it trains a tiny classifier on the bundled data first (about half a minute).
+Writes benchmarks/results/serve_load_<date>.json (with the machine's reference speed: benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import httpx
 import numpy as np
 import uvicorn
 from PIL import Image
+
+from common import add_note_argument, dated, write_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=16)
+    add_note_argument(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or tiny_model(Path(scratch))
@@ -111,12 +115,16 @@ def main() -> None:
     print(f"{args.requests} requests, {args.workers} concurrent clients, loopback, {wall:.1f} s "
           f"({args.requests / wall:.1f} requests/s)")
     print(f"{'kind':<16}{'n':>6}{'status':>8}{'p50 ms':>10}{'p95 ms':>10}{'unexpected':>12}")
+    by_kind = []
     for kind, (_, expected) in kinds.items():
         rows = [r for r in results if r[0] == kind]
         ms = np.array([r[1] for r in rows]) * 1000
         wrong = sum(r[2] != expected for r in rows)
         print(f"{kind:<16}{len(rows):>6}{expected:>8}{np.percentile(ms, 50):>10.1f}{np.percentile(ms, 95):>10.1f}"
               f"{wrong:>12}")
+        by_kind.append({"kind": kind, "n": len(rows), "expected_status": expected, "unexpected": int(wrong),
+                        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                        "p95_ms": round(float(np.percentile(ms, 95)), 1)})
     ms = np.array([r[1] for r in results]) * 1000
     errors = sum(r[2] != kinds[r[0]][1] for r in results)
     server_errors = sum(r[2] >= 500 or r[2] < 0 for r in results)
@@ -124,6 +132,11 @@ def main() -> None:
           f"{errors:>12}")
     print(f"unexpected statuses: {errors}; 5xx or connection errors: {server_errors}; "
           f"server still answering afterwards: {alive}")
+    write_results(dated("serve_load"), {"requests": args.requests, "clients": args.workers, "wall_s": round(wall, 1),
+                                        "by_kind": by_kind, "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                                        "p95_ms": round(float(np.percentile(ms, 95)), 1), "unexpected": int(errors),
+                                        "server_errors": int(server_errors), "alive_afterwards": alive},
+                  note=args.note)
 
 
 if __name__ == "__main__":

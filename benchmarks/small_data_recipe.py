@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import add_note_argument, write_results
+
 # Candidate recipes: changes to the study preset's classifier settings.
 RECIPES = {
     "study (8 epochs, patience 2)": {},
@@ -71,7 +73,7 @@ def one_run(job: tuple) -> dict:
 
 
 def main() -> None:
-    from medsyn.cli.flags import parse_seeds, parse_sizes
+    from medsyn.cli.flags import parse_fractions, parse_seeds
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fractions", default="0.02,0.05,0.1")
@@ -79,9 +81,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--recipes", default=None, help="indices into RECIPES, e.g. 0,1,4 (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "small_data_recipe.json")
+    add_note_argument(parser)
     args = parser.parse_args()
     recipes = list(RECIPES) if args.recipes is None else [list(RECIPES)[int(i)] for i in args.recipes.split(",")]
-    jobs = [(recipe, f, arm, s) for recipe in recipes for f in parse_sizes(args.fractions, None) for arm in ARMS
+    jobs = [(recipe, f, arm, s) for recipe in recipes for f in parse_fractions(args.fractions) for arm in ARMS
             for s in parse_seeds(args.seeds)]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
@@ -96,10 +99,11 @@ def main() -> None:
             first = next(iter(cell["real"].values()))
             print(f"{recipe:<52}{first['n_train']:>6}{first['n_val']:>5}{real.mean():>10.4f}{gain.mean():>+14.4f}"
                   f"{gain.std(ddof=1):>10.4f}{np.mean([r['seconds'] for r in cell['real'].values()]):>7.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"note": "AUC on the val images outside each point's val subset; no test data",
-                                    "seconds": round(time.perf_counter() - start, 1), "runs": rows}, indent=1) + "\n")
-    print(f"wrote {args.out} ({(time.perf_counter() - start) / 60:.1f} min)")
+    print(f"{(time.perf_counter() - start) / 60:.1f} min")
+    write_results(args.out.stem, {"seconds": round(time.perf_counter() - start, 1), "runs": rows},
+                  note=" ".join(filter(None, ["AUC on the val images outside each point's val subset; no test data.",
+                                              args.note])),
+                  folder=args.out.parent)
 
 
 if __name__ == "__main__":

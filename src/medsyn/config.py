@@ -77,18 +77,18 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
                          **original)
     # cgan quick: width 12 was chosen with benchmarks/gan_quality.py over width 8 and 16 (more steps beat more
     # width). At 28 px cutout (half the side) hides most of the chest, so only colour and translation are applied.
-    # A quick run trains two generators (one per generator seed) side by side on one thread each: 1000 steps each
-    # keeps the whole study within its 15-minute budget on 2 cores (at 2800 steps the audit measured FID 0.34).
+    # A quick run trains two generators side by side on one thread each: 1000 steps each keep the whole run within
+    # the quick preset's budget_minutes on 2 cores (at 2800 steps the audit measured FID 0.34).
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="color,translation",
                            ema_decay=0.995)}
     return GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
 
 
 def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
-    """ddpm per preset. Its cost is UNet evaluations: a width-8 UNet at 28 px trained at 236 images/s and sampled
-    15.4 images/s at 20 guided steps on each core of an idle 2-core CPU (half that on a busy one). A quick
-    `medsyn run --gan ddpm` took 29.6 min, 17.7 of them training and 6.2 sampling the 5,774-image pools, over twice
-    the quick budget, so `medsyn run` leaves ddpm out unless asked (`--gan ddpm` or `--gan cgan,ddpm`)."""
+    """ddpm per preset. Its cost is UNet evaluations: the quick one trains 6000 steps and samples each image with
+    20 guided solver steps (two UNet passes each) where a cgan makes it in one forward pass, far beyond the quick
+    budget on a CPU, so `medsyn run` leaves ddpm out unless asked (`--gan ddpm` or `--gan cgan,ddpm`; `--dry-run`
+    estimates it on this machine, and benchmarks/gan_speed.py measures its images/s)."""
     common = dict(model="ddpm", diffaugment="", guidance=1.0, label_dropout=0.1)
     tuned = {"smoke": dict(base_width=8, lr_g=2e-3, sampling_steps=5),
              "quick": dict(base_width=8, steps=6000, lr_g=5e-4, ema_decay=0.999, sampling_steps=20,
@@ -100,8 +100,8 @@ def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    # The defaults are the quick preset: one run takes about 17-27 s on 28 px PneumoniaMNIST on one thread of a
-    # busy 2-core CPU (benchmarks/classify_quick.py), so 8 arms x 3 seeds fit in about 8 minutes.
+    # The defaults are the quick preset's classifier but for its epochs and patience (preset()); the seconds of
+    # one run per arm: benchmarks/classify_quick.py, e.g. benchmarks/results/classify_quick_2026-11-30.json.
     arch: str = "vgg16"                # vgg16 | resnet18
     width: float = 0.125               # channel multiplier of vgg16's conv stack (1.0 = the original); resnet18: 1
     batch_norm: bool = True            # batch norm in vgg16's conv stack (torchvision vgg16_bn)
@@ -195,8 +195,9 @@ class RunConfig:
 
 
 def preset(name: str = "quick") -> RunConfig:
-    """The named preset. `smoke` is for tests (about a minute), `quick` fits 15 minutes on 2 CPU cores,
-    `full` is the GPU-sized study at the original's width and resolution."""
+    """The named preset. `smoke` is for tests, `quick` a real answer on 2 CPU cores, `study` the small-data learning
+    curve on a CPU (each within its `budget_minutes`), `full` the GPU-sized study at the original's width and
+    resolution."""
     if name == "smoke":
         return RunConfig(
             preset=name,
@@ -212,9 +213,9 @@ def preset(name: str = "quick") -> RunConfig:
             budget_minutes=3,
         )
     if name == "quick":
-        # Sized for about 11 minutes on 2 CPU cores (benchmarks/run_quick.py): two generators of 1000 steps side by
-        # side, then 5 arms x 4 replicates on both cores. Inception-v3 at 299 px is minutes of CPU: the quick
-        # preset measures with the domain encoder.
+        # Sized for budget_minutes on 2 CPU cores: two generators of 1000 steps side by side, then 5 arms x 4
+        # replicates on both cores; a measured run: benchmarks/results/plan_accuracy_bundled-quick_2026-11-30.json.
+        # Inception-v3 at 299 px is minutes of CPU: the quick preset measures with the domain encoder.
         return RunConfig(preset=name, data=DataConfig(size=28), gan=gan_preset("quick"),
                          classify=ClassifyConfig(epochs=6, patience=2),
                          audit=AuditConfig(inception="off", kid_subsets=50),

@@ -37,11 +37,11 @@ def register(verbs) -> None:
                               epilog=RUN_LAYOUT)
     add_data_arguments(parser)
     parser.add_argument("--preset", choices=configs.PRESETS, default="quick",
-                        help="smoke (about a minute, for tests), quick (default, a real answer on 2 CPU cores), "
-                             "study (a learning curve with a positive control), full (GPU)")
+                        help="smoke (for tests), quick (default, a real answer on 2 CPU cores), study (a learning "
+                             "curve with a positive control), full (GPU); `--dry-run` estimates its time here")
     parser.add_argument("--gan", dest="gans", type=names, default=None,
-                        help="generator model(s), comma-separated: cgan, acgan or cgan,acgan (default: the preset's); "
-                             "the first one feeds the classifier arms, every one is audited")
+                        help="generator model(s), comma-separated: cgan, acgan, ddpm or e.g. cgan,ddpm (default: the "
+                             "preset's); the first one feeds the classifier arms, every one is audited")
     parser.add_argument("--arms", type=names, default=None,
                         help="classifier arms, comma-separated (default: the preset's), e.g. "
                              "real,real+aug,real+synth@1; every arm with synthetic images needs its matched control; "

@@ -1,4 +1,5 @@
-"""acgan: the original design (see seed-design.md), in PyTorch, scaled to the chosen resolution.
+"""acgan: the original design (the Keras ACGAN this project started from), in PyTorch, scaled to the chosen
+resolution.
 
 Faithful parts: latent of 100 drawn uniform in [-1, 1] concatenated with the one-hot label; Dense(1024) ->
 Dense(start*start*8w) with L2(0.001); four blocks of 8w, 4w, 2w, w filters, each LayerNorm (over channels, as

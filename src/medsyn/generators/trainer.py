@@ -7,7 +7,7 @@ Several processes (launched by `torchrun`) draw the same global batch (data orde
 from identically seeded RNGs and each takes its batch_size / world slice; gradients are averaged with
 torch.distributed (stylegan2-ada's approach; no DDP wrapper, so the discriminator can be frozen for the generator
 step); a GAN's batch norm uses the global batch's statistics and dropout masks are slices of the global batch's,
-so K processes take the single-process step (gan/distributed.py). Mixed precision on GPU.
+so K processes take the single-process step (generators/distributed.py). Mixed precision on GPU.
 Every `snapshot_every` steps rank 0 writes a sample grid and an atomic checkpoint holding everything a resume
 needs: weights, EMA, the optimisers, the loss scaler, augmentation state, counters and all RNG states.
 """

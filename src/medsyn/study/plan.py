@@ -140,12 +140,12 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
     ]
 
 
-# The reference machine's seconds (one of this project's 2-core CPUs, one thread per job; benchmarks/gan_speed.py,
-# benchmarks/classify_quick.py): the plan's estimates where no calibration was made (tests, a GPU run), and the
-# yardstick of `Speeds.machine_factor`. A calibrated plan measures the costly ones on this machine
-# (study/calibrate.py).
+# The reference machine's seconds (one of this project's 2-core CPUs, one thread per job), measured with
+# benchmarks/gan_speed.py and benchmarks/classify_quick.py before the benchmarks wrote results files, so no file
+# holds them: the plan's estimates where no calibration was made (tests, a GPU run), and the yardstick of
+# `Speeds.machine_factor`. A calibrated plan measures the costly ones on this machine (study/calibrate.py).
 GAN_SECONDS_PER_STEP = 0.30          # cgan, width 12, batch 32, 28 px
-DDPM_SECONDS_PER_STEP = 0.26         # ddpm, width 8, batch 32, 28 px (124 images/s)
+DDPM_SECONDS_PER_STEP = 0.26         # ddpm, width 8, batch 32, 28 px
 DDPM_SECONDS_PER_UNET_PASS = 3.3e-3  # ddpm sampling, width 8, 28 px, per image and solver step (guided: 2 passes)
 GUIDANCE_SAMPLES = 400               # images sampled per candidate scale when the guidance is chosen on val
 CLASSIFY_SECONDS_PER_IMAGE = 1.1e-3  # vgg16 width 1/8, 28 px, forward + backward
