@@ -12,10 +12,10 @@ import torch
 
 from medsyn import data, generators, synth
 from medsyn.cli import main
-from medsyn.config import DataConfig, gan_preset
+from medsyn.config import GAN_MODELS, DataConfig, gan_preset
 from medsyn.errors import MedsynError
 from medsyn.fileio import sha256_file
-from medsyn.generators.checkpoint import MODELS
+from medsyn.generators.families import FAMILIES
 
 from conftest import CHEST_XRAY_SMALL
 
@@ -38,8 +38,8 @@ def checkpoint(bundled, tmp_path_factory):
 
 def initial_generator(config, dataset):
     torch.manual_seed(config.seed)
-    generator, _ = MODELS[config.model].networks(config.size, dataset.channels, dataset.n_classes,
-                                                 config.latent_dim, config.base_width)
+    generator, _ = FAMILIES[config.model].module.networks(config.size, dataset.channels, dataset.n_classes,
+                                                          config.latent_dim, config.base_width)
     return generator.state_dict()
 
 
@@ -126,6 +126,17 @@ def test_run_folder_is_never_silently_reused(bundled, checkpoint):
         generators.train(bundled, tiny("cgan"), run, progress=False)
     with pytest.raises(MedsynError, match="base_width"):
         generators.train(bundled, tiny("cgan", base_width=8), run, resume=True, progress=False)
+
+
+def test_the_family_registry_and_the_settings_name_the_same_families():
+    assert tuple(FAMILIES) == GAN_MODELS  # --model's choices and the presets are config.GAN_MODELS
+    assert {name: family.module.__name__ for name, family in FAMILIES.items()} == {
+        name: f"medsyn.generators.{name}" for name in GAN_MODELS}
+
+
+def test_an_unknown_family_is_refused_by_the_settings_check():
+    with pytest.raises(MedsynError, match=r"unknown GAN model 'stylegan'; choose one of cgan, acgan, ddpm\."):
+        generators.check_config(dataclasses.replace(tiny("cgan"), model="stylegan"))
 
 
 def test_generate_counts_shapes_determinism_and_npz(checkpoint, tmp_path):
