@@ -37,7 +37,7 @@ def measure(model: str, size: int, preset: str, steps: int) -> dict:
     dataset = data.load(None, DataConfig(size=size))
     config = dataclasses.replace(gan_preset(preset, model), size=size, batch_size=32, log_every=1,
                                  snapshot_every=10**9)
-    from medsyn.generators.checkpoint import MODELS
+    from medsyn.generators.families import FAMILIES
 
     with tempfile.TemporaryDirectory() as tmp:
         totals = []
@@ -55,7 +55,7 @@ def measure(model: str, size: int, preset: str, steps: int) -> dict:
     start = time.perf_counter()
     generators.generate_images(generator, info, labels, seed=0)
     sample_images_per_s = len(labels) / (time.perf_counter() - start)
-    discriminator = 0 if model == "ddpm" else sum(p.numel() for p in MODELS[model].networks(
+    discriminator = 0 if model == "ddpm" else sum(p.numel() for p in FAMILIES[model].module.networks(
         size, 1, 2, config.latent_dim, config.base_width)[1].parameters())
     params = sum(p.numel() for p in generator.parameters()), discriminator
     seconds = sum(r["images_per_s"] and config.batch_size / r["images_per_s"] for r in rows)

@@ -12,10 +12,10 @@ import torch
 
 from medsyn import data, generators, synth
 from medsyn.cli import main
-from medsyn.config import DataConfig, gan_preset
+from medsyn.config import GAN_MODELS, DataConfig, gan_preset
 from medsyn.errors import MedsynError
 from medsyn.fileio import sha256_file
-from medsyn.generators.checkpoint import MODELS
+from medsyn.generators.families import FAMILIES
 
 from conftest import CHEST_XRAY_SMALL
 
@@ -38,8 +38,8 @@ def checkpoint(bundled, tmp_path_factory):
 
 def initial_generator(config, dataset):
     torch.manual_seed(config.seed)
-    generator, _ = MODELS[config.model].networks(config.size, dataset.channels, dataset.n_classes,
-                                                 config.latent_dim, config.base_width)
+    generator, _ = FAMILIES[config.model].module.networks(config.size, dataset.channels, dataset.n_classes,
+                                                          config.latent_dim, config.base_width)
     return generator.state_dict()
 
 
@@ -128,6 +128,17 @@ def test_run_folder_is_never_silently_reused(bundled, checkpoint):
         generators.train(bundled, tiny("cgan", base_width=8), run, resume=True, progress=False)
 
 
+def test_the_family_registry_and_the_settings_name_the_same_families():
+    assert tuple(FAMILIES) == GAN_MODELS  # --model's choices and the presets are config.GAN_MODELS
+    assert {name: family.module.__name__ for name, family in FAMILIES.items()} == {
+        name: f"medsyn.generators.{name}" for name in GAN_MODELS}
+
+
+def test_an_unknown_family_is_refused_by_the_settings_check():
+    with pytest.raises(MedsynError, match=r"unknown GAN model 'stylegan'; choose one of cgan, acgan, ddpm\."):
+        generators.check_config(dataclasses.replace(tiny("cgan"), model="stylegan"))
+
+
 def test_generate_counts_shapes_determinism_and_npz(checkpoint, tmp_path):
     out = synth.generate(checkpoint, [3, 5], seed=7, out_dir=tmp_path / "a")
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".medsyn")) == ["manifest.json", "normal", "pneumonia",
@@ -182,7 +193,7 @@ def test_bad_checkpoints_get_clear_errors(checkpoint, tmp_path):
         synth.generate(tmp_path / "missing.pt", [1, 1], 0, tmp_path / "o1")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
-    with pytest.raises(MedsynError, match="truncated or damaged"):
+    with pytest.raises(MedsynError, match="truncated, damaged or foreign"):
         synth.generate(truncated, [1, 1], 0, tmp_path / "o2")
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from medsyn.cli import main
-from medsyn.generators.checkpoint import MODELS
+from medsyn.generators.families import FAMILIES
 
 STEPS, GREY_LEVEL = 8, 2 / 255   # a grey level of [-1, 1] pixels (cgan; acgan's [0, 1] ones: half a level)
 DISCRIMINATOR_TOLERANCE = 1e-5
@@ -42,8 +42,9 @@ def largest_difference(a: dict, b: dict, skip=re.compile("^$")) -> float:
 
 def images(state: dict, info: dict) -> torch.Tensor:
     """The generator's training-mode output (batch-norm statistics of this batch) on fixed noise and labels."""
-    generator, _ = MODELS[info["model"]].networks(info["size"], info["channels"], len(info["class_names"]),
-                                           info["latent_dim"], info["base_width"])
+    networks = FAMILIES[info["model"]].module.networks
+    generator, _ = networks(info["size"], info["channels"], len(info["class_names"]), info["latent_dim"],
+                            info["base_width"])
     generator.load_state_dict(state)
     noise = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -54,8 +55,8 @@ def images(state: dict, info: dict) -> torch.Tensor:
 def initial_networks(info: dict) -> tuple[dict, dict]:
     """The weights both runs start from (the trainer seeds torch with the config's seed 0, then builds them)."""
     torch.manual_seed(0)
-    networks = MODELS[info["model"]].networks(info["size"], info["channels"], len(info["class_names"]), info["latent_dim"],
-                                       info["base_width"])
+    networks = FAMILIES[info["model"]].module.networks(info["size"], info["channels"], len(info["class_names"]),
+                                                       info["latent_dim"], info["base_width"])
     return tuple(net.state_dict() for net in networks)
 
 

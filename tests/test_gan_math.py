@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from medsyn.generators import acgan, augment, cgan
-from medsyn.generators.trainer import _ema
+from medsyn.generators.steps import update_ema
 
 
 class FirstPixelScores(nn.Module):
@@ -137,8 +137,8 @@ def test_ema_moves_a_fraction_one_minus_decay_towards_the_weights_and_copies_buf
         ema.weight.fill_(0.0)
         model.weight.fill_(1.0)
         model.running_mean.fill_(3.0)
-    _ema(ema, model, decay=0.9)
+    update_ema(ema, model, decay=0.9)
     assert torch.allclose(ema.weight, torch.full((2,), 0.1))           # 0 + (1 - 0.9) * (1 - 0)
-    _ema(ema, model, decay=0.9)
+    update_ema(ema, model, decay=0.9)
     assert torch.allclose(ema.weight, torch.full((2,), 0.19))          # 0.1 + 0.1 * (1 - 0.1)
     assert torch.equal(ema.running_mean, model.running_mean)           # batch-norm statistics are copied

@@ -1,6 +1,7 @@
 """The generator stage: train a class-conditional GAN (acgan: the original design; cgan: data-efficient) or
 diffusion model (ddpm, with classifier-free guidance) on the train split, with sample grids, JSONL logs and exactly
-resumable, self-describing checkpoints.
+resumable, self-describing checkpoints. Read trainer.py (the loop) first; families.py is the table of families,
+steps.py their training steps, resume.py what makes a resume exact.
 
 Public API:
     train(dataset, config, out_dir, resume=False, progress=True) -> Path    the final checkpoint

@@ -10,11 +10,10 @@ from torch import nn
 
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, load_tensors, sha256_file
-from medsyn.generators import acgan, cgan, ddpm
+from medsyn.generators.families import FAMILIES as MODELS
 
 FORMAT = "medsyn-gan-checkpoint"
 VERSION = 1
-MODELS = {"acgan": acgan, "cgan": cgan, "ddpm": ddpm}
 INFO_KEYS = ("model", "size", "channels", "class_names", "normalization", "latent", "latent_dim", "base_width")
 
 
@@ -43,15 +42,6 @@ def load(path: str | Path) -> dict:
     return state
 
 
-def build_generator(info: dict) -> nn.Module:
-    """The generator an info describes; a diffusion model's sampler settings (guidance, steps) go with it."""
-    module = MODELS[info["model"]]
-    if module is ddpm:
-        ddpm.require_diffusers()
-    return module.Generator(info["size"], info["channels"], len(info["class_names"]), info["latent_dim"],
-                            info["base_width"], **info.get("sampler", {}))
-
-
 def load_generator(path: str | Path, device: str | torch.device = "cpu",
                    sampler: dict | None = None) -> tuple[nn.Module, dict]:
     """The generator to sample from (the EMA copy), in eval mode, and the checkpoint's info plus its sha256.
@@ -64,7 +54,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
                               f"{', '.join(sampler)} apply to ddpm checkpoints only.")
         info["sampler"] = {**info["sampler"], **sampler}
     try:
-        generator = build_generator(info)
+        generator = MODELS[info["model"]].generator(info)
         generator.load_state_dict(state["generator_ema"])
     except (RuntimeError, TypeError, ValueError, AttributeError) as err:
         raise MedsynError(f"{path}: the generator weights do not match the model described in the checkpoint "

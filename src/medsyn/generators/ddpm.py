@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medsyn.config import GanConfig
 from medsyn.errors import MedsynError
 from medsyn.generators.distributed import WHOLE_BATCH, BatchShard
 
@@ -39,6 +40,20 @@ def require_diffusers() -> None:
         raise MedsynError("the ddpm model needs the diffusers package: pip install 'medsyn[diffusion]'.") from None
 
 
+def check_settings(config: GanConfig) -> None:
+    """MedsynError for ddpm settings it cannot train or sample with (the shared ones are checked by the loop)."""
+    require_diffusers()
+    if config.sampling_steps < 1:
+        raise MedsynError(f"sampling_steps must be at least 1, not {config.sampling_steps}.")
+    if not 0 <= config.label_dropout < 1:
+        raise MedsynError(f"label_dropout must be in [0, 1), not {config.label_dropout}.")
+    if config.guidance < 0:
+        raise MedsynError(f"guidance must be at least 0 (0 = plain conditional sampling), not {config.guidance}.")
+    if config.guidance > 0 and config.label_dropout == 0:
+        raise MedsynError("guidance > 0 needs label_dropout > 0: without dropped labels the model never learns the "
+                          "unconditional noise that guidance pushes away from.")
+
+
 def unet(size: int, channels: int, n_classes: int, width: int) -> nn.Module:
     """Three resolution levels up to 32 px (28 -> 14 -> 7), four above; attention only at the lowest one."""
     from diffusers import UNet2DModel
@@ -55,6 +70,7 @@ class Generator(nn.Module):
     def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int, width: int,
                  guidance: float = 0.0, sampling_steps: int = 25):
         super().__init__()
+        require_diffusers()
         from diffusers import DDPMScheduler
 
         if latent_dim != channels * size * size:

@@ -9,12 +9,16 @@ single-process one up to float rounding.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn.functional import all_reduce
+
+from medsyn.config import GanConfig, resolve_device
+from medsyn.errors import MedsynError
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,39 @@ class BatchShard:
 
 
 WHOLE_BATCH = BatchShard()
+
+
+@dataclass
+class Runtime:
+    """This process's device, and its place among the processes torchrun started (rank 0 of 1 without it)."""
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def shard(self) -> BatchShard:
+        return BatchShard(self.rank, self.world)
+
+
+def runtime(config: GanConfig) -> Runtime:
+    """The device, and under torchrun this process's GPU and the process group."""
+    device = resolve_device(config.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.batch_size % world:
+        raise MedsynError(f"batch size {config.batch_size} is not divisible by the {world} processes.")
+    if world == 1:
+        return Runtime(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))  # under torchrun each process takes its own GPU
+    if device.type == "cuda":
+        device = torch.device(f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, dist.get_rank(), dist.get_world_size())
 
 
 def mean_over_processes(value: torch.Tensor, world: int) -> torch.Tensor:

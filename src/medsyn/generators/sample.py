@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medsyn.generators.families import FAMILIES
+
 CHUNK = 256  # noise is drawn in fixed chunks, so the same seed gives the same images at any output count
 
 
@@ -24,9 +26,7 @@ def to_uint8(x: torch.Tensor, normalization: str) -> np.ndarray:
 @torch.no_grad()
 def generate(generator: nn.Module, info: dict, labels: np.ndarray, seed: int) -> np.ndarray:
     """Images (uint8 N, H, W, C) for `labels`, from noise seeded by `seed` (deterministic)."""
-    from medsyn.generators.checkpoint import MODELS
-
-    module = MODELS[info["model"]]
+    module = FAMILIES[info["model"]].module
     device = next(generator.parameters()).device
     noise = torch.Generator().manual_seed(seed)
     out = []
