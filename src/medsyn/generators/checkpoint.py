@@ -10,7 +10,7 @@ from torch import nn
 
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, load_tensors, sha256_file
-from medsyn.generators.families import FAMILIES as MODELS
+from medsyn.generators.families import FAMILIES
 
 FORMAT = "medsyn-gan-checkpoint"
 VERSION = 1
@@ -36,9 +36,9 @@ def load(path: str | Path) -> dict:
     missing = [key for key in INFO_KEYS if key not in state.get("info", {})]
     if missing or "generator_ema" not in state:
         raise MedsynError(f"{path}: incomplete medsyn checkpoint (missing {', '.join(missing) or 'generator_ema'}).")
-    if state["info"]["model"] not in MODELS:
+    if state["info"]["model"] not in FAMILIES:
         raise MedsynError(f"{path}: names the model {state['info']['model']!r}, which this medsyn does not know "
-                          f"({', '.join(MODELS)}); the file is damaged or from another version.")
+                          f"({', '.join(FAMILIES)}); the file is damaged or from another version.")
     return state
 
 
@@ -54,7 +54,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu",
                               f"{', '.join(sampler)} apply to ddpm checkpoints only.")
         info["sampler"] = {**info["sampler"], **sampler}
     try:
-        generator = MODELS[info["model"]].generator(info)
+        generator = FAMILIES[info["model"]].generator(info)
         generator.load_state_dict(state["generator_ema"])
     except (RuntimeError, TypeError, ValueError, AttributeError) as err:
         raise MedsynError(f"{path}: the generator weights do not match the model described in the checkpoint "
