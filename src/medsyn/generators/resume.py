@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from medsyn.config import GanConfig, to_dict
 from medsyn.errors import MedsynError
-from medsyn.fileio import holds_files, read_json, write_json
+from medsyn.fileio import changed_settings, holds_files, read_json, write_json
 from medsyn.generators import checkpoint
 from medsyn.generators.distributed import Runtime
 
@@ -36,11 +36,9 @@ def check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
             raise MedsynError(f"{out_dir} already holds files; pass --resume to continue that run, or choose "
                               "another --out.")
         if config_path.exists():
-            saved = read_json(config_path)
-            defaults = to_dict(GanConfig())  # a setting added since the run was made had its default value then
-            changed = [key for key, value in record["gan"].items()
-                       if key not in RESUMABLE_CHANGES and saved["gan"].get(key, defaults[key]) != value]
-            changed += [f"data.{key}" for key, value in record["data"].items() if saved["data"].get(key) != value]
+            # a setting added since the run was made had its default value then
+            changed = changed_settings(read_json(config_path), record, RESUMABLE_CHANGES,
+                                       defaults={"gan": to_dict(GanConfig())})
             if changed:
                 raise MedsynError(f"{out_dir} was trained with different settings ({', '.join(changed)}); resume "
                                   "with the same ones, or choose another --out.")
