@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from medsyn import config as configs
-from medsyn.config import ASPECT_POLICIES, DataConfig, count, real, seed
+from medsyn.config import ASPECT_POLICIES, MAX_SIZE, DataConfig, count, real, seed
 from medsyn.errors import MedsynError
 
 
@@ -21,7 +21,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
     else:
         parser.add_argument("--data", dest="src", default=None,
                             help="an .npz file, an image folder or a .csv manifest (default: bundled PneumoniaMNIST)")
-    parser.add_argument("--size", type=count("--size", 4096), default=None, help="resize to SIZE x SIZE pixels")
+    parser.add_argument("--size", type=count("--size", MAX_SIZE), default=None, help="resize to SIZE x SIZE pixels")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = grayscale, 3 = RGB")
     parser.add_argument("--aspect", choices=ASPECT_POLICIES, default="center-crop",
                         help="how non-square images become square (default: center-crop)")
