@@ -12,6 +12,7 @@ import re
 import os
 import shutil
 import socket
+import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -122,6 +123,47 @@ def _run_folder(path: Path, config=None, results=None) -> Path:
     return path
 
 
+def _edited(source: Path, path: Path, drop: tuple = (), **changes) -> Path:
+    """The torch file `source` (a model file, a checkpoint) saved as `path` with keys dropped or replaced."""
+    saved = torch.load(source, weights_only=True)
+    torch.save({**{k: v for k, v in saved.items() if k not in drop}, **changes}, path)
+    return path
+
+
+def _with_card(model: Path, path: Path, threshold=None, **preprocessing) -> Path:
+    """`model` with a model card as `medsyn export` writes one, its threshold or preprocessing fields replaced."""
+    from medsyn.app.export import NOTICE, preprocessing as preprocessing_of
+
+    saved = torch.load(model, weights_only=True)
+    card = {"notice": NOTICE, "class_names": saved["class_names"], "threshold": threshold or saved["threshold"],
+            "preprocessing": {**preprocessing_of(saved), **preprocessing}}
+    return _edited(model, path, model_card=card, model_file={"format": "medsyn-model", "version": 1})
+
+
+def _run_to_export(path: Path, model: Path, val=None, results=None) -> Path:
+    """A run folder holding arms/real/seed0 with `model` and its val_metrics.json, as `medsyn export` reads it."""
+    import json
+
+    _run_folder(path, results=results)
+    seed = path / "arms" / "real" / "seed0"
+    shutil.copyfile(model, seed / "model.pt")
+    (seed / "val_metrics.json").write_text(json.dumps(val if val is not None else {
+        "split": "val", "accuracy": 0.5, "balanced_accuracy": 0.5, "auc": 0.5}))
+    return path
+
+
+def _sparse_png_folder(root: Path) -> Path:
+    """An image folder where one `.png` is a sparse file of 1 TiB (a PNG signature, then a hole)."""
+    for label, files in (("NORMAL", XRAYS[:3]), ("SICK", XRAYS[3:6])):
+        (root / label).mkdir(parents=True)
+        for xray in files:
+            shutil.copyfile(xray, root / label / xray.name)
+    with open(root / "SICK" / "huge.png", "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        handle.truncate(1 << 40)
+    return root
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("bad-inputs")
@@ -194,6 +236,18 @@ def world(tmp_path_factory) -> SimpleNamespace:
     w.a_file.write_text("not a folder\n")
     w.existing = root / "existing.csv"
     w.existing.write_text("the user's predictions\n")
+    youden = {"rule": "youden_j_on_val", "value": 0.4}
+    w.cards = {"threshold_high": _with_card(w.model, root / "high.pt", {"rule": "youden_j_on_val", "value": "high"}),
+               "fisheye": _with_card(w.model, root / "fisheye.pt", youden, aspect="fisheye"),
+               "size_0": _with_card(w.model, root / "size0.pt", youden, image_size=0)}
+    w.model_without_size = _edited(w.model, root / "no-size.pt", drop=("image_size",))
+    w.model_of_arm = _edited(w.model, root / "arm.pt", arm="real", seed=0, threshold=youden)
+    w.gan_step_text = root / "gan_step_text.pt"
+    torch.save({"format": "medsyn-gan-checkpoint", "version": 1, "generator_ema": {}, "step": "ten",
+                "images_seen": 0, "train_seconds": 0.0,
+                "info": {"model": "cgan", "size": 28, "channels": 1, "class_names": ["a", "b"],
+                         "normalization": "tanh", "latent": "normal", "latent_dim": 8, "base_width": 4,
+                         "data_source": "x", "train_counts": [6, 6]}}, w.gan_step_text)
     return w
 
 
@@ -207,12 +261,12 @@ def _free_port() -> int:
 CASES = [
     # 1. code execution: every file medsyn reads is loaded without running pickled code
     ("pickle-gan-checkpoint", lambda w, o: ["gan", "generate", "--checkpoint", w.payload, "--n", "2", "--out", o],
-     "cannot be read"),
-    ("pickle-model-predict", lambda w, o: ["predict", "--model", w.payload, str(w.jpeg)], "not a medsyn model"),
+     "can load safely"),
+    ("pickle-model-predict", lambda w, o: ["predict", "--model", w.payload, str(w.jpeg)], "can load safely"),
     ("pickle-model-serve", lambda w, o: ["serve", "--model", w.payload, "--port", str(_free_port())],
-     "not a medsyn model"),
+     "can load safely"),
     ("pickle-model-export", lambda w, o: ["export", w.root / "payload_seed", "--out", o / "m.pt"],
-     "not a medsyn model"),
+     "can load safely"),
     ("pickle-inception-weights", lambda w, o: ["audit", "--synthetic", w.payload_npz, "--inception-weights",
                                                w.payload, "--out", o], "safely"),
     ("missing-inception-weights", lambda w, o: ["audit", "--synthetic", w.payload_npz, "--inception-weights",
@@ -338,6 +392,28 @@ CASES = [
     ("report-config-is-a-list", lambda w, o: ["report", _run_folder(o, config="[1, 2]")], "holds a list"),
     ("report-results-without-ci-level", lambda w, o: ["report", _run_folder(o, results={
         k: v for k, v in RESULTS.items() if k != "ci_level"})], "lacks ci_level"),
+    # issue 21, class 8: every file medsyn reads back has a schema (fileio.Field); a failure names file, field, fix
+    ("predict-card-threshold-high", lambda w, o: ["predict", "--model", w.cards["threshold_high"], str(w.jpeg)],
+     "(its model card): field 'threshold.value' is text ('high'), not a number; the file is damaged or was edited: "
+     "export the model again"),
+    ("predict-card-aspect-fisheye", lambda w, o: ["predict", "--model", w.cards["fisheye"], str(w.jpeg)],
+     "field 'preprocessing.aspect' is 'fisheye', not one of center-crop, pad, stretch"),
+    ("predict-card-image-size-0", lambda w, o: ["predict", "--model", w.cards["size_0"], str(w.jpeg)],
+     "field 'preprocessing.image_size' is 0, not from 1 to 4096"),
+    ("predict-model-without-image-size", lambda w, o: ["predict", "--model", w.model_without_size, str(w.jpeg)],
+     "no-size.pt: lacks image_size; the file is damaged"),
+    ("export-model-without-image-size", lambda w, o: ["export", _run_to_export(o / "run", w.model_without_size),
+                                                      "--out", o / "m.pt"], "model.pt: lacks image_size"),
+    ("export-results-without-ci-level", lambda w, o: ["export", _run_to_export(o / "run", w.model_of_arm, results={
+        k: v for k, v in RESULTS.items() if k != "ci_level"}), "--out", o / "m.pt"], "results.json: lacks ci_level"),
+    ("export-val-metrics-a-list", lambda w, o: ["export", _run_to_export(o / "run", w.model, val=[0.5, 0.6]),
+                                                "--out", o / "m.pt"],
+     "val_metrics.json: lacks balanced_accuracy, accuracy (it holds a list, not an object)"),
+    ("generate-checkpoint-step-text", lambda w, o: ["gan", "generate", "--checkpoint", w.gan_step_text, "--n", "2",
+                                                    "--out", o], "field 'step' is text ('ten'), not a whole number"),
+    # issue 21, class 7: a file is checked by type and size before anything reads (or hashes) it whole
+    ("image-folder-with-a-sparse-1tib-png", lambda w, o: ["data", "info", _sparse_png_folder(o)],
+     "huge.png: refused: a file of 1,048,576 MiB, over the limit of 512 MiB per image"),
     # 8. messages that say what is wrong
     ("run-size-0", lambda w, o: ["run", "--preset", "smoke", "--size", "0", "--out", o], "--size 0"),
     ("npz-zero-rows", lambda w, o: ["data", "info", w.npz["zero_rows"]], "0 images"),
@@ -346,8 +422,9 @@ CASES = [
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's digest; a file over 64 MiB (a sparse 1 TiB case) by its size and modification time."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.stat().st_size < 64 << 20
+            else f"{p.stat().st_size}@{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("make_argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -473,7 +550,7 @@ def test_torchvision_weights_with_a_pickle_payload_run_no_code(world, monkeypatc
     from medsyn.errors import MedsynError
 
     monkeypatch.setenv("TORCH_HOME", str(world.root / "torch-home"))
-    planted = Path(torch.hub.get_dir()) / "checkpoints" / Path(models.models.VGG16_BN_Weights.IMAGENET1K_V1.url).name
+    planted = Path(torch.hub.get_dir()) / "checkpoints" / Path(models.pretrained_weights("vgg16")[0].url).name
     planted.parent.mkdir(parents=True)
     shutil.copyfile(world.payload, planted)
     with pytest.raises(MedsynError, match="safely"):
@@ -710,3 +787,186 @@ def test_a_half_written_last_log_line_is_left_out_and_a_bad_middle_line_is_a_mes
     log.write_text('{"step": 10}\n{"step": "ten"}\n{"step": 30}\n')
     with pytest.raises(MedsynError, match="line 2: field 'step' is text"):
         generators.read_log(tmp_path)
+
+
+# ---------------------------------------------------------------- issue 21: files medsyn reads back, by function
+
+PREDICTIONS = ("row,path,true,true_name,p_a,p_b,predicted,predicted_name\n"
+               "0,x.png,0,a,0.9,0.1,0,a\n1,y.png,1,b,0.2,0.8,1,b\n")
+
+
+def _predictions(folder: Path, text: str):
+    """classify.read_predictions of a finished seed folder whose predictions.csv holds `text`."""
+    from medsyn.classify import read_predictions
+
+    folder.mkdir()
+    (folder / "test_metrics.json").write_text('{"threshold": 0.5}\n')
+    (folder / "predictions.csv").write_text(text)
+    return read_predictions(folder)
+
+
+def _distinct_npz(path: Path, train: int = 12, held_out: int = 12) -> Path:
+    """An npz of distinct random 8x8 images of classes a and b: `train` in train, `held_out` in val and in test."""
+    rng = np.random.default_rng(2)
+    arrays = {}
+    for split, n in (("train", train), ("val", held_out), ("test", held_out)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.repeat([0, 1], n // 2)
+    np.savez(path, class_names=np.array(["a", "b"]), **arrays)
+    return path
+
+
+def _synthetic(folder: Path, **manifest):
+    """synth.load_synthetic of a folder as `gan generate` writes it (12 images of classes a and b, all in the
+    train split), its manifest.json fields replaced."""
+    import json
+
+    from medsyn.synth import load_synthetic
+
+    folder.mkdir()
+    _distinct_npz(folder / "synthetic.npz", held_out=0)
+    (folder / "manifest.json").write_text(json.dumps({"class_names": ["a", "b"], "counts": [6, 6], "total": 12,
+                                                      "npz": "synthetic.npz", **manifest}))
+    return load_synthetic(folder)
+
+
+def _data_cache(folder: Path, plant):
+    """data.load of an npz whose decode-cache entry (under `folder`) was then changed by `plant(entry)`."""
+    from medsyn import data
+
+    source = _distinct_npz(folder / "source.npz", train=40, held_out=0)  # one given split: no leak search
+    data.load(source)
+    plant(data.cache_entry(source))
+    return data.load(source)
+
+
+def _payload_npz(entry: Path) -> None:
+    _npz(entry / "images.npz", labels=np.array([Payload(entry / "PWNED")] * 12, dtype=object))
+
+
+def _cut_arrays(entry: Path) -> None:
+    with np.load(entry / "images.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    np.savez(entry / "images.npz", **{**arrays, "labels": arrays["labels"][:3]})
+
+
+def _retype_meta(entry: Path) -> None:
+    (entry / "meta.json").write_text('{"class_names": ["a", "b"], "skipped": [], "ignored": "none", "notes": []}')
+
+
+def _encoder_cache(folder: Path, plant):
+    """The audit's label-trained CNN for a tiny real set, trained once and cached, then its cache entry changed by
+    `plant(entry)` and asked for again."""
+    from medsyn.audit import features
+    from medsyn.config import AuditConfig
+    from medsyn.data import ImageSet
+
+    n = 24
+    real = ImageSet(images=np.random.default_rng(0).integers(0, 256, (n, 16, 16, 1), dtype=np.uint8),
+                    labels=np.repeat([0, 1], n // 2), split=np.array(["train", "val"] * (n // 2)),
+                    class_names=("a", "b"), groups=np.full(n, ""), paths=np.array([str(i) for i in range(n)]),
+                    source="tiny")
+    config = AuditConfig(encoder_width=4, encoder_epochs=1)
+    features.label_trained_cnn(real, config, log=lambda message: None)
+    plant(features.encoder_cache_dir(real, config))
+    return features.label_trained_cnn(real, config, log=lambda message: None)
+
+
+# (case id, a function of a fresh folder that reads back a damaged file medsyn wrote, words the message must hold)
+READ_BACK_CASES = [
+    ("predictions-csv-cut", lambda t: _predictions(t / "seed0", PREDICTIONS[:-10]),
+     "predictions.csv line 3: 5 values for 8 columns (cut short or edited)"),
+    ("predictions-csv-retyped", lambda t: _predictions(t / "seed0", PREDICTIONS.replace(",1,b,", ",one,b,")),
+     "predictions.csv line 3: field 'true' is text ('one'), not a whole number"),
+    ("predictions-csv-probability-2", lambda t: _predictions(t / "seed0", PREDICTIONS.replace("0.8", "2")),
+     "field 'p_b' is 2.0, not from 0 to 1"),
+    ("predictions-csv-header-only", lambda t: _predictions(t / "seed0", PREDICTIONS.splitlines()[0] + "\n"),
+     "predictions.csv: holds no rows"),
+    ("synthetic-manifest-retyped", lambda t: _synthetic(t / "synth", total="twelve"),
+     "manifest.json: field 'total' is text ('twelve'), not a whole number; the set is damaged or was edited: "
+     "generate it again"),
+    ("synthetic-manifest-disagrees", lambda t: _synthetic(t / "synth", total=500),
+     "12 images of classes ['a', 'b'], but its manifest.json records 500"),
+    ("data-cache-pickle-payload", lambda t: _data_cache(t, _payload_npz), "remove that folder"),
+    ("data-cache-arrays-cut", lambda t: _data_cache(t, _cut_arrays), "of one length; medsyn's decode cache entry"),
+    ("data-cache-meta-retyped", lambda t: _data_cache(t, _retype_meta), "field 'ignored' is text ('none')"),
+    ("encoder-cache-pickle-payload", lambda t: _encoder_cache(t, lambda e: torch.save(
+        {"w": Payload(e / "PWNED")}, e / "encoder.pt")), "medsyn loads only plain weights, never pickled code. It is "
+     "medsyn's cache, damaged or not written by medsyn: remove the folder"),
+    ("encoder-cache-foreign-weights", lambda t: _encoder_cache(t, lambda e: torch.save(
+        {"w": torch.zeros(3)}, e / "encoder.pt")), "not this encoder's weights"),
+    ("encoder-cache-meta-a-list", lambda t: _encoder_cache(t, lambda e: (e / "meta.json").write_text("[1, 2]")),
+     "meta.json: lacks name, architecture"),
+]
+
+
+@pytest.mark.parametrize("read, expected", [c[1:] for c in READ_BACK_CASES], ids=[c[0] for c in READ_BACK_CASES])
+def test_a_damaged_file_medsyn_reads_back_is_a_message(tmp_path, monkeypatch, read, expected):
+    from medsyn.errors import MedsynError
+
+    monkeypatch.setenv("MEDSYN_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(MedsynError) as refused:
+        read(tmp_path)
+    assert expected in str(refused.value), str(refused.value)
+    assert not list(tmp_path.rglob("PWNED")), "a pickled payload ran"
+
+
+def test_a_generated_set_that_agrees_with_its_manifest_loads(tmp_path):
+    assert len(_synthetic(tmp_path / "synth")) == 12
+
+
+def test_a_huge_image_file_is_never_hashed(tmp_path, monkeypatch):
+    """The copy check hashes every listed file (data/sources.py): the sparse 1 TiB `.png` is refused by its size
+    first, and not one block of it is hashed."""
+    from medsyn import data
+    from medsyn.errors import MedsynError
+
+    hashed = []
+    real_sha256 = hashlib.sha256
+
+    class CountingSha256:
+        def __init__(self, data: bytes = b""):
+            self.digest = real_sha256()
+            self.update(data)
+
+        def update(self, block: bytes) -> None:
+            hashed.append(len(block))
+            if sum(hashed) > 1 << 30:
+                raise AssertionError("over 1 GiB hashed for a folder of six small JPEGs and one sparse file")
+            self.digest.update(block)
+
+        def hexdigest(self) -> str:
+            return self.digest.hexdigest()
+
+    monkeypatch.setattr(hashlib, "sha256", CountingSha256)
+    with pytest.raises(MedsynError, match="over the limit of 512 MiB per image"):
+        data.load(_sparse_png_folder(tmp_path / "data"))
+    assert 0 < sum(hashed) < 1 << 20
+
+
+# ---------------------------------------------------------------- issue 21: predict's memory on hostile files
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import predict_memory as memory  # noqa: E402  (benchmarks/predict_memory.py: the hostile files and the measure)
+
+PREDICT_MEMORY_CASES = [
+    ("normal-jpeg", lambda t: XRAYS[0], 0, ""),
+    ("deflate-bomb-1.5-gib", lambda t: memory.deflate_bomb(t / "bomb.dcm", 1536), 2, "inflates to more than"),
+    ("multi-frame-dicom-2000", lambda t: memory.multi_frame(t / "frames.dcm", 2000), 2,
+     "multi-frame DICOM (2000 frames)"),
+]
+
+
+@pytest.fixture(scope="module")
+def torch_floor_mib() -> float:
+    return memory.peak([sys.executable, "-c", "import torch"])["peak_mib"]
+
+
+@pytest.mark.parametrize("make_input, code, message", [c[1:] for c in PREDICT_MEMORY_CASES],
+                         ids=[c[0] for c in PREDICT_MEMORY_CASES])
+def test_predict_needs_little_beyond_torch_itself(world, tmp_path, torch_floor_mib, make_input, code, message):
+    """`medsyn predict`'s peak resident set stays within 100 MiB of `import torch` alone (which is over 500 MiB
+    with this torch build): no torchvision, sklearn or scipy, and hostile files refused from their headers."""
+    measured = memory.predict_peak(world.model, make_input(tmp_path))
+    assert measured["rc"] == code and message in measured["message"], measured
+    assert measured["peak_mib"] < torch_floor_mib + 100, (measured, torch_floor_mib)

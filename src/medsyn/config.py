@@ -255,6 +255,7 @@ def preset(name: str = "quick") -> RunConfig:
 
 SEED_MAX = 2 ** 32 - 1      # seeds are numpy's: 0..2^32-1
 COUNT_MAX = 10 ** 9          # the default upper bound of a count flag (stated in the message)
+MAX_SIZE = 4096              # the largest image side medsyn resizes to (--size), and a saved model may state
 
 
 def check_number(flag: str, value, low=None, high=None, above: bool = False, whole: bool = False):

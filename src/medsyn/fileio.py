@@ -9,10 +9,13 @@ first one's pid, and the lock goes with the verb, or with the process however it
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
+import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -62,79 +65,142 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 MAX_JSON_BYTES = 64 << 20  # no file medsyn writes and reads back comes near this
 MAX_JSON_DEPTH = 32        # nor nests deeper than this
-JSON_HINT = ("the file is damaged or was not written by medsyn: restore it, rerun the step that writes it, or remove "
-             "the folder and rerun")
+FILE_FIX = ("the file is damaged or was not written by medsyn: restore it, rerun the step that writes it, or remove "
+            "the folder and rerun")
 TYPE_NAMES = {dict: "an object", list: "a list", str: "text", int: "a whole number", float: "a number",
               bool: "true/false", type(None): "null"}
 
 
-def parse_json(text: str, where: str):
+# ---------------------------------------------------------------- the schema of a file medsyn reads back
+#
+# One small typed checker rather than pydantic: the schemas are a few flat fields per file, the messages must
+# name the file, the field and the fix in medsyn's words, and `predict` and the server should not pay pydantic's
+# import for them.
+
+@dataclass(frozen=True)
+class Field:
+    """What one field must hold: a value of `kind` (a type or tuple of types; float takes whole numbers too, bool
+    only where named), and where given: within [low, high] (finite), one of `choices`, an object matching the
+    schema `fields`, a list whose every item matches `items`. `optional`: it may be missing or null.
+    A schema is {name: Field or type}; a name ending in "*" applies to every key starting with the rest."""
+    kind: type | tuple = object
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+    fields: dict | None = None
+    items: Field | type | None = None
+    optional: bool = False
+
+
+NUMBER = (int, float)
+
+
+def check_fields(value, schema: dict, where: str, fix: str = FILE_FIX, prefix: str = "") -> None:
+    """`value` must be an object matching `schema`; otherwise a MedsynError naming `where`, the field and `fix`."""
+    if not isinstance(value, dict):
+        if schema:
+            required = [key for key, spec in schema.items() if not (isinstance(spec, Field) and spec.optional)]
+            raise MedsynError(f"{where}: {f'field {prefix[:-1]!r} ' if prefix else ''}lacks "
+                              f"{', '.join(prefix + key for key in required or schema)} (it holds "
+                              f"{_type_name(value)}, not an object); {fix}.")
+        return
+    missing = []
+    for key, spec in schema.items():
+        spec = spec if isinstance(spec, Field) else Field(spec)
+        names = _matching(key, value)
+        if not names and not spec.optional:
+            missing.append(prefix + key)
+        for name in names:
+            check_value(value[name], spec, where, prefix + name, fix)
+    if missing:
+        raise MedsynError(f"{where}: lacks {', '.join(missing)}; {fix}.")
+
+
+def check_value(got, spec: Field, where: str, name: str, fix: str = FILE_FIX) -> None:
+    """One field's value against its Field (see `check_fields`)."""
+    def refuse(problem: str):
+        raise MedsynError(f"{where}: field {name!r} is {problem}; {fix}.")
+
+    if got is None and spec.optional:
+        return
+    named = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+    kinds = named + (int,) if float in named else named
+    if not isinstance(got, kinds) or (isinstance(got, bool) and bool not in kinds):
+        wanted = [k for k in named if not (k is int and float in named)]  # "a number" covers whole numbers
+        refuse(f"{_type_name(got)} ({str(got)[:40]!r}), not {' or '.join(map(_type_name, wanted))}")
+    low, high = spec.low, spec.high
+    if (low is not None or high is not None) and not (
+            math.isfinite(got) and (low is None or got >= low) and (high is None or got <= high)):
+        refuse(f"{got!r}, not " + (f"from {low:g} to {high:g}" if None not in (low, high)
+                                   else f"at least {low:g}" if high is None else f"at most {high:g}"))
+    if spec.choices and got not in spec.choices:
+        refuse(f"{str(got)[:40]!r}, not one of {', '.join(map(str, spec.choices))}")
+    if spec.fields is not None:
+        check_fields(got, spec.fields, where, fix, f"{name}.")
+    if spec.items is not None:
+        item = spec.items if isinstance(spec.items, Field) else Field(spec.items)
+        for i, one in enumerate(got):
+            check_value(one, item, where, f"{name}[{i}]", fix)
+
+
+def _matching(key: str, value: dict) -> list[str]:
+    """The keys of `value` a schema's `key` names: itself, or every key with its prefix where it ends in "*"."""
+    if key.endswith("*"):
+        return [k for k in value if isinstance(k, str) and k.startswith(key[:-1])]
+    return [key] if key in value else []
+
+
+def _type_name(value_or_kind) -> str:
+    kind = value_or_kind if isinstance(value_or_kind, type) else type(value_or_kind)
+    return TYPE_NAMES.get(kind, kind.__name__)
+
+
+def parse_json(text: str, where: str, fix: str = FILE_FIX):
     """JSON text with limits: at most MAX_JSON_BYTES and MAX_JSON_DEPTH levels (a file nested 200,000 deep is a
     message, not a RecursionError)."""
     if len(text) > MAX_JSON_BYTES:
-        raise MedsynError(f"{where}: {len(text):,} characters of JSON, over the limit of {MAX_JSON_BYTES:,}; "
-                          f"{JSON_HINT}.")
+        raise MedsynError(f"{where}: {len(text):,} characters of JSON, over the limit of {MAX_JSON_BYTES:,}; {fix}.")
     try:
         value = json.loads(text)
     except RecursionError:
-        raise MedsynError(f"{where}: JSON nested too deeply (over {MAX_JSON_DEPTH} levels); {JSON_HINT}.") from None
+        raise MedsynError(f"{where}: JSON nested too deeply (over {MAX_JSON_DEPTH} levels); {fix}.") from None
     except json.JSONDecodeError as err:
-        raise MedsynError(f"{where}: not readable JSON ({err}); {JSON_HINT}.") from err
+        raise MedsynError(f"{where}: not readable JSON ({err}); {fix}.") from err
     stack, deepest = [(value, 1)], 1
     while stack:
         item, depth = stack.pop()
         deepest = max(deepest, depth)
         if deepest > MAX_JSON_DEPTH:
-            raise MedsynError(f"{where}: JSON nested too deeply (over {MAX_JSON_DEPTH} levels); {JSON_HINT}.")
+            raise MedsynError(f"{where}: JSON nested too deeply (over {MAX_JSON_DEPTH} levels); {fix}.")
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return value
 
 
-def check_fields(value, fields, where: str) -> None:
-    """`fields`: keys a JSON object must hold, or {key: type or tuple of types}; a missing key or a value of
-    another type is a MedsynError naming the file, the field and the fix."""
-    if not isinstance(value, dict):
-        if fields:
-            raise MedsynError(f"{where}: lacks {', '.join(fields)} (it holds "
-                              f"{TYPE_NAMES.get(type(value), type(value).__name__)}, not an object); {JSON_HINT}.")
-        return
-    missing = [key for key in fields if key not in value]
-    if missing:
-        raise MedsynError(f"{where}: lacks {', '.join(missing)}; {JSON_HINT}.")
-    for key, kind in (fields.items() if isinstance(fields, dict) else ()):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        got = value[key]
-        if not isinstance(got, kinds) or (isinstance(got, bool) and bool not in kinds):
-            wanted = " or ".join(TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            raise MedsynError(f"{where}: field {key!r} is {TYPE_NAMES.get(type(got), type(got).__name__)} "
-                              f"({str(got)[:40]!r}), not {wanted}; {JSON_HINT}.")
-
-
-def read_json(path: str | os.PathLike, required: tuple[str, ...] | dict = ()):
-    """A JSON file medsyn wrote, read with `parse_json`'s limits; a damaged or foreign one (not JSON, too large or
-    deep, or an object lacking a `required` key or holding one of another type) is a MedsynError naming it."""
+def read_json(path: str | os.PathLike, schema: dict | None = None, fix: str = FILE_FIX):
+    """A JSON file medsyn wrote, read with `parse_json`'s limits and checked against `schema` (see `Field`); a
+    damaged or foreign one is a MedsynError naming the file, the field and `fix`."""
     path = Path(path)
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise MedsynError(f"{path}: {path.stat().st_size:,} bytes, over the JSON limit of {MAX_JSON_BYTES:,}; "
-                              f"{JSON_HINT}.")
+                              f"{fix}.")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise MedsynError(f"{path}: not readable JSON ({err}); {JSON_HINT}.") from err
-    value = parse_json(text, str(path))
-    check_fields(value, required, str(path))
+        raise MedsynError(f"{path}: not readable JSON ({err}); {fix}.") from err
+    value = parse_json(text, str(path), fix)
+    check_fields(value, schema or {}, str(path), fix)
     return value
 
 
-def read_jsonl(path: str | os.PathLike, fields: dict | tuple = ()) -> list[dict]:
-    """The rows of a JSON-lines log medsyn appends to. A last line cut short (the process stopped while writing
-    it) is left out; any other bad row is a MedsynError naming the file and line."""
+def read_jsonl(path: str | os.PathLike, schema: dict | None = None) -> list[dict]:
+    """The rows of a JSON-lines log medsyn appends to, each checked against `schema`. A last line cut short (the
+    process stopped while writing it) is left out; any other bad row is a MedsynError naming the file and line."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as err:
-        raise MedsynError(f"{path}: cannot be read ({err.strerror or err}); {JSON_HINT}.") from err
+        raise MedsynError(f"{path}: cannot be read ({err.strerror or err}); {FILE_FIX}.") from err
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     rows = []
     for index, (number, line) in enumerate(numbered):
@@ -144,9 +210,46 @@ def read_jsonl(path: str | os.PathLike, fields: dict | tuple = ()) -> list[dict]
             if index == len(numbered) - 1 and not line.endswith(("}", "]")):
                 break  # half-written by a process that stopped: the rows before it stand
             raise
-        check_fields(row, fields, f"{path} line {number}")
+        check_fields(row, schema or {}, f"{path} line {number}")
         rows.append(row)
     return rows
+
+
+def read_csv(path: str | os.PathLike, schema: dict, fix: str = FILE_FIX) -> list[dict]:
+    """The rows of a CSV file medsyn wrote, the `schema`'s int and float columns converted from text and every
+    row checked (see `Field`): a cut, retyped or foreign file (no rows, a short row, text where a number belongs,
+    a value out of range) is a MedsynError naming the file, the line, the column and `fix`."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows, columns = list(reader), reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise MedsynError(f"{path}: not a readable CSV file ({err}); {fix}.") from err
+    if not rows:
+        raise MedsynError(f"{path}: holds no rows; {fix}.")
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():  # DictReader's marks of a short row and of a long one
+            values = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+            raise MedsynError(f"{path} line {number}: {values} values for {len(columns)} columns (cut short or "
+                              f"edited); {fix}.")
+        for key, spec in schema.items():
+            for name in _matching(key, row):
+                row[name] = _from_text(row[name], spec.kind if isinstance(spec, Field) else spec)
+        check_fields(row, schema, f"{path} line {number}", fix)
+    return rows
+
+
+def _from_text(text: str, kind):
+    """A CSV cell as the number its column holds; text that is no such number stays text (and is reported)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    for number in (int, float):
+        if number in kinds:
+            try:
+                return number(text)
+            except ValueError:
+                continue
+    return text
 
 
 def refuse_overwrite(path: str | os.PathLike, overwrite: bool, hint: str = "pass --overwrite to replace it") -> None:

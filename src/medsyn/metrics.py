@@ -9,7 +9,6 @@ macro one-vs-rest AUC.
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "precision", "f1")
 
@@ -23,8 +22,17 @@ def predict_labels(proba: np.ndarray, threshold: float | None = None) -> np.ndar
     return proba.argmax(axis=1)
 
 
+def _sklearn_metrics():
+    """sklearn.metrics, imported where a metric is computed: `predict` and the server need only `predict_labels`,
+    and sklearn with scipy would add about 150 MB to their memory."""
+    from sklearn import metrics
+
+    return metrics
+
+
 def classification_metrics(y_true, proba, threshold: float | None = None) -> dict:
     """Every metric in METRICS plus the confusion matrix (rows: true class, columns: predicted), as plain JSON."""
+    skm = _sklearn_metrics()
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=float)
     n_classes = proba.shape[1]
@@ -50,6 +58,7 @@ def classification_metrics(y_true, proba, threshold: float | None = None) -> dic
 
 def _auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:
     """None when the labels hold a single class (AUC undefined)."""
+    skm = _sklearn_metrics()
     if len(np.unique(y_true)) < 2:
         return None
     if proba.shape[1] == 2:
@@ -61,7 +70,7 @@ def _auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:
 
 def _specificity(y_true: np.ndarray, y_pred: np.ndarray, labels: list[int]) -> float:
     """True-negative rate: of class 0 for two classes, else the macro mean of each class's one-vs-rest TNR."""
-    per_class = skm.multilabel_confusion_matrix(y_true, y_pred, labels=labels)  # [[tn, fp], [fn, tp]] per class
+    per_class = _sklearn_metrics().multilabel_confusion_matrix(y_true, y_pred, labels=labels)  # [[tn, fp], [fn, tp]]
     tn, fp = per_class[:, 0, 0], per_class[:, 0, 1]
     tnr = np.divide(tn, tn + fp, out=np.zeros(len(labels)), where=(tn + fp) > 0)
     return float(tnr[1] if len(labels) == 2 else tnr.mean())
@@ -69,6 +78,7 @@ def _specificity(y_true: np.ndarray, y_pred: np.ndarray, labels: list[int]) -> f
 
 def youden_threshold(y_true, score) -> float:
     """The threshold on p(class 1) maximising sensitivity + specificity - 1 (Youden's J) on these cases."""
-    fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_true, dtype=int), np.asarray(score, dtype=float))
+    roc_curve = _sklearn_metrics().roc_curve
+    fpr, tpr, thresholds = roc_curve(np.asarray(y_true, dtype=int), np.asarray(score, dtype=float))
     best = int(np.argmax(tpr - fpr))
     return float(min(thresholds[best], 1.0))  # roc_curve's first threshold is +inf (nothing positive)

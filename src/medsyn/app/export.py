@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from medsyn import __version__
+from medsyn.config import ASPECT_POLICIES, MAX_SIZE
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, load_tensors, read_json, refuse_overwrite, sha256_file
+from medsyn.fileio import (NUMBER, Field, atomic_path, check_fields, load_tensors, read_json, refuse_overwrite,
+                           sha256_file)
 
 MODEL_FORMAT = "medsyn-model"
 MODEL_VERSION = 1
@@ -26,6 +28,21 @@ NOTICE = ("Research use only. Not a medical device: not validated for diagnosis,
           "decisions. The metrics below were measured on one held-out test split and may not hold on your images.")
 # Validation metrics that pick the best seed, in order of preference: (name, higher is better).
 SELECTION_METRICS = (("auc", True), ("balanced_accuracy", True), ("accuracy", True))
+# The schemas of what export and predict read back: a seed's val_metrics.json, the classifier's own fields in its
+# model.pt (the preprocessing and the decision), and an exported file's model card.
+VAL_METRICS = {name: Field(NUMBER, 0, 1, optional=name == "auc") for name, _ in SELECTION_METRICS}
+PREPROCESSING = {"image_size": Field(int, 1, MAX_SIZE), "channels": Field(int, choices=(1, 3)),
+                 "aspect": Field(str, choices=ASPECT_POLICIES),
+                 "normalization": Field(dict, fields={"scale": Field(NUMBER, 1, 65535),
+                                                      "mean": Field(list, items=Field(NUMBER, -1e3, 1e3)),
+                                                      "std": Field(list, items=Field(NUMBER, 1e-6, 1e3))})}
+THRESHOLD = Field(dict, optional=True, fields={"rule": str, "value": Field(NUMBER, 0, 1, optional=True)})
+CLASSIFIER = {"class_names": Field(list, items=str), "threshold": THRESHOLD, "arch": dict, "state_dict": dict,
+              **PREPROCESSING}
+CARD = {"notice": str, "class_names": Field(list, items=str), "threshold": THRESHOLD,
+        "preprocessing": Field(dict, fields=PREPROCESSING)}
+MODEL_FIX = ("the file is damaged or was edited: export the model again (`medsyn export RUN_DIR --out MODEL`), or, "
+             "for a run's own model.pt, train its arm again")
 
 
 @dataclass
@@ -71,7 +88,7 @@ def val_metrics(seed_dir: Path) -> dict:
     if not path.is_file():
         raise MedsynError(f"{path} is missing: the seed's validation metrics are needed to choose the best seed; "
                           "re-run the classify stage for this arm (`medsyn run --resume`).")
-    return read_json(path)
+    return read_json(path, VAL_METRICS)
 
 
 def choose(run_dir: Path, arm: str | None) -> tuple[Path, dict]:
@@ -104,8 +121,8 @@ def arm_results(run_dir: Path, arm: str) -> dict | None:
     path = run_dir / "results.json"
     if not path.is_file():
         return None
-    results = read_json(path, required={"arms": dict, "split": str, "n_test": int, "replicates": list,
-                                        "ci_level": (int, float), "ci_method": str})
+    results = read_json(path, {"arms": dict, "split": str, "n_test": int, "replicates": list, "ci_level": NUMBER,
+                               "ci_method": str})
     if arm not in results["arms"]:
         return None
     return {"source": str(path), "split": results["split"], "n_test": results["n_test"],
@@ -175,6 +192,9 @@ def read_checkpoint(path: Path, expected_format: str | None = None) -> dict:
                           "`medsyn export RUN_DIR --out MODEL`.")
     if expected_format and checkpoint.get("format") != expected_format:
         raise MedsynError(f"{path}: format {checkpoint.get('format')!r}, expected {expected_format!r}.")
+    check_fields(checkpoint, CLASSIFIER, str(path), MODEL_FIX)
+    if "model_card" in checkpoint:
+        check_fields(checkpoint["model_card"], CARD, f"{path} (its model card)", MODEL_FIX)
     return checkpoint
 
 

@@ -25,15 +25,19 @@ from typing import Callable
 
 import numpy as np
 
-from medsyn.config import AuditConfig, resolve_device
+from medsyn.config import MAX_SIZE, AuditConfig, resolve_device
 from medsyn.data import ImageSet
 from medsyn.data.cache import cache_root
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, load_tensors, read_json, tensors_buffer, write_json
+from medsyn.fileio import NUMBER, Field, atomic_path, load_tensors, read_json, tensors_buffer, write_json
 
 ENCODER_VERSION = 2  # 2: initial weights drawn from the seed (1 drew them from whatever RNG state the process had)
 ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
                   "encoder_min_epoch_steps", "encoder_max_size", "seed")
+ENCODER_META = {"name": Field(str, choices=("label-trained-cnn",)), "architecture": str, "trained_on": str,
+                "source": str, "dims": Field(int, low=1), "input_size": Field(int, 1, MAX_SIZE),
+                "epochs_run": Field(int, low=0), "best_epoch": Field(int, low=0), "val_loss": NUMBER,
+                "val_accuracy": Field(NUMBER, 0, 1), "settings": dict, "cache": str}  # a cached encoder's meta.json
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's (and torchmetrics') FID Inception
 
 
@@ -115,9 +119,16 @@ def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainE
     torch.manual_seed(config.seed)  # the initial weights: the same whatever this process drew before
     network = _build_network(real.channels, real.n_classes, config.encoder_width)
     if (folder / "encoder.pt").is_file() and (folder / "meta.json").is_file():
-        network.load_state_dict(load_tensors(folder / "encoder.pt", "cached audit encoder"))
+        fix = f"it is medsyn's cache, damaged or not written by medsyn: remove the folder {folder} (the encoder is " \
+              "trained again)"
+        info = read_json(folder / "meta.json", ENCODER_META, fix)
+        state = load_tensors(folder / "encoder.pt", "cached audit encoder", f"{fix[0].upper()}{fix[1:]}.")
+        try:
+            network.load_state_dict(state)
+        except RuntimeError as err:  # tensors of another network
+            raise MedsynError(f"{folder / 'encoder.pt'}: not this encoder's weights ({str(err)[:120]}); {fix}.") \
+                from None
         network.to(resolve_device(config.device))
-        info = read_json(folder / "meta.json")
         log(f"audit: reusing the label-trained CNN {folder}")
     else:
         info = _train(network, real, config, input_size, log)

@@ -1,7 +1,8 @@
-"""The classifiers: torchvision's VGG16 and ResNet18, adapted to any channel count, size and class count.
+"""The classifiers: VGG16 and torchvision's ResNet18, adapted to any channel count, size and class count.
 
-VGG16 follows the original design: the VGG16 convolutional stack (torchvision's config "D", optionally with batch
-norm, channels scaled by a width multiplier), global max pooling, and the head Dropout 0.4 / Dense 128 / BN /
+VGG16 follows the original design: the VGG16 convolutional stack (torchvision's config "D" and layer order, built
+here so that using a VGG16 model never imports torchvision, about 160 MB; optionally with batch norm, channels
+scaled by a width multiplier), global max pooling, and the head Dropout 0.4 / Dense 128 / BN /
 LeakyReLU 0.2 / Dropout / Dense 32 / BN / LeakyReLU / Dropout / Dense(n_classes). Five 2x2 poolings need at least
 32 px, so smaller inputs are upsampled to 32 inside the model. Every model is a `Classifier`: `embed` gives the
 penultimate features, `head` maps them to logits.
@@ -16,8 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import models
-from torchvision.models import vgg as tv_vgg
 
 from medsyn.errors import MedsynError
 from medsyn.fileio import load_tensors
@@ -26,6 +25,7 @@ ARCHS = ("vgg16", "resnet18")
 MIN_INPUT = 32  # VGG16 halves the image five times; ResNet18 also needs 32 px to end at 1x1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")  # "D"
 
 
 class Classifier(nn.Module):
@@ -72,8 +72,8 @@ def _vgg16(n_classes, channels, width, batch_norm, dropout, pretrained) -> Class
     if pretrained and width != 1.0:
         raise MedsynError(f"--pretrained needs --width 1: ImageNet weights exist only for the full VGG16, "
                           f"not for width {width:g}.")
-    config = [v if v == "M" else max(1, round(v * width)) for v in tv_vgg.cfgs["D"]]
-    features = tv_vgg.make_layers(config, batch_norm=batch_norm)
+    config = [v if v == "M" else max(1, round(v * width)) for v in VGG16_LAYERS]
+    features = _vgg_stack(config, batch_norm)
     if pretrained:
         state = _cached_weights(*pretrained_weights("vgg16", batch_norm))
         features.load_state_dict({k[len("features."):]: v for k, v in state.items() if k.startswith("features.")})
@@ -88,7 +88,22 @@ def _vgg16(n_classes, channels, width, batch_norm, dropout, pretrained) -> Class
     return Classifier(embed, head)
 
 
+def _vgg_stack(config: list, batch_norm: bool) -> nn.Sequential:
+    """torchvision's `vgg.make_layers`, layer for layer (the same state-dict keys, the same initial draws)."""
+    layers, in_channels = [], 3
+    for v in config:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        layers += [nn.Conv2d(in_channels, v, kernel_size=3, padding=1), *([nn.BatchNorm2d(v)] if batch_norm else []),
+                   nn.ReLU(inplace=True)]
+        in_channels = v
+    return nn.Sequential(*layers)
+
+
 def _resnet18(n_classes, channels, width, pretrained) -> Classifier:
+    from torchvision import models
+
     if width != 1.0:
         raise MedsynError(f"resnet18 has no width multiplier (got --width {width:g}); pass --width 1.")
     net = models.resnet18(weights=None)
@@ -129,6 +144,8 @@ def _cached_weights(weights, name: str) -> dict:
 
 def pretrained_weights(arch: str, batch_norm: bool = True):
     """(torchvision weights enum, name) that --pretrained loads for `arch`."""
+    from torchvision import models
+
     if arch == "resnet18":
         return models.ResNet18_Weights.IMAGENET1K_V1, "resnet18"
     return (models.VGG16_BN_Weights if batch_norm else models.VGG16_Weights).IMAGENET1K_V1, \

@@ -27,7 +27,7 @@ from medsyn.config import ClassifyConfig, check_device, require_positive, resolv
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.metrics import classification_metrics, predict_labels, youden_threshold
-from medsyn.fileio import read_json, write_bytes, write_json, write_text
+from medsyn.fileio import Field, read_csv, read_json, write_bytes, write_json, write_text
 
 RUN_FILES = ("config.json", "history.csv", "model.pt", "val_metrics.json", "test_metrics.json", "predictions.csv")
 
@@ -293,8 +293,7 @@ def read_predictions(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "test_metrics.json").is_file():
         raise MedsynError(f"{run_dir} holds no finished classifier run (test_metrics.json is missing).")
-    with open(run_dir / "predictions.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(run_dir / "predictions.csv", {"true": Field(int, low=0), "p_*": Field(float, low=0, high=1)})
     columns = [c for c in rows[0] if c.startswith("p_")] if rows else []
     return {"y_true": np.array([int(r["true"]) for r in rows]),
             "proba": np.array([[float(r[c]) for c in columns] for r in rows]),

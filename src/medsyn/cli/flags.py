@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 
 from medsyn import config as configs
-from medsyn.config import ASPECT_POLICIES, DataConfig, count, real, seed
+from medsyn.config import ASPECT_POLICIES, MAX_SIZE, DataConfig, count, real, seed
 from medsyn.errors import MedsynError
 
 
@@ -22,7 +22,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
     else:
         parser.add_argument("--data", dest="src", default=None,
                             help="an .npz file, an image folder or a .csv manifest (default: bundled PneumoniaMNIST)")
-    parser.add_argument("--size", type=count("--size", 4096), default=None, help="resize to SIZE x SIZE pixels")
+    parser.add_argument("--size", type=count("--size", MAX_SIZE), default=None, help="resize to SIZE x SIZE pixels")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 = grayscale, 3 = RGB")
     parser.add_argument("--aspect", choices=ASPECT_POLICIES, default=None,
                         help="how non-square images become square (default: center-crop)")

@@ -17,6 +17,7 @@ import numpy as np
 from medsyn.fileio import atomic_path, write_json
 
 CACHE_VERSION = 2  # 2: entries hold `thumbs`, the leak guard's thumbnails of the source images
+ENTRY_ARRAYS = ("images", "thumbs", "labels", "given_split", "groups", "paths")  # one row per image each
 
 
 def cache_root() -> Path:
@@ -33,18 +34,20 @@ def load_entry(folder: Path) -> tuple[dict[str, np.ndarray], dict] | None:
     if not (arrays.is_file() and meta.is_file()):
         return None
     from medsyn.errors import MedsynError
-    from medsyn.fileio import read_json
+    from medsyn.fileio import Field, read_json
 
     fix = f"medsyn's decode cache entry {folder} is damaged or was not written by medsyn: remove that folder"
+    info = read_json(meta, {"class_names": Field(list, items=str), "skipped": Field(list, items=str),
+                            "ignored": Field(int, low=0), "notes": Field(list, items=str)}, fix)
     try:
         with np.load(arrays, allow_pickle=False) as archive:
             data = {k: archive[k] for k in archive.files}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
-        raise MedsynError(f"{fix} ({type(err).__name__}: {str(err)[:120]}).") from err
-    try:
-        return data, read_json(meta, required={"class_names": list, "skipped": list, "ignored": int, "notes": list})
-    except MedsynError as err:
-        raise MedsynError(f"{err} ({fix})") from err
+        raise MedsynError(f"{arrays}: {type(err).__name__}: {str(err)[:120]}; {fix}.") from err
+    lengths = {len(data[k]) if k in data and data[k].ndim else None for k in ENTRY_ARRAYS}
+    if len(lengths) != 1 or None in lengths:
+        raise MedsynError(f"{arrays}: not the arrays {', '.join(ENTRY_ARRAYS)} of one length; {fix}.")
+    return data, info
 
 
 def save_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:

@@ -8,6 +8,7 @@ and EXIF orientation is applied. DICOM is read by pydicom, its size checked from
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image, ImageOps
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 MAX_PIXELS = 64_000_000  # refuse larger images: a decompression bomb guard (8000 x 8000)
+MAX_IMAGE_BYTES = 512 << 20  # refuse larger files before reading (or hashing) them: 64 MP of 16-bit RGBA is 512 MiB
 # The allow-list: Pillow format name -> the signatures its files start with. Nothing else is ever decoded.
 SIGNATURES = {"PNG": (b"\x89PNG\r\n\x1a\n",), "JPEG": (b"\xff\xd8\xff",), "BMP": (b"BM",),
               "TIFF": (b"II*\x00", b"MM\x00*"), "GIF": (b"GIF87a", b"GIF89a")}
@@ -46,13 +48,18 @@ def sniff(head: bytes) -> str | None:
 
 
 def image_format(path: Path) -> str:
-    """The file's format from its bytes; BadImage unless it is one medsyn decodes. A .dcm without the 128-byte
-    preamble is left to pydicom, which runs no programs."""
+    """The file's format from its bytes; BadImage unless it is one medsyn decodes and at most MAX_IMAGE_BYTES (a
+    sparse 1 TiB file is refused by its size, never read). A .dcm without the 128-byte preamble is left to
+    pydicom, which runs no programs."""
     try:
         with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
             head = handle.read(132)
     except OSError as err:
         raise BadImage(f"cannot read ({err.strerror or err})") from err
+    if size > MAX_IMAGE_BYTES:
+        raise BadImage(f"refused: a file of {size / 2**20:,.0f} MiB, over the limit of {MAX_IMAGE_BYTES >> 20} MiB "
+                       "per image (no image medsyn decodes needs more); remove it or save it smaller")
     kind = sniff(head)
     if kind is None and Path(path).suffix.lower() in DICOM_SUFFIXES:
         kind = "DICOM"

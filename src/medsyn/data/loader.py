@@ -15,14 +15,14 @@ import numpy as np
 
 from medsyn.config import ASPECT_POLICIES, DataConfig
 from medsyn.data import cache
-from medsyn.data.dataset import ImageSet
+from medsyn.data.dataset import SPLITS, ImageSet
 from medsyn.data import leaks as leak_guard
 from medsyn.data.images import BadImage, load_image, native_size, resize_square, to_channels
 from medsyn.data.nearcopy import thumbnail, thumbnails
 from medsyn.data.sources import Listing, fingerprint_files, list_folder, list_manifest, read_npz, without_copies
 from medsyn.data.splits import assign_splits
 from medsyn.errors import MedsynError
-from medsyn.fileio import read_json, write_json, write_text
+from medsyn.fileio import NUMBER, Field, read_json, write_json, write_text
 
 MAX_DEFAULT_SIZE = 224  # a folder of large images is not decoded at full size unless --size asks
 
@@ -66,6 +66,13 @@ def split_file(entry: Path, config: DataConfig) -> Path:
     return entry / f"splits-{config.val}-{config.val_fraction:g}-seed{config.split_seed}{resplit}.csv"
 
 
+# The leak guard's cache: leaks.json (data/leaks.py find_leaks) and resplit-seed<k>.json
+LEAKS = {"threshold": NUMBER, "counts": Field(dict), "n_copies": Field(int, low=0),
+         "pairs": Field(list, items=Field(dict, fields={"splits": str, "a": str, "b": str, "correlation": NUMBER}))}
+RESPLIT = {"split": Field(list, items=Field(str, choices=(*SPLITS, ""))),
+           "resplit": Field(dict, fields={"moved": Field(int, low=0)})}
+
+
 def _leak_guard(path: Path, config: DataConfig, decoded: dict) -> tuple[np.ndarray, dict | None, list[str]]:
     """Near-copies across the splits the source gives (see data/leaks.py): an error, or the given splits re-split
     (`--resplit`), or kept with a warning (`--allow-leak`). Returns the splits to use, the record for data.json and
@@ -76,7 +83,8 @@ def _leak_guard(path: Path, config: DataConfig, decoded: dict) -> tuple[np.ndarr
     key = {k: v for k, v in _cache_key(path, config).items() if k not in ("size", "channels", "aspect")}
     folder = cache.entry_dir(f"{path.stem or path.name}-leaks", {**key, "detector": leak_guard.DETECTOR_VERSION,
                                                                     "threshold": leak_guard.nearcopy.SAME_IMAGE_CORRELATION})
-    found = read_json(folder / "leaks.json") if (folder / "leaks.json").is_file() else None
+    fix = f"medsyn's leak-guard cache {folder} is damaged or was not written by medsyn: remove that folder"
+    found = read_json(folder / "leaks.json", LEAKS, fix) if (folder / "leaks.json").is_file() else None
     if found is None:
         folder.mkdir(parents=True, exist_ok=True)
         found = leak_guard.find_leaks(decoded["thumbs"], given, decoded["paths"])
@@ -98,7 +106,9 @@ def _leak_guard(path: Path, config: DataConfig, decoded: dict) -> tuple[np.ndarr
                        "allowed_by": "--allow-leak" if config.leak == "allow" else "the bundled data"}, [note]
     target = folder / f"resplit-seed{config.split_seed}.json"
     if target.is_file():
-        saved = read_json(target)
+        saved = read_json(target, RESPLIT, fix)
+        if len(saved["split"]) != len(given):
+            raise MedsynError(f"{target}: {len(saved['split'])} splits for {len(given)} images; {fix}.")
     else:
         new, done = leak_guard.resplit(decoded["thumbs"], decoded["labels"], decoded["groups"], given,
                                        decoded["paths"], found, config.split_seed)

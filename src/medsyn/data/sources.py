@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsyn.data.images import CONVERSIONS, conversion_rule, is_image_file, to_uint8
+from medsyn.data.images import CONVERSIONS, BadImage, conversion_rule, image_format, is_image_file, to_uint8
 from medsyn.data.splits import patient_from_filename
 from medsyn.errors import MedsynError
 
@@ -353,7 +353,9 @@ def _keep_copies_together(paths, labels, splits, groups, class_names) -> tuple[l
     keep, notes = _one_row_per_file(paths, labels, splits, class_names)
     by_content = {}
     for i in keep:
-        by_content.setdefault(_content_hash(paths[i]), []).append(i)
+        digest = _content_hash(paths[i])
+        if digest is not None:
+            by_content.setdefault(digest, []).append(i)
     key = [g or f"__row{i}" for i, g in enumerate(groups)]  # rows without a patient id are their own group
     parent = {}
 
@@ -394,7 +396,13 @@ def _one_row_per_file(paths, labels, splits, class_names) -> tuple[list[int], li
     return sorted(keep), notes
 
 
-def _content_hash(path: Path) -> str:
+def _content_hash(path: Path) -> str | None:
+    """The sha256 of the file's bytes, read in blocks; None for a file refused by its type or size (`image_format`),
+    which is never read whole here: decoding reports it."""
+    try:
+        image_format(path)
+    except BadImage:
+        return None
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):

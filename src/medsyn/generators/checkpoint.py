@@ -8,13 +8,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medsyn.config import MAX_SIZE
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path, load_tensors, sha256_file
+from medsyn.fileio import NUMBER, Field, atomic_path, check_fields, load_tensors, sha256_file
 from medsyn.generators.families import FAMILIES
 
 FORMAT = "medsyn-gan-checkpoint"
 VERSION = 1
-INFO_KEYS = ("model", "size", "channels", "class_names", "normalization", "latent", "latent_dim", "base_width")
+INFO = {"model": Field(str, choices=tuple(FAMILIES)), "size": Field(int, 1, MAX_SIZE),
+        "channels": Field(int, choices=(1, 3)), "class_names": Field(list, items=str),
+        "normalization": Field(str, choices=("tanh", "sigmoid")), "latent": str,
+        "latent_dim": Field(int, low=1), "base_width": Field(int, low=1), "data_source": str,
+        "train_counts": Field(list, items=Field(int, low=0)),
+        "sampler": Field(dict, optional=True, fields={"guidance": Field(NUMBER, 0, 100),
+                                                      "sampling_steps": Field(int, 1, 1000)})}
+SCHEMA = {"info": Field(dict, fields=INFO), "generator_ema": dict, "step": Field(int, low=0),
+          "images_seen": Field(int, low=0), "train_seconds": Field(float, low=0)}  # what generate and resume read
 
 
 def save(path: Path, state: dict) -> None:
@@ -33,12 +42,8 @@ def load(path: str | Path) -> dict:
     if state.get("version", 0) > VERSION:
         raise MedsynError(f"{path}: checkpoint format version {state['version']} is newer than this medsyn "
                           f"understands ({VERSION}); upgrade medsyn.")
-    missing = [key for key in INFO_KEYS if key not in state.get("info", {})]
-    if missing or "generator_ema" not in state:
-        raise MedsynError(f"{path}: incomplete medsyn checkpoint (missing {', '.join(missing) or 'generator_ema'}).")
-    if state["info"]["model"] not in FAMILIES:
-        raise MedsynError(f"{path}: names the model {state['info']['model']!r}, which this medsyn does not know "
-                          f"({', '.join(FAMILIES)}); the file is damaged or from another version.")
+    check_fields(state, SCHEMA, str(path), "the checkpoint is damaged or from another version: use another "
+                 "checkpoint of the run (RUN/final.pt or RUN/checkpoint.pt), or train again into a new --out")
     return state
 
 

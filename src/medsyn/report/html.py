@@ -53,9 +53,9 @@ class _RunFiles:
 
     def __init__(self, root: Path):
         self.root = root
-        self.config = read_json(root / "config.json", required={"arms": list, "seeds": list})
-        self.data = read_json(root / "data.json", required={"class_names": list, "source": str})
-        self.results = read_json(root / "results.json", required={
+        self.config = read_json(root / "config.json", {"arms": list, "seeds": list})
+        self.data = read_json(root / "data.json", {"class_names": list, "source": str})
+        self.results = read_json(root / "results.json", {
             "arms": dict, "split": str, "n_test": int, "replicates": list, "comparisons": list,
             "ci_level": (int, float)})
         self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
