@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import struct
@@ -28,6 +27,8 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+
+from common import write_results  # a script in benchmarks/ imports its sibling
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -201,14 +202,11 @@ def main() -> None:
                             "multi-frame DICOM (900 frames)": multi_frame(scratch / "frames900.dcm", 900),
                             "normal chest X-ray": XRAY})
         sizes = {name: path.stat().st_size for name, path in inputs.items()}
-    result = {"date": time.strftime("%Y-%m-%d"),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
-              "method": "peak resident set in MiB: of each command's process (os.wait4 ru_maxrss through a launcher, "
+    result = {"method": "peak resident set in MiB: of each command's process (os.wait4 ru_maxrss through a launcher, "
                         "exit included); of the server, VmHWM after each upload",
               "limit_mib": LIMIT_MIB, "input_bytes": sizes, "torch_floor": floor, "predict": predict,
               "serve": serve}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out.stem, result, folder=args.out.parent)  # memory, but the machine's speed beside it
     print(f"import torch: {floor['import_torch']['peak_mib']} MiB "
           f"({floor['import_torch_without_exit_teardown']['peak_mib']} MiB ended before torch's exit teardown)")
     for row in predict:
