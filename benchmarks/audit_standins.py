@@ -62,7 +62,7 @@ def main() -> None:
     print(f"{'set':22s} {'class':10s} " + " ".join(f"{k[:10]:>10s}" for k in keys) + f" {'seconds':>8s}")
     for name, synthetic in standins(real, args.n).items():
         started = time.perf_counter()
-        audit = run_audit(real, synthetic, out / name, config, name, overwrite=True, log=lambda message: None)
+        audit = run_audit(real, synthetic, out / name, config, name, overwrite=True)
         seconds = time.perf_counter() - started
         for row in table_rows(audit):
             if row["features"] != "label-trained-cnn" or (row["set"] != name and name != "real-test"):

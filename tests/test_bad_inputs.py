@@ -388,7 +388,7 @@ def test_inception_weights_with_a_pickle_payload_run_no_code(world):
     from medsyn.audit.features import inception
 
     with pytest.raises(MedsynError, match="safely"):
-        inception(AuditConfig(inception_weights=str(world.payload)), log=lambda message: None)
+        inception(AuditConfig(inception_weights=str(world.payload)))
     assert not world.marker.exists()
 
 
@@ -398,7 +398,7 @@ def test_inception_weights_of_another_network_are_a_message(world):
     from medsyn.audit.features import inception
 
     with pytest.raises(MedsynError, match="not torch-fidelity's Inception-v3"):
-        inception(AuditConfig(inception_weights=str(world.model)), log=lambda message: None)
+        inception(AuditConfig(inception_weights=str(world.model)))
 
 
 # ---------------------------------------------------------------- conversions that must be right, not refused
