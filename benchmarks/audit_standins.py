@@ -67,7 +67,7 @@ def main() -> None:
     audits = []
     for name, synthetic in standins(real, args.n).items():
         started = time.perf_counter()
-        audit = run_audit(real, synthetic, out / name, config, name, overwrite=True, log=lambda message: None)
+        audit = run_audit(real, synthetic, out / name, config, name, overwrite=True)
         seconds = time.perf_counter() - started
         rows = []
         for row in table_rows(audit):

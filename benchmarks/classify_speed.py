@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from medsyn import data
 from medsyn.classify import models
-from medsyn.classify.train import AUGMENT_GROUP, _augmentation
+from medsyn.classify.batches import AUGMENT_GROUP, augmentation
 from medsyn.config import preset
+from medsyn.tensors import normalize, to_tensor
 
 from common import add_note_argument, dated, write_results
 
@@ -41,19 +42,19 @@ def main() -> None:
     kept = torch.from_numpy(train.images).permute(0, 3, 1, 2).contiguous()
     rng = np.random.default_rng(0)
     batches = [rng.choice(len(train), config.batch_size, replace=False) for _ in range(args.steps)]
-    augment = _augmentation(dataset.size)
+    augment = augmentation(dataset.size)
 
     def tensors(idx):
-        return models.normalize(kept[torch.from_numpy(idx)], norm)
+        return normalize(kept[torch.from_numpy(idx)], norm)
 
     def from_numpy(idx):
-        return models.to_tensor(train.images[idx], norm)
+        return to_tensor(train.images[idx], norm)
 
     def grouped(group):
         def make(idx):
             images = kept[torch.from_numpy(idx)]
             images = torch.cat([augment(images[i:i + group]) for i in range(0, len(images), group)])
-            return models.normalize(images, norm)
+            return normalize(images, norm)
         return make
 
     results = {}
@@ -115,7 +116,7 @@ def train_steps(batches, make, labels, config, channels_last=False, compile=Fals
 
 def inference(val, norm, config, batch) -> float:
     model = _model(config).eval()
-    x = models.to_tensor(val.images, norm)
+    x = to_tensor(val.images, norm)
     start = time.perf_counter()
     with torch.no_grad():
         for _ in range(3):

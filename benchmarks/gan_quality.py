@@ -70,7 +70,7 @@ def measure(name: str, config: GanConfig, real: data.ImageSet, out: Path, n: int
     images = generators.generate_images(generator, info, labels, seed=1)
     sample_s = time.perf_counter() - start
     synthetic = as_synthetic(images, labels, real.class_names, name)
-    audit = run_audit(real, synthetic, run / "audit", audit_config, name, overwrite=True, log=lambda *_: None)
+    audit = run_audit(real, synthetic, run / "audit", audit_config, name, overwrite=True)
     by_features = audit["fidelity"]["by_features"]
     scores = {extractor: by_set[name]["all"] for extractor, by_set in by_features.items()}
     floors = {extractor: by_set[FLOOR_SET]["all"] for extractor, by_set in by_features.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -107,7 +108,7 @@ def audits(real, tmp_path_factory):
     degraded = as_synthetic(np.clip(noisy, 0, 255), train.labels[planted], real.class_names, "degraded")
     test_only = as_synthetic(test.images[new], test.labels[new], real.class_names, "test-half")
     out = tmp_path_factory.mktemp("audit")
-    results = {name: run_audit(real, synthetic, out / name, CONFIG, name, log=lambda message: None)
+    results = {name: run_audit(real, synthetic, out / name, CONFIG, name)
                for name, synthetic in (("planted", mixed), ("degraded", degraded), ("test-half", test_only))}
     return results, out, planted, train
 
@@ -183,8 +184,7 @@ def test_the_audit_never_reads_the_test_split(real, audits, tmp_path):
     test = real.subset("test")
     _, _, new = chosen_rows(real)  # the fixture's "test-half" images
     synthetic = as_synthetic(test.images[new], test.labels[new], real.class_names, "test-half")
-    blind = run_audit(real.select(real.split != "test"), synthetic, tmp_path, CONFIG, "test-half",
-                      log=lambda message: None)
+    blind = run_audit(real.select(real.split != "test"), synthetic, tmp_path, CONFIG, "test-half")
     seen = audits[0]["test-half"]
     # the baselines that used to come from test: the near-copy yardstick and the label-fidelity reference
     for key in ("label_fidelity", "memorization", "counts"):
@@ -252,14 +252,23 @@ def test_outputs_and_table_rows(audits, real):
     assert rows[3]["label_accuracy"] == saved["label_fidelity"]["synthetic_per_class"][real.class_names[0]]
 
 
-def test_encoder_is_cached_per_data_and_seed(real, audits):
-    messages = []
-    first = features.label_trained_cnn(real, CONFIG, log=messages.append)
-    assert any("reusing" in m for m in messages), "the module's audits already trained this encoder"
+def test_encoder_is_cached_per_data_seed_and_training(real, audits, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="medsyn")
+    first = features.label_trained_cnn(real, CONFIG)
+    assert any("reusing" in m for m in caplog.messages), "the module's audits already trained this encoder"
     assert first.info["cache"] == str(features.encoder_cache_dir(real, CONFIG))
     other_seed = features.encoder_cache_dir(real, AuditConfig(**{**CONFIG.__dict__, "seed": 1}))
     other_data = features.encoder_cache_dir(real.select(np.arange(len(real)) != 0), CONFIG)
-    assert len({first.info["cache"], str(other_seed), str(other_data)}) == 3
+    monkeypatch.setattr(features, "ENCODER_VERSION", features.ENCODER_VERSION + 1)  # another way of training
+    other_training = features.encoder_cache_dir(real, CONFIG)
+    assert len({first.info["cache"], str(other_seed), str(other_data), str(other_training)}) == 4
+
+
+def test_an_extractor_added_to_the_table_is_built_in_the_order_asked(real, monkeypatch):
+    fake = features.Extractor("fake", {"name": "fake"}, lambda images: np.zeros((len(images), 2)))
+    monkeypatch.setitem(features.EXTRACTORS, "fake", lambda real, config, trained: fake)
+    config = AuditConfig(extractors=("fake", "inception-v3"), inception="off")  # inception unavailable: left out
+    assert features.extractors(real, config, classifier=None) == [fake]
 
 
 def test_unknown_extractor_is_refused(real):
@@ -281,7 +290,7 @@ def test_a_weights_file_holding_code_is_refused_before_torch_fidelity_loads_it(t
     rigged = tmp_path / features.INCEPTION_FILE
     torch.save({"fc.weight": torch.zeros(2), "hook": print}, rigged)  # a global: could be any callable
     with pytest.raises(MedsynError, match="not a file of tensors medsyn can load safely"):
-        features.inception(AuditConfig(inception_weights=str(rigged)), log=lambda message: None)
+        features.inception(AuditConfig(inception_weights=str(rigged)))
 
 
 def test_cli_audits_a_synthetic_folder_and_refuses_to_overwrite(real, tmp_path, capsys):
@@ -307,18 +316,25 @@ def test_cli_rejects_a_synthetic_set_with_other_classes(real, tmp_path, capsys):
 
 
 def test_the_label_trained_cnn_learns_the_classes_of_a_small_train_split(monkeypatch, tmp_path):
-    """235 train images are two batches: one pass per epoch left the CNN predicting the majority class on val."""
+    """235 train images are two batches: one pass per epoch left the CNN predicting the majority class on val. The
+    CNN is trained by the classifier's own loop."""
+    from medsyn.classify import train as classify_train
+
     monkeypatch.setenv("MEDSYN_CACHE", str(tmp_path))
+    loops, classifier_loop = [], classify_train.fit
+    monkeypatch.setattr(classify_train, "fit", lambda *args, **kwargs: loops.append(kwargs["network"]) or
+                        classifier_loop(*args, **kwargs))
     full = data.load(None, DataConfig(size=28))
     real = full.select(np.isin(np.arange(len(full)), np.flatnonzero(full.split == "train")[:235]) |
                        (full.split == "val"))
     val = real.subset("val")
 
     def balanced_val_accuracy(config) -> float:
-        _, probs = features.encode(features.label_trained_cnn(real, config, log=lambda *_: None), val.images)
+        _, probs = features.encode(features.label_trained_cnn(real, config), val.images)
         return float(np.mean([(probs[val.labels == c].argmax(1) == c).mean() for c in range(2)]))
 
     audit = preset("smoke").audit
     one_pass = balanced_val_accuracy(dataclasses.replace(audit, encoder_min_epoch_steps=1))
     enough_steps = balanced_val_accuracy(audit)
     assert enough_steps > 0.6 and enough_steps > one_pass + 0.1, (one_pass, enough_steps)
+    assert len(loops) == 2 and all(loop.norm == features.encoder_norm(1) for loop in loops)

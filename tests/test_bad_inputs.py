@@ -465,7 +465,7 @@ def test_inception_weights_with_a_pickle_payload_run_no_code(world):
     from medsyn.audit.features import inception
 
     with pytest.raises(MedsynError, match="safely"):
-        inception(AuditConfig(inception_weights=str(world.payload)), log=lambda message: None)
+        inception(AuditConfig(inception_weights=str(world.payload)))
     assert not world.marker.exists()
 
 
@@ -475,7 +475,7 @@ def test_inception_weights_of_another_network_are_a_message(world):
     from medsyn.audit.features import inception
 
     with pytest.raises(MedsynError, match="not torch-fidelity's Inception-v3"):
-        inception(AuditConfig(inception_weights=str(world.model)), log=lambda message: None)
+        inception(AuditConfig(inception_weights=str(world.model)))
 
 
 # ---------------------------------------------------------------- conversions that must be right, not refused
@@ -867,9 +867,9 @@ def _encoder_cache(folder: Path, plant):
                     class_names=("a", "b"), groups=np.full(n, ""), paths=np.array([str(i) for i in range(n)]),
                     source="tiny")
     config = AuditConfig(encoder_width=4, encoder_epochs=1)
-    features.label_trained_cnn(real, config, log=lambda message: None)
+    features.label_trained_cnn(real, config)
     plant(features.encoder_cache_dir(real, config))
-    return features.label_trained_cnn(real, config, log=lambda message: None)
+    return features.label_trained_cnn(real, config)
 
 
 # (case id, a function of a fresh folder that reads back a damaged file medsyn wrote, words the message must hold)

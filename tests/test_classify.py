@@ -19,6 +19,8 @@ from conftest import CHEST_XRAY_3CLASS, CHEST_XRAY_SMALL
 from medsyn import data
 from medsyn.classify import (ARMS, features, load_model, parse_arm, predict_proba, read_predictions, train_arm)
 from medsyn.classify import models as classify_models
+from medsyn.classify import batches as classify_batches
+from medsyn.classify import files as classify_files
 from medsyn.classify import train as classify_train
 from medsyn.classify.arms import training_data
 from medsyn.cli import main
@@ -56,7 +58,7 @@ def synthetic(chest):
 @pytest.mark.parametrize("arm", ARMS)
 def test_every_arm_trains_and_is_scored_on_real_test(arm, chest, synthetic, tmp_path):
     result = train_arm(chest, arm, 0, TINY, tmp_path, synthetic=synthetic)
-    assert {p.name for p in tmp_path.iterdir()} == set(classify_train.RUN_FILES)
+    assert {p.name for p in tmp_path.iterdir()} == set(classify_files.RUN_FILES)
     n_test = sum(chest.counts()["test"])
     assert result["split"] == "test" and result["n"] == n_test and result["arm"] == arm
     assert np.sum(result["confusion_matrix"]) == n_test
@@ -172,6 +174,7 @@ def test_checkpoint_reproduces_the_test_predictions(chest, tmp_path):
     np.testing.assert_allclose(predict_proba(model, meta, test.images), saved["proba"], atol=1e-6)
     assert np.array_equal(saved["y_true"], test.labels)
     assert features(model, meta, test.images).shape == (len(test), 32)
+    assert predict_proba(model, meta, test.images[:0]).shape == (0, 2)  # no images: no rows, the same columns
     with pytest.raises(MedsynError, match="uint8 images shaped"):
         predict_proba(model, meta, np.zeros((2, 32, 32, 1), np.uint8))
     (tmp_path / "other.pt").write_bytes(b"not a model")
@@ -337,11 +340,11 @@ def test_real_batches_their_augmentation_and_dropout_draws_agree_across_arms(che
     """Common random numbers: with augmentation on, the real images of every step (their order and their augmented
     pixels) and the dropout draws are the same with and without ride-along images."""
     norm = classify_models.normalization(False, chest.channels)
-    transform = classify_train._augmentation(chest.size)
+    transform = classify_batches.augmentation(chest.size)
     draws = {}
     for arm in ("real", "real+synth@1", "real+synth@2"):
         data_ = training_data(parse_arm(arm), chest.subset("train"), synthetic, 3)
-        batches = classify_train._Batches(data_, 16, 6, 3, transform, norm)
+        batches = classify_batches.Batches(data_, 16, 6, 3, transform, norm)
         steps = []
         for _ in range(2):
             for x, y in batches.epoch():

@@ -120,7 +120,7 @@ def test_resume_is_bitwise_identical(dark_and_bright, tmp_path):
 def test_the_audit_reads_a_ddpm_set(trained, dark_and_bright, tmp_path):
     folder = synth.generate(trained, [PER_CLASS, PER_CLASS], seed=0, out_dir=tmp_path / "syn")
     report = run_audit(dark_and_bright, synth.load_synthetic(folder, dark_and_bright), tmp_path / "audit",
-                       preset("smoke").audit, "ddpm", log=lambda *_: None)
+                       preset("smoke").audit, "ddpm")
     assert (tmp_path / "audit" / "audit.json").exists()
     assert report["counts"]["synthetic"] == [PER_CLASS, PER_CLASS]  # the audit sees the labels ddpm was asked for
     scores = report["fidelity"]["by_features"]["random-cnn"]["ddpm"]["all"]
@@ -165,22 +165,20 @@ def test_the_chosen_guidance_is_the_scale_whose_samples_score_best(dark_and_brig
     audit = preset("smoke").audit
     # only scale 1 returns images of the asked class; 0 and 2 return the other class's images
     chosen = choose_guidance(dark_and_bright, lambda scale, labels: val_images_for(val, labels, flip=scale != 1),
-                             [0, 1, 2], audit, log=lambda *_: None)
+                             [0, 1, 2], audit)
     rows = {row["guidance"]: row for row in chosen["scales"]}
     assert chosen["chosen"] == 1.0
     assert rows[1.0]["label_fidelity"] > 0.9 and rows[0.0]["label_fidelity"] < 0.1
     assert rows[1.0]["precision"] > rows[0.0]["precision"] and rows[1.0]["recall"] > rows[2.0]["recall"]
     assert chosen["per_class"] == [32, 32] and chosen["reference"]["label_fidelity"] > 0.9
     # equally good samples at every scale: the tie goes to the smallest (cheapest) scale
-    tied = choose_guidance(dark_and_bright, lambda scale, labels: val_images_for(val, labels), [2, 0.5, 4], audit,
-                           log=lambda *_: None)
+    tied = choose_guidance(dark_and_bright, lambda scale, labels: val_images_for(val, labels), [2, 0.5, 4], audit)
     assert tied["chosen"] == 0.5
 
 
 def test_no_scale_is_chosen_when_the_audits_classifier_is_at_chance(trained, dark_and_bright, tmp_path):
     blank = dataclasses.replace(dark_and_bright, images=np.full_like(dark_and_bright.images, 128))  # no class signal
-    sampler, choice = guidance.sampler_for(trained, (0.0, 2.0), blank, seed=0, audit_config=preset("smoke").audit,
-                                           log=lambda *_: None)
+    sampler, choice = guidance.sampler_for(trained, (0.0, 2.0), blank, seed=0, audit_config=preset("smoke").audit)
     folder = synth.generate(trained, [4, 4], seed=0, out_dir=tmp_path / "syn", sampler=sampler, guidance_choice=choice)
     choice = json.loads((folder / "guidance.json").read_text())
     assert choice["chosen"] is None and "at chance on real val" in choice["not_chosen"] and choice["scales"] == []

@@ -39,3 +39,6 @@ def test_run_completes_when_a_class_has_fewer_val_images_than_k(tmp_path):
     page = (out / "report.html").read_text()
     row = re.search(r"<tr><td>label-trained-cnn</td><td>class_2</td><td>real val \(new images\)</td>.*?</tr>", page)
     assert row.group(0).count("not computable") >= 4
+    # every job's progress lines reach its log: the classifier's epochs, the audit's encoder
+    assert re.search(r"^epoch 1/\d+: train loss", (out / "logs" / "arms_real_seed0.log").read_text(), re.M)
+    assert "audit: " in (out / "logs" / "audit_cgan_g0.log").read_text()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from medsyn import config as configs
 from medsyn.cli import main
 from medsyn.study import build_plan
+from medsyn.study.jobs import Study, run_job
 
 SMOKE = configs.preset("smoke")
 
@@ -59,6 +61,16 @@ def test_bad_study_flags_fail_before_any_folder_is_made(tmp_path, capsys, flags,
     out = tmp_path / "run"
     assert main(["run", "--preset", "smoke", "--out", str(out), *flags]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_a_jobs_log_holds_the_progress_lines_of_its_stage(tmp_path):
+    """RUN/logs/<job>.log receives what the stage logs while the job runs: every epoch of a classifier run."""
+    config = dataclasses.replace(SMOKE, arms=("real",), seeds=(0,), gan_seeds=1)
+    job = next(j for j in build_plan(config, n_train=4708) if j.name == "arms/real/seed0")
+    run_job(job, Study(config, None, tmp_path))
+    log = (tmp_path / "logs" / "arms_real_seed0.log").read_text()
+    epochs = json.loads((tmp_path / "arms" / "real" / "seed0" / "val_metrics.json").read_text())["epochs_run"]
+    assert re.findall(r"^epoch (\d+)/\d+: train loss", log, re.M) == [str(e) for e in range(1, epochs + 1)]
 
 
 def _outputs(run: Path) -> dict[str, bytes]:

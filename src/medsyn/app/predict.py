@@ -54,9 +54,7 @@ def predict_arrays(model_file, images: np.ndarray) -> np.ndarray:
     """(N, S, S, C) uint8 -> (N, n_classes) probabilities through the classifier's own `predict_proba`."""
     from medsyn import classify
 
-    parts = [classify.predict_proba(model_file.model, model_file.meta, images[i:i + BATCH])
-             for i in range(0, len(images), BATCH)]
-    return np.concatenate(parts) if parts else np.zeros((0, len(model_file.class_names)))
+    return classify.predict_proba(model_file.model, model_file.meta, images, batch_size=BATCH)
 
 
 def predict_files(model_file, inputs, skip_bad: bool = False) -> list[dict]:

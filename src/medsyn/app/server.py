@@ -87,7 +87,7 @@ def analyse(model_file, data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
     """One upload -> the prediction, its probabilities and the Grad-CAM overlay on the model's view of the image."""
     from medsyn.app.gradcam import grad_cam, overlay
     from medsyn.app.predict import decide, predict_arrays, preprocess_image
-    from medsyn.classify.models import to_tensor
+    from medsyn.tensors import to_tensor
 
     image, kind = decode_upload(data, max_pixels)
     prep = model_file.card["preprocessing"]

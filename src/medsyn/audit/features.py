@@ -1,7 +1,9 @@
-"""Feature extractors for the audit, as a registry (as dgm-eval does): every audit number is given in each one.
+"""Feature extractors for the audit, as a registry (as dgm-eval does; the EXTRACTORS table): every audit number is
+given in each one.
 
-    label-trained-cnn   a small CNN classifier trained with the labels on the real train split (early-stopped on
-                        real val). Its penultimate layer gives features, its head gives label fidelity. It knows
+    label-trained-cnn   a small CNN classifier trained with the labels on the real train split by the classifier's
+                        own loop (medsyn.classify.train.fit, as the `real` arm is trained: early-stopped on real
+                        val). Its penultimate layer gives features, its head gives label fidelity. It knows
                         the classes well and within-class realism poorly, and it was fit to the very images the
                         generator fit: its numbers mean something only inside this run.
     random-cnn          the same architecture, wider, randomly initialised with a fixed seed and never trained:
@@ -19,19 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from medsyn.config import MAX_SIZE, AuditConfig, resolve_device
+from medsyn.config import MAX_SIZE, AuditConfig, ClassifyConfig, resolve_device
 from medsyn.data import ImageSet
 from medsyn.data.cache import cache_root
 from medsyn.errors import MedsynError
 from medsyn.fileio import NUMBER, Field, atomic_path, load_tensors, read_json, tensors_buffer, write_json
 
-ENCODER_VERSION = 2  # 2: initial weights drawn from the seed (1 drew them from whatever RNG state the process had)
+LOG = logging.getLogger(__name__)
+ENCODER_VERSION = 3  # 3: trained by the classifier's loop (classify.train.fit); 2: its own loop, seeded weights
 ENCODER_FIELDS = ("encoder_width", "encoder_epochs", "encoder_patience", "encoder_batch_size", "encoder_lr",
                   "encoder_min_epoch_steps", "encoder_max_size", "seed")
 ENCODER_META = {"name": Field(str, choices=("label-trained-cnn",)), "architecture": str, "trained_on": str,
@@ -52,17 +56,31 @@ class Extractor:
 
 @dataclass
 class DomainEncoder:
-    """The trained network plus what a reader of the audit needs to know about it."""
+    """A CNN of `_build_network` (label-trained or random), how its input pixels are normalised, and what a reader
+    of the audit needs to know about it."""
 
     network: "object"  # EncoderNet (torch is imported lazily)
-    input_size: int
+    norm: dict         # medsyn.tensors normalisation
     info: dict         # name, trained_on, dims, val accuracy, epochs, cache path
 
 
-def _build_network(channels: int, n_classes: int, width: int):
+def encoder_norm(channels: int) -> dict:
+    """Pixels 0..255 to -1..1 (medsyn.tensors normalisation)."""
+    return {"scale": 127.5, "mean": [1.0] * channels, "std": [1.0] * channels}
+
+
+def _input_size(real: ImageSet, config: AuditConfig) -> int:
+    return min(real.size, config.encoder_max_size)
+
+
+def _build_network(channels: int, n_classes: int, width: int, input_size: int):
     import torch.nn as nn
+    import torch.nn.functional as F
 
     class EncoderNet(nn.Module):
+        """Four conv blocks and global average pooling (`embed`: the features), then a linear `head` (the logits);
+        images of another size than `input_size` are resized to it first."""
+
         def __init__(self):
             super().__init__()
 
@@ -74,21 +92,16 @@ def _build_network(channels: int, n_classes: int, width: int):
                                       *block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
             self.head = nn.Linear(4 * width, n_classes)
 
+        def embed(self, x):
+            if x.shape[-1] != input_size:
+                x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True,
+                                  align_corners=False)
+            return self.body(x)
+
         def forward(self, x):
-            return self.head(self.body(x))
+            return self.head(self.embed(x))
 
     return EncoderNet()
-
-
-def _to_tensor(images: np.ndarray, size: int):
-    """uint8 (N, H, W, C) -> float (N, C, size, size) in [-1, 1]."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x
 
 
 def _data_identity(real: ImageSet) -> str:
@@ -110,15 +123,14 @@ def encoder_cache_dir(real: ImageSet, config: AuditConfig) -> Path:
     return cache_root() / "audit-encoders" / key[:16]
 
 
-def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainEncoder:
+def label_trained_cnn(real: ImageSet, config: AuditConfig) -> DomainEncoder:
     """The cached label-trained CNN for this real dataset and config, trained on first use."""
     import torch
 
     folder = encoder_cache_dir(real, config)
-    input_size = min(real.size, config.encoder_max_size)
-    torch.manual_seed(config.seed)  # the initial weights: the same whatever this process drew before
-    network = _build_network(real.channels, real.n_classes, config.encoder_width)
+    norm = encoder_norm(real.channels)
     if (folder / "encoder.pt").is_file() and (folder / "meta.json").is_file():
+        network = _build_network(real.channels, real.n_classes, config.encoder_width, _input_size(real, config))
         fix = f"it is medsyn's cache, damaged or not written by medsyn: remove the folder {folder} (the encoder is " \
               "trained again)"
         info = read_json(folder / "meta.json", ENCODER_META, fix)
@@ -129,79 +141,60 @@ def label_trained_cnn(real: ImageSet, config: AuditConfig, log=print) -> DomainE
             raise MedsynError(f"{folder / 'encoder.pt'}: not this encoder's weights ({str(err)[:120]}); {fix}.") \
                 from None
         network.to(resolve_device(config.device))
-        log(f"audit: reusing the label-trained CNN {folder}")
+        LOG.info(f"audit: reusing the label-trained CNN {folder}")
     else:
-        info = _train(network, real, config, input_size, log)
+        network, info = _train(real, config, norm)
         info["cache"] = str(folder)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "encoder.pt") as tmp:
             torch.save({k: v.cpu() for k, v in network.state_dict().items()}, tmp)
         write_json(folder / "meta.json", info)
     network.eval()
-    return DomainEncoder(network=network, input_size=input_size, info=info)
+    return DomainEncoder(network=network, norm=norm, info=info)
 
 
-def _train(network, real: ImageSet, config: AuditConfig, input_size: int, log) -> dict:
-    import torch
-    import torch.nn.functional as F
+def _train(real: ImageSet, config: AuditConfig, norm: dict) -> tuple[object, dict]:
+    """The CNN trained by the classifier's loop as the `real` arm trains: the real train split, seeded batches,
+    the epoch with the lowest real-val loss kept."""
+    from medsyn.classify.arms import parse_arm, training_data
+    from medsyn.classify.train import Network, fit
 
     train, val = real.subset("train"), real.subset("val")
     if len(train) == 0 or len(val) == 0:
         raise MedsynError(f"{real.source}: the audit's label-trained CNN needs real train and val images "
                           f"(found train {len(train)}, val {len(val)}); load the data with a val split (--val auto).")
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    device = resolve_device(config.device)
-    network.to(device)
-    x_train, y_train = _to_tensor(train.images, input_size).to(device), torch.from_numpy(train.labels).to(device)
-    x_val, y_val = _to_tensor(val.images, input_size), torch.from_numpy(val.labels).long()
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.encoder_lr)
-    best = (float("inf"), None, 0, 0.0)  # val loss, weights, epoch, val accuracy
-    epochs_run = 0
-    passes = -(-config.encoder_min_epoch_steps // -(-len(x_train) // config.encoder_batch_size))
-    for epoch in range(config.encoder_epochs):
-        network.train()
-        order = torch.cat([torch.randperm(len(x_train), generator=generator) for _ in range(passes)])
-        for start in range(0, len(order), config.encoder_batch_size):
-            batch = order[start:start + config.encoder_batch_size].to(device)
-            loss = F.cross_entropy(network(x_train[batch]), y_train[batch].long())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        epochs_run = epoch + 1
-        val_logits = _batched(network, x_val, config.encoder_batch_size, features=False)
-        val_loss = float(F.cross_entropy(val_logits, y_val))
-        val_acc = float((val_logits.argmax(1) == y_val).float().mean())
-        log(f"audit: encoder epoch {epoch + 1}/{config.encoder_epochs} val loss {val_loss:.4f} acc {val_acc:.4f}")
-        if val_loss < best[0]:
-            best = (val_loss, {k: v.clone() for k, v in network.state_dict().items()}, epoch + 1, val_acc)
-        elif epoch + 1 - best[2] >= config.encoder_patience:
-            break
-    network.load_state_dict(best[1])
-    return {"name": "label-trained-cnn", "architecture": f"4-block CNN, width {config.encoder_width}",
-            "trained_on": f"real train split with its labels ({len(train)} images), early-stopped on real val "
-                          f"({len(val)} images)",
-            "source": real.source, "dims": 4 * config.encoder_width, "input_size": input_size,
-            "epochs_run": epochs_run, "best_epoch": best[2], "val_loss": round(best[0], 6),
-            "val_accuracy": round(best[3], 6), "settings": {k: getattr(config, k) for k in ENCODER_FIELDS}}
+    input_size = _input_size(real, config)
+    network = Network(lambda: _build_network(real.channels, real.n_classes, config.encoder_width, input_size), norm)
+    LOG.info(f"audit: training the label-trained CNN on {len(train)} real train images")
+    fitted = fit(training_data(parse_arm("real"), train, None, config.seed), val, real.n_classes,
+                 _loop_settings(config), config.seed, network=network)
+    _, val_probs = encode(DomainEncoder(fitted.model, norm, {}), val.images)
+    return fitted.model, {
+        "name": "label-trained-cnn", "architecture": f"4-block CNN, width {config.encoder_width}",
+        "trained_on": f"real train split with its labels ({len(train)} images), early-stopped on real val "
+                      f"({len(val)} images), by the classifier's training loop",
+        "source": real.source, "dims": 4 * config.encoder_width, "input_size": input_size,
+        "epochs_run": len(fitted.history), "best_epoch": fitted.best_epoch,
+        "val_loss": fitted.history[fitted.best_epoch - 1]["val_loss"],
+        "val_accuracy": round(float((val_probs.argmax(1) == val.labels).mean()), 6),
+        "settings": {k: getattr(config, k) for k in ENCODER_FIELDS}}
 
 
-def _batched(network, x, batch_size: int, features: bool):
-    import torch
-
-    device = next(network.parameters()).device
-    with torch.no_grad():
-        network.eval()
-        part = network.body if features else network
-        return torch.cat([part(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]) if len(x) else \
-            torch.zeros((0, network.head.in_features if features else network.head.out_features))
+def _loop_settings(config: AuditConfig) -> ClassifyConfig:
+    """The classifier loop's settings for the encoder: the audit's encoder_* fields; plain Adam on an unweighted
+    loss, no weight average, float32 (its features feed every audit number), torch's threads left as they are."""
+    return ClassifyConfig(epochs=config.encoder_epochs, patience=config.encoder_patience,
+                          batch_size=config.encoder_batch_size, lr=config.encoder_lr,
+                          min_epoch_steps=config.encoder_min_epoch_steps, device=config.device, amp=False, threads=0)
 
 
 def encode(encoder: DomainEncoder, images: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(features float64 (N, dims), predicted class probabilities (N, n_classes)) of uint8 (N, H, W, C) images."""
     import torch
 
-    features = _batched(encoder.network, _to_tensor(images, encoder.input_size), batch_size, features=True)
+    from medsyn.tensors import infer
+
+    features = infer(encoder.network, images, encoder.norm, batch_size, lambda network, x: network.embed(x))
     with torch.no_grad():
         head = encoder.network.head
         probs = torch.softmax(head(features.to(head.weight.device)), dim=1).cpu()
@@ -215,23 +208,24 @@ def random_cnn(real: ImageSet, config: AuditConfig) -> Extractor:
     import torch
 
     torch.manual_seed(config.seed)
-    network = _build_network(real.channels, real.n_classes, config.random_cnn_width).eval()
+    input_size = _input_size(real, config)
+    network = _build_network(real.channels, real.n_classes, config.random_cnn_width, input_size).eval()
     network.to(resolve_device(config.device))
-    encoder = DomainEncoder(network, min(real.size, config.encoder_max_size), {})
+    encoder = DomainEncoder(network, encoder_norm(real.channels), {})
     # Untrained layers shrink activations, so FID/KID would read ~0 in raw units: scale the features to unit mean
     # per-dimension spread on (up to 1000) real train images, a fixed factor for a given dataset.
     train = real.subset("train").images[:1000]
     scale = 1.0 / float(encode(encoder, train)[0].std(0).mean())
     info = {"name": "random-cnn", "architecture": f"4-block CNN, width {config.random_cnn_width}",
             "trained_on": f"nothing: random initialisation (seed {config.seed}); never saw these images or labels",
-            "dims": 4 * config.random_cnn_width, "input_size": encoder.input_size, "feature_scale": scale}
+            "dims": 4 * config.random_cnn_width, "input_size": input_size, "feature_scale": scale}
     return Extractor("random-cnn", info, lambda images: encode(encoder, images)[0] * scale)
 
 
-def inception(config: AuditConfig, log) -> Extractor | None:
+def inception(config: AuditConfig) -> Extractor | None:
     """torch-fidelity's FID Inception-v3 when its weights file is on disk; None (and a logged note) otherwise."""
     weights, note = inception_weights_path(config)
-    log(f"audit: {note}")
+    LOG.info(f"audit: {note}")
     if weights is None:
         return None
     model = _load_inception(weights)
@@ -240,23 +234,23 @@ def inception(config: AuditConfig, log) -> Extractor | None:
     return Extractor("inception-v3", info, lambda images: inception_features(images, model))
 
 
-def extractors(real: ImageSet, config: AuditConfig, classifier: DomainEncoder, log=print) -> list[Extractor]:
-    """The extractors config.extractors names, in that order; inception-v3 only when its weights are on disk."""
+# name -> (real data, audit config, the label-trained CNN) -> the extractor, or None where it is unavailable here
+EXTRACTORS: dict[str, Callable[[ImageSet, AuditConfig, DomainEncoder], Extractor | None]] = {
+    "label-trained-cnn": lambda real, config, trained: Extractor(
+        "label-trained-cnn", trained.info, lambda images: encode(trained, images)[0]),
+    "random-cnn": lambda real, config, trained: random_cnn(real, config),
+    "inception-v3": lambda real, config, trained: inception(config),
+}
+
+
+def extractors(real: ImageSet, config: AuditConfig, classifier: DomainEncoder) -> list[Extractor]:
+    """The extractors config.extractors names, in that order, built from the EXTRACTORS table; those unavailable
+    here (inception-v3 without its weights on disk) are left out."""
     unknown = [name for name in config.extractors if name not in EXTRACTORS]
     if unknown:
         raise MedsynError(f"unknown feature extractor {', '.join(unknown)}; choose from {', '.join(EXTRACTORS)}.")
-    chosen = []
-    for name in config.extractors:
-        if name == "label-trained-cnn":
-            chosen.append(Extractor(name, classifier.info, lambda images: encode(classifier, images)[0]))
-        elif name == "random-cnn":
-            chosen.append(random_cnn(real, config))
-        elif (found := inception(config, log)) is not None:
-            chosen.append(found)
-    return chosen
-
-
-EXTRACTORS = ("label-trained-cnn", "random-cnn", "inception-v3")
+    built = (EXTRACTORS[name](real, config, classifier) for name in config.extractors)
+    return [extractor for extractor in built if extractor is not None]
 
 
 # --- Inception-v3 (optional) ---------------------------------------------------------------------------------------
@@ -297,10 +291,9 @@ def _load_inception(weights: Path):
 
 def inception_features(images: np.ndarray, model, batch_size: int = 64) -> np.ndarray:
     """2048-d pool features of torch-fidelity's FID Inception-v3 (gray images repeated to RGB; resized inside)."""
-    import torch
+    from medsyn.tensors import infer
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    with torch.no_grad():
-        return torch.cat([model(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]).double().numpy()
+    def pool_features(network, x):  # the network takes uint8 RGB and scales it itself
+        return network(x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x)[0]
+
+    return infer(model, images, None, batch_size, pool_features).double().numpy()

@@ -18,6 +18,7 @@ with the reason in the result. Only the train and val splits are read.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,13 +29,14 @@ from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.audit import features, fidelity
 
+LOG = logging.getLogger(__name__)
 CHANCE_MARGIN = 0.05  # the CNN must beat chance on real val by this balanced accuracy for its measures to rank
 RULE = ("highest harmonic mean of label fidelity, precision and recall against real val (label-trained CNN "
         "features, per class, averaged); ties to the smaller scale")
 
 
 def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.ndarray], scales: Sequence[float],
-                    config: AuditConfig, max_per_class: int = 200, log=print) -> dict:
+                    config: AuditConfig, max_per_class: int = 200) -> dict:
     """`sample(scale, labels)` -> uint8 images (N, H, W, C) for `labels`, the same noise at every scale.
     Returns {"chosen", "rule", "scales": [{"guidance", "label_fidelity", "precision", "recall", "score"}, ...],
     "reference": the same for real train, "per_class": images sampled per class}."""
@@ -45,7 +47,7 @@ def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.nda
         raise MedsynError(f"{real.source}: choosing the guidance scale on real val needs more than {config.k + 1} "
                           f"val images per class (found {np.bincount(val.labels, minlength=real.n_classes).tolist()});"
                           f" give a fixed --guidance instead.")
-    encoder = features.label_trained_cnn(real, config, log)
+    encoder = features.label_trained_cnn(real, config)
     reference = _encode_by_class(encoder, val.images, val.labels, real.n_classes)
     about = {"rule": RULE, "per_class": per_class.tolist(), "class_names": list(real.class_names),
              "measured_against": f"real val ({len(val)} images)"}
@@ -60,15 +62,15 @@ def choose_guidance(real: ImageSet, sample: Callable[[float, np.ndarray], np.nda
     table = []
     for scale in scales:
         table.append({"guidance": scale, **_score(encoder, reference, sample(scale, labels), labels, config.k)})
-        log(f"guidance {scale:g}: label fidelity {table[-1]['label_fidelity']:.3f}, precision "
+        LOG.info(f"guidance {scale:g}: label fidelity {table[-1]['label_fidelity']:.3f}, precision "
             f"{table[-1]['precision']:.3f}, recall {table[-1]['recall']:.3f}, score {table[-1]['score']:.3f}")
     best = max(table, key=lambda row: (round(row["score"], 9), -row["guidance"]))
     return {"chosen": best["guidance"], "scales": table, "reference": floor, **about}
 
 
 def sampler_for(checkpoint: Path, scales: Sequence[float], real: ImageSet | None, seed: int,
-                sampler: dict | None = None, audit_config: AuditConfig | None = None, device: str = "auto",
-                log=print) -> tuple[dict | None, dict | None]:
+                sampler: dict | None = None, audit_config: AuditConfig | None = None,
+                device: str = "auto") -> tuple[dict | None, dict | None]:
     """(the sampler settings to generate with, the record of the choice or None). No scale keeps the checkpoint's
     own; one scale is that scale; several are chosen among on the real val split of `real`, the data the model was
     trained on."""
@@ -77,15 +79,14 @@ def sampler_for(checkpoint: Path, scales: Sequence[float], real: ImageSet | None
         return {**(sampler or {}), "guidance": fixed}, None
     if not candidates:
         return sampler, None
-    choice = choose_for_checkpoint(checkpoint, real, candidates, seed, sampler, audit_config or AuditConfig(), device,
-                                   log)
+    choice = choose_for_checkpoint(checkpoint, real, candidates, seed, sampler, audit_config or AuditConfig(), device)
     if choice["chosen"] is not None:
         sampler = {**(sampler or {}), "guidance": choice["chosen"]}
     return sampler, choice
 
 
 def choose_for_checkpoint(checkpoint: Path, real: ImageSet | None, scales: Sequence[float], seed: int,
-                          sampler: dict | None, audit_config: AuditConfig, device: str = "auto", log=print) -> dict:
+                          sampler: dict | None, audit_config: AuditConfig, device: str = "auto") -> dict:
     """The guidance scale of a ddpm checkpoint chosen on real val, sampling with `seed`."""
     from medsyn import generators
 
@@ -99,7 +100,7 @@ def choose_for_checkpoint(checkpoint: Path, real: ImageSet | None, scales: Seque
         generator.guidance = scale  # a sampling setting of the loaded model: no need to read the checkpoint again
         return generators.generate_images(generator, info, labels, seed)
 
-    return choose_guidance(real, sample, scales, audit_config, log=log)
+    return choose_guidance(real, sample, scales, audit_config)
 
 
 def _check_training_data(real: ImageSet | None, info: dict, checkpoint: Path) -> None:

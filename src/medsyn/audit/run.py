@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from pathlib import Path
 
@@ -29,12 +30,13 @@ from medsyn.errors import MedsynError
 from medsyn.audit import features, fidelity, memorization
 from medsyn.fileio import refuse_overwrite, write_json, write_text
 
+LOG = logging.getLogger(__name__)
 FLOOR_SET = "real train half B (floor)"
 NEW_REAL_SET = "real val (new images)"
 
 
 def run_audit(real: ImageSet, synthetic: ImageSet, out_dir: Path, config: AuditConfig,
-              generator_name: str = "synthetic", overwrite: bool = False, log=print) -> dict:
+              generator_name: str = "synthetic", overwrite: bool = False) -> dict:
     """Audit `synthetic` (all its rows) against `real` (its train and val splits); write the files into out_dir."""
     out_dir = Path(out_dir)
     refuse_overwrite(out_dir / "audit.json", overwrite)
@@ -46,8 +48,8 @@ def run_audit(real: ImageSet, synthetic: ImageSet, out_dir: Path, config: AuditC
                           f"(load the data with --val auto).")
 
     clock = time.perf_counter()
-    classifier = features.label_trained_cnn(real, config, log)
-    extractors = features.extractors(real, config, classifier, log)
+    classifier = features.label_trained_cnn(real, config)
+    extractors = features.extractors(real, config, classifier)
     timings["encoders"] = time.perf_counter() - clock
 
     rng = np.random.default_rng(config.seed)
@@ -107,7 +109,7 @@ def run_audit(real: ImageSet, synthetic: ImageSet, out_dir: Path, config: AuditC
     audit["timing_s"] = {name: round(seconds, 2) for name, seconds in timings.items()}
     write_json(out_dir / "config.json", to_dict(config))
     write_json(out_dir / "audit.json", audit)
-    log(f"audit: wrote {out_dir / 'audit.json'} in {timings['total']:.1f} s")
+    LOG.info(f"audit: wrote {out_dir / 'audit.json'} in {timings['total']:.1f} s")
     return audit
 
 

@@ -1,8 +1,17 @@
 """The classify stage: train a classifier per arm x seed, select on real val, evaluate once on real test.
 
+A library below the audit: the audit's label-trained CNN is trained by this stage's loop (`fit`).
+    arms.py     what data each arm trains on (and a filtered arm's pool: filter_pool)
+    batches.py  the batches of one run: the dose, the seeded per-step draws
+    train.py    a run (train_arm) and the training loop (fit)
+    files.py    the run folder: record, history, model, predictions
+    models.py   the networks, checkpoints, predictions with the training preprocessing
+
 Public API:
     ARMS, parse_arm(name) -> Arm                         the default arms and the arm grammar (see arms.py)
+    filter_pool(pool, model_dir, val) -> ImageSet        a filtered-synth arm's pool
     train_arm(dataset, arm, seed, config, out_dir, synthetic=None) -> dict   one run; returns the test metrics
+    fit(data, val, n_classes, config, seed, ..., network=None) -> Fitted    the training loop
     check_config(config)                                  MedsynError for untrainable settings
     read_predictions(run_dir) -> {"y_true", "proba", "threshold"}          a finished run's test predictions
     load_model(path) -> (model, meta)                     a saved model.pt, in eval mode
@@ -12,17 +21,17 @@ Public API:
 Names that need torch are imported on first use, so `medsyn --help` does not load torch.
 """
 
-from medsyn.classify.arms import ARMS, Arm, parse_arm
+from medsyn.classify.arms import ARMS, Arm, filter_pool, parse_arm
 
 _LAZY = {
-    "train_arm": "medsyn.classify.train", "read_predictions": "medsyn.classify.train",
+    "train_arm": "medsyn.classify.train", "read_predictions": "medsyn.classify.files",
     "evaluate_on_test": "medsyn.classify.train", "check_config": "medsyn.classify.train",
-    "fit": "medsyn.classify.train", "filter_pool": "medsyn.classify.train",
+    "fit": "medsyn.classify.train",
     "load_model": "medsyn.classify.models", "predict_proba": "medsyn.classify.models",
     "features": "medsyn.classify.models", "build": "medsyn.classify.models",
 }
 
-__all__ = ["ARMS", "Arm", "parse_arm", *_LAZY]
+__all__ = ["ARMS", "Arm", "filter_pool", "parse_arm", *_LAZY]
 
 
 def __getattr__(name: str):

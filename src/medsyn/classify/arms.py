@@ -20,8 +20,10 @@ isolates what the extra images did.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -148,6 +150,22 @@ def pretraining_data(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None,
     """What a pretrain-synth arm trains on before its real fine-tuning: its synthetic draw, as a stream."""
     images, labels = _synthetic_draw(arm, real_train, synthetic, seed)
     return TrainingData(images, labels, real_train.images[:0], real_train.labels[:0], 0, len(labels))
+
+
+def filter_pool(pool: ImageSet, model_dir: Path, val: ImageSet, quantile: float = 0.1) -> ImageSet:
+    """A filtered-synth arm's pool: the synthetic images a real-trained classifier finds typical of their label,
+    p(label) >= tau, where tau is the `quantile` of that classifier's p(true label) over the real VALIDATION images
+    (so 90% of real val images would pass by default). The returned set's `source` records the rule and tau."""
+    from medsyn.classify import models
+
+    model, meta = models.load_model(Path(model_dir) / "model.pt")
+    val_p = models.predict_proba(model, meta, val.images)[np.arange(len(val)), val.labels]
+    tau = float(np.quantile(val_p, quantile))
+    pool_p = models.predict_proba(model, meta, pool.images)[np.arange(len(pool)), pool.labels]
+    kept = pool.select(pool_p >= tau)
+    rule = (f"filtered by {Path(model_dir).name} of {Path(model_dir).parent.name}: p(label) >= {tau:.4f} (the "
+            f"{quantile:.0%} quantile on real val), kept {len(kept)}/{len(pool)}")
+    return dataclasses.replace(kept, source=f"{pool.source} [{rule}]")
 
 
 def synthetic_need(arm: Arm, real_counts: np.ndarray) -> np.ndarray:

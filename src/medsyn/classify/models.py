@@ -20,6 +20,7 @@ from torch import nn
 
 from medsyn.errors import MedsynError
 from medsyn.fileio import load_tensors
+from medsyn.tensors import infer
 
 ARCHS = ("vgg16", "resnet18")
 MIN_INPUT = 32  # VGG16 halves the image five times; ResNet18 also needs 32 px to end at 1x1
@@ -164,22 +165,10 @@ def check_cached_weights(weights, name: str) -> Path:
     return path
 
 
-# --- using a trained model: the exact training preprocessing, checkpoints -------------------------------------
+# --- using a trained model: checkpoints, and predictions with the training preprocessing (medsyn.tensors) ----
 
 CHECKPOINT_FORMAT = "medsyn-classifier"
 CHECKPOINT_VERSION = 1
-
-
-def to_tensor(images: np.ndarray, norm: dict) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, H, W): scaled to [0, 1], then (x - mean) / std per channel."""
-    return normalize(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), norm)
-
-
-def normalize(images: torch.Tensor, norm: dict) -> torch.Tensor:
-    """uint8 (N, C, H, W) tensor -> float, scaled to [0, 1], then (x - mean) / std per channel."""
-    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
-    return (images.float() / norm["scale"] - mean) / std
 
 
 def checkpoint(model: Classifier, meta: dict) -> dict:
@@ -206,24 +195,16 @@ def load_model(path) -> tuple[Classifier, dict]:
 
 
 def predict_proba(model: Classifier, meta: dict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, n_classes) for uint8 images shaped like the training images (N, H, W, C)."""
-    logits = _batched(model, meta, images, batch_size, lambda m, x: m(x))
+    """Class probabilities (N, n_classes) for uint8 images shaped like the training images (N, H, W, C), on the
+    model's device (a GPU run scores val and test on its GPU)."""
+    logits = infer(model, _check_images(images, meta), meta["normalization"], batch_size)
     return torch.softmax(logits, dim=1).double().numpy()
 
 
 def features(model: Classifier, meta: dict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Penultimate-layer features (N, D): the input of the final linear layer."""
-    return _batched(model, meta, images, batch_size, lambda m, x: m.embed(x)).numpy()
-
-
-def _batched(model, meta, images, batch_size, fn) -> torch.Tensor:
-    images = _check_images(images, meta)
-    model.eval()
-    device = next(model.parameters()).device  # where the model is: a GPU run scores val and test on its GPU
-    with torch.no_grad():
-        parts = [fn(model, to_tensor(images[i:i + batch_size], meta["normalization"]).to(device)).float().cpu()
-                 for i in range(0, len(images), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0)
+    return infer(model, _check_images(images, meta), meta["normalization"], batch_size,
+                 lambda network, x: network.embed(x)).numpy()
 
 
 def _check_images(images: np.ndarray, meta: dict) -> np.ndarray:

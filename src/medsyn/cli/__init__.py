@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from medsyn import __version__
+from medsyn import __version__, show_progress
 from medsyn.errors import MedsynError
 
 STAGE_CLIS = (  # in pipeline order, as `medsyn --help` lists them
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    show_progress()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)  # numeric flags are validated here (medsyn.config.number)

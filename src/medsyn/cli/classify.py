@@ -62,7 +62,7 @@ def classify_config(args: argparse.Namespace):
 def run_train(args) -> int:
     from medsyn import data
     from medsyn.classify import check_config, parse_arm, train_arm
-    from medsyn.classify.train import RUN_FILES
+    from medsyn.classify.files import RUN_FILES
     from medsyn.config import preset
     from medsyn.fileio import check_out_dir, claim_out_dir, read_json
 
@@ -90,7 +90,7 @@ def run_train(args) -> int:
             (args.out / name).unlink(missing_ok=True)
     elif (args.out / "test_metrics.json").is_file():
         print(f"{args.out} holds a finished run; reporting it (pass --overwrite to retrain).")
-    train_arm(dataset, args.arm, args.seed, config, args.out, synthetic, log=print)
+    train_arm(dataset, args.arm, args.seed, config, args.out, synthetic)
     print(format_result({"arm": args.arm, "seed": args.seed, **read_json(args.out / "val_metrics.json")}))
     print(f"test metrics: {args.out / 'test_metrics.json'} (read them once you are done choosing; they are not "
           "printed, so that nothing is tuned on them)")

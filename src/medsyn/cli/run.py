@@ -25,7 +25,7 @@ RUN_LAYOUT = """RUN/
   audit/<model>/g<k>/      audit.json, nn_gallery.png
   arms/<arm>/seed<s>/      model.pt, predictions.csv, val_metrics.json, test_metrics.json
   results.json             statistics over replicates, `comparisons` with each arm's matched control (test split)
-  timings.json, logs/      seconds, CPU seconds and peak memory per job; each job's printed output
+  timings.json, logs/      seconds, CPU seconds and peak memory per job; each job's progress and output
   report.html, summary.md"""
 
 

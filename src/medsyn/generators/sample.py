@@ -7,14 +7,16 @@ import torch
 from torch import nn
 
 from medsyn.generators.families import FAMILIES
+from medsyn.tensors import normalize
 
 CHUNK = 256  # noise is drawn in fixed chunks, so the same seed gives the same images at any output count
+OUTPUT_RANGES = {"tanh": {"scale": 127.5, "mean": [1.0], "std": [1.0]},     # pixels to [-1, 1]
+                 "sigmoid": {"scale": 255.0, "mean": [0.0], "std": [1.0]}}  # pixels to [0, 1]
 
 
 def to_model(images: torch.Tensor, normalization: str) -> torch.Tensor:
     """uint8 NCHW -> float in the generator's output range."""
-    x = images.float() / 255.0
-    return x * 2 - 1 if normalization == "tanh" else x
+    return normalize(images, OUTPUT_RANGES[normalization])
 
 
 def to_uint8(x: torch.Tensor, normalization: str) -> np.ndarray:

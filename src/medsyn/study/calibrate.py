@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -103,6 +104,9 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
+    progress = logging.getLogger("medsyn")
+    level = progress.level
+    progress.setLevel(logging.WARNING)  # the timed fits' epoch lines, on random images, are no study's progress
     try:
         factor = _small_factor()
 
@@ -122,6 +126,7 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
             if "ddpm" in config.gans else None
     finally:
         torch.set_num_threads(previous)
+        progress.setLevel(level)
     return Speeds(gan_step_s=gan_step, classify_image_s=plain, classify_aug_image_s=augmented, ddpm_pass_s=ddpm,
                   machine_factor=plain / reference.classify_image_s,
                   measured=f"{machine()['host']} at {time.strftime('%Y-%m-%d %H:%M')}")

@@ -2,7 +2,8 @@
 
 Every body is idempotent: a job whose `done_file` exists is skipped by the executors, a job that was killed
 half-way left only temporary files (every stage writes atomically) or a resumable checkpoint, so running it again
-is safe. A job's printed output goes to `RUN/logs/<job>.log`.
+is safe. A job's progress lines (medsyn's logger, see `medsyn.show_progress`) and anything else it prints go to
+`RUN/logs/<job>.log`: the job's stdout and stderr point there while it runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsyn import show_progress
 from medsyn.config import RunConfig
 from medsyn.fileio import write_json
 from medsyn.study.plan import Job
@@ -38,6 +40,7 @@ def run_job(job: Job, study: Study) -> dict:
         torch.cuda.reset_peak_memory_stats()
     log = study.run_dir / "logs" / f"{job.name.replace('/', '_')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    show_progress()  # a worker process has not run the `medsyn` command, which installs it
     start, cpu_start = time.perf_counter(), time.process_time()
     with open(log, "a", encoding="utf-8") as handle, contextlib.redirect_stdout(handle), \
             contextlib.redirect_stderr(handle):
