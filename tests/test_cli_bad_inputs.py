@@ -207,12 +207,12 @@ def _free_port() -> int:
 CASES = [
     # 1. code execution: every file medsyn reads is loaded without running pickled code
     ("pickle-gan-checkpoint", lambda w, o: ["gan", "generate", "--checkpoint", w.payload, "--n", "2", "--out", o],
-     "medsyn can load safely"),
-    ("pickle-model-predict", lambda w, o: ["predict", "--model", w.payload, str(w.jpeg)], "medsyn can load safely"),
+     "can load safely"),
+    ("pickle-model-predict", lambda w, o: ["predict", "--model", w.payload, str(w.jpeg)], "can load safely"),
     ("pickle-model-serve", lambda w, o: ["serve", "--model", w.payload, "--port", str(_free_port())],
-     "medsyn can load safely"),
+     "can load safely"),
     ("pickle-model-export", lambda w, o: ["export", w.root / "payload_seed", "--out", o / "m.pt"],
-     "medsyn can load safely"),
+     "can load safely"),
     ("pickle-inception-weights", lambda w, o: ["audit", "--synthetic", w.payload_npz, "--inception-weights",
                                                w.payload, "--out", o], "safely"),
     ("missing-inception-weights", lambda w, o: ["audit", "--synthetic", w.payload_npz, "--inception-weights",
