@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import APP_SEEDS, CHEST_XRAY_SMALL, DICOM_DIR
+from conftest import CHEST_XRAY_SMALL, DICOM_DIR
+from fixtures_app import APP_SEEDS
 from medsyn import classify, data
 from medsyn.app import export_model, grad_cam, load_model_file, predict_files
 from medsyn.app.server import create_app
@@ -23,6 +24,7 @@ from medsyn.config import DataConfig
 from medsyn.errors import MedsynError
 from medsyn.metrics import classification_metrics
 from medsyn.fileio import read_json
+from tiny import TINY_CLASSIFY
 
 XRAY = CHEST_XRAY_SMALL / "test" / "PNEUMONIA" / sorted(p.name for p in (CHEST_XRAY_SMALL / "test" / "PNEUMONIA").iterdir())[0]
 DICOM = sorted(DICOM_DIR.rglob("*.dcm"))[0]
@@ -49,6 +51,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 # ---------------------------------------------------------------- export
 
+@pytest.mark.slow
 def test_export_picks_the_best_seed_on_validation_and_writes_the_card(app_run, model_file):
     val_auc = {f"real/seed{s}": read_json(app_run / "arms" / "real" / f"seed{s}" / "val_metrics.json")["auc"]
                for s in APP_SEEDS}
@@ -63,6 +66,7 @@ def test_export_picks_the_best_seed_on_validation_and_writes_the_card(app_run, m
     assert card["preprocessing"]["image_size"] == 28 and card["preprocessing"]["channels"] == 1
 
 
+@pytest.mark.slow
 def test_exported_model_reproduces_the_run_test_metrics_exactly(model_file, app_dataset):
     test = app_dataset.subset("test")
     from medsyn.app.predict import predict_arrays
@@ -75,6 +79,7 @@ def test_exported_model_reproduces_the_run_test_metrics_exactly(model_file, app_
     assert recomputed["n"] == 624
 
 
+@pytest.mark.slow
 def test_export_refuses_what_it_cannot_do(app_run, app_model, tmp_path):
     with pytest.raises(MedsynError, match="already exists"):
         export_model(app_run, app_model)
@@ -93,6 +98,7 @@ def test_export_refuses_what_it_cannot_do(app_run, app_model, tmp_path):
         assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.slow
 def test_export_cli_from_one_seed_folder(app_run, tmp_path, capsys):
     out = tmp_path / "seed0.pt"
     assert main(["export", str(app_run / "arms" / "real" / "seed0"), "--out", str(out)]) == 0
@@ -102,6 +108,7 @@ def test_export_cli_from_one_seed_folder(app_run, tmp_path, capsys):
 
 # ---------------------------------------------------------------- predict
 
+@pytest.mark.slow
 def test_predict_on_real_xrays_matches_the_in_memory_model(app_run, model_file):
     """Files decoded and preprocessed by predict == the data stage's arrays through the run's own model.pt."""
     seed = model_file.card["trained_on"]["seed"]
@@ -127,7 +134,7 @@ def test_the_training_aspect_policy_travels_with_the_model(tmp_path):
         Image.open(path).resize((320, 200)).save(target)            # real X-rays, made wide
     dataset = data.load(source, DataConfig(size=32, aspect="pad"))
     run = tmp_path / "run" / "arms" / "real" / "seed0"
-    classify.train_arm(dataset, "real", 0, classify_config(), run)
+    classify.train_arm(dataset, "real", 0, TINY_CLASSIFY, run)
     card = export_model(run, tmp_path / "model.pt")
     assert card["preprocessing"]["aspect"] == "pad"
     model, meta = classify.load_model(run / "model.pt")
@@ -137,12 +144,7 @@ def test_the_training_aspect_policy_travels_with_the_model(tmp_path):
         assert rows[path]["p_PNEUMONIA"] == pytest.approx(proba[1], abs=1e-6)
 
 
-def classify_config():
-    from medsyn.config import ClassifyConfig
-
-    return ClassifyConfig(width=0.0625, epochs=1, batch_size=16)
-
-
+@pytest.mark.slow
 def test_predict_cli_writes_csv_and_json(app_model, tmp_path, capsys):
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
     assert main(["predict", "--model", str(app_model), str(XRAY), str(DICOM), "--out", str(out_csv)]) == 0
@@ -156,6 +158,7 @@ def test_predict_cli_writes_csv_and_json(app_model, tmp_path, capsys):
     assert main(["predict", "--model", str(app_model), str(XRAY), "--out", str(out_json)]) == 2   # no overwrite
 
 
+@pytest.mark.slow
 def test_predict_reports_every_bad_file(app_model, tmp_path, capsys):
     (tmp_path / "fake.png").write_text("not an image")
     assert main(["predict", "--model", str(app_model), str(XRAY), str(tmp_path / "fake.png")]) == 2
@@ -191,6 +194,7 @@ def test_grad_cam_finds_the_evidence_in_a_known_network():
 
 # ---------------------------------------------------------------- the API
 
+@pytest.mark.slow
 def test_api_predicts_a_real_jpeg_like_predict_does(client, model_file):
     reply = client.post("/api/predict", files={"file": (XRAY.name, XRAY.read_bytes(), "image/jpeg")})
     assert reply.status_code == 200
@@ -202,6 +206,7 @@ def test_api_predicts_a_real_jpeg_like_predict_does(client, model_file):
     assert heatmap.size == (320, 320) and heatmap.mode == "RGB"
 
 
+@pytest.mark.slow
 def test_api_reads_dicom_and_png_with_alpha(client, model_file, tmp_path):
     reply = client.post("/api/predict", files={"file": ("scan.bin", DICOM.read_bytes(), "application/octet-stream")})
     assert reply.status_code == 200 and reply.json()["image"]["type"] == "dicom"
@@ -215,6 +220,7 @@ def test_api_reads_dicom_and_png_with_alpha(client, model_file, tmp_path):
     assert reply.json()["probabilities"]["pneumonia"] == pytest.approx(expected["p_pneumonia"], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, content, status, message", [
     ("notes.png", b"just some text, named like an image", 415, "not a PNG, JPEG or DICOM"),
     ("empty.png", b"", 400, "empty"),
@@ -228,6 +234,7 @@ def test_api_rejects_bad_uploads_with_a_clear_4xx(client, name, content, status,
     assert message in reply.json()["error"]
 
 
+@pytest.mark.slow
 def test_api_rejects_huge_images_and_bodies(app_model):
     from fastapi.testclient import TestClient
 
@@ -239,6 +246,7 @@ def test_api_rejects_huge_images_and_bodies(app_model):
         assert reply.status_code == 413 and "larger than the limit" in reply.json()["error"]
 
 
+@pytest.mark.slow
 def test_api_rejects_bodies_without_a_file(client):
     assert client.post("/api/predict").status_code == 400
     reply = client.post("/api/predict", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"})
@@ -247,6 +255,7 @@ def test_api_rejects_bodies_without_a_file(client):
     assert reply.status_code == 400 and "'file'" in reply.json()["error"]
 
 
+@pytest.mark.slow
 def test_api_model_card(client, model_file):
     card = client.get("/api/model").json()
     assert card["trained_on"]["arm"] == "real" and card["test_metrics"]["n"] == 624
@@ -256,6 +265,7 @@ def test_api_model_card(client, model_file):
     assert page.status_code == 200 and "app.js" in page.text
 
 
+@pytest.mark.slow
 def test_live_server_answers_concurrent_mixed_requests(live_server):
     """Real uvicorn on loopback: 24 concurrent valid and malformed uploads get the right answers, identical
     images get identical predictions, and nothing is left in the temporary folder."""

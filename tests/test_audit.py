@@ -118,6 +118,7 @@ def neighbour_rows(folder) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_shifted_and_mirrored_training_images_are_flagged_and_new_images_are_not(audits):
     results, out, planted, train = audits
     memo = results["planted"]["memorization"]
@@ -159,6 +160,7 @@ def generator_copy(image: np.ndarray, kind: str, rng: np.random.Generator) -> np
     return np.asarray(picture)[..., None]
 
 
+@pytest.mark.slow
 def test_zoomed_rotated_gamma_changed_and_blurred_copies_are_flagged_and_new_images_are_not(real):
     """The audit's near-copy rule (the one detector, the real-val yardstick) on what generators' copies do beyond
     shifts and mirroring: at least 90% of each kind flagged, at most 5% of new real (test) images."""
@@ -180,6 +182,7 @@ def test_zoomed_rotated_gamma_changed_and_blurred_copies_are_flagged_and_new_ima
     assert (found.correlation_index[:300] == planted).mean() > 0.85  # matched to its own source
 
 
+@pytest.mark.slow
 def test_the_audit_never_reads_the_test_split(real, audits, tmp_path):
     test = real.subset("test")
     _, _, new = chosen_rows(real)  # the fixture's "test-half" images
@@ -195,6 +198,7 @@ def test_the_audit_never_reads_the_test_split(real, audits, tmp_path):
     assert blind["fidelity"]["by_features"]["random-cnn"] == seen["fidelity"]["by_features"]["random-cnn"]
 
 
+@pytest.mark.slow
 def test_real_test_images_get_their_labels_far_above_chance(audits, real):
     labels = audits[0]["test-half"]["label_fidelity"]
     val, test = real.subset("val"), real.subset("test")
@@ -203,6 +207,7 @@ def test_real_test_images_get_their_labels_far_above_chance(audits, real):
     assert labels["synthetic_accuracy"] > np.bincount(test.labels).max() / len(test) + 0.1
 
 
+@pytest.mark.slow
 def test_every_extractor_puts_a_bad_generator_far_above_the_real_vs_real_floor(audits):
     results = audits[0]
     assert list(results["degraded"]["feature_extractors"]) == ["label-trained-cnn", "random-cnn"]
@@ -217,6 +222,7 @@ def test_every_extractor_puts_a_bad_generator_far_above_the_real_vs_real_floor(a
         assert good["recall"] == pytest.approx(floor["recall"], abs=0.1), extractor
 
 
+@pytest.mark.slow
 def test_the_floor_compares_two_disjoint_halves_of_real_train_of_equal_size(audits, real):
     labels = real.subset("train").labels
     half_a, half_b = _halves(np.random.default_rng(CONFIG.seed), labels, CONFIG.max_samples)
@@ -233,6 +239,7 @@ def test_the_floor_compares_two_disjoint_halves_of_real_train_of_equal_size(audi
         assert by_set[FLOOR_SET]["all"]["precision"] < 0.999 and by_set[FLOOR_SET]["all"]["recall"] < 0.999, extractor
 
 
+@pytest.mark.slow
 def test_outputs_and_table_rows(audits, real):
     results, out, _, _ = audits
     folder = out / "degraded"
@@ -252,6 +259,7 @@ def test_outputs_and_table_rows(audits, real):
     assert rows[3]["label_accuracy"] == saved["label_fidelity"]["synthetic_per_class"][real.class_names[0]]
 
 
+@pytest.mark.slow
 def test_encoder_is_cached_per_data_seed_and_training(real, audits, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="medsyn")
     first = features.label_trained_cnn(real, CONFIG)
@@ -271,6 +279,7 @@ def test_an_extractor_added_to_the_table_is_built_in_the_order_asked(real, monke
     assert features.extractors(real, config, classifier=None) == [fake]
 
 
+@pytest.mark.slow
 def test_unknown_extractor_is_refused(real):
     with pytest.raises(MedsynError, match="unknown feature extractor dinov9"):
         features.extractors(real, AuditConfig(extractors=("dinov9",)), classifier=None)
@@ -293,6 +302,7 @@ def test_a_weights_file_holding_code_is_refused_before_torch_fidelity_loads_it(t
         features.inception(AuditConfig(inception_weights=str(rigged)))
 
 
+@pytest.mark.slow
 def test_cli_audits_a_synthetic_folder_and_refuses_to_overwrite(real, tmp_path, capsys):
     test = real.subset("test")
     folder = tmp_path / "gan"
@@ -308,6 +318,7 @@ def test_cli_audits_a_synthetic_folder_and_refuses_to_overwrite(real, tmp_path, 
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_synthetic_set_with_other_classes(real, tmp_path, capsys):
     test = real.subset("test")
     data.save_npz(as_synthetic(test.images[:20], test.labels[:20], ("a", "b"), "x"), tmp_path / "synthetic.npz")
@@ -315,6 +326,7 @@ def test_cli_rejects_a_synthetic_set_with_other_classes(real, tmp_path, capsys):
     assert "differ from the real data" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_label_trained_cnn_learns_the_classes_of_a_small_train_split(monkeypatch, tmp_path):
     """235 train images are two batches: one pass per epoch left the CNN predicting the majority class on val. The
     CNN is trained by the classifier's own loop."""

@@ -24,12 +24,11 @@ from medsyn.classify import files as classify_files
 from medsyn.classify import train as classify_train
 from medsyn.classify.arms import training_data
 from medsyn.cli import main
-from medsyn.config import ClassifyConfig, DataConfig, preset
+from medsyn.config import DataConfig, preset
 from medsyn.errors import MedsynError
 from medsyn.metrics import METRICS
 from medsyn.stats.paired import summarize_arms
-
-TINY = ClassifyConfig(width=0.0625, epochs=1, batch_size=16, patience=1, threads=1)
+from tiny import TINY_CLASSIFY as TINY
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +310,7 @@ def _curve_point(fraction: float) -> data.ImageSet:
     return full.select(learning_curve_point(full.labels, full.groups, full.split, fraction))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exposure", ["real-passes", "equal-steps"])
 @pytest.mark.parametrize("arm", ["real+synth@0.5", "real+synth@1", "real+synth@2", "real+heldout@1"])
 def test_an_arm_at_dose_r_sees_r_extra_images_per_real_image_at_the_smallest_size(arm, exposure, tmp_path):
@@ -327,6 +327,7 @@ def test_an_arm_at_dose_r_sees_r_extra_images_per_real_image_at_the_smallest_siz
     assert seen["dose"] == pytest.approx(ratio, rel=0.05)
 
 
+@pytest.mark.slow
 def test_the_dose_holds_on_the_full_train_split(tmp_path):
     """The largest setting a preset uses: all 4708 train images, one pass per epoch."""
     config = dataclasses.replace(preset("study").classify, width=0.0625, epochs=1, patience=1)

@@ -21,17 +21,14 @@ from medsyn.data.images import load_image
 from medsyn.data.splits import patient_from_filename
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return data.load()
-
-
+@pytest.mark.slow
 def test_bundled_counts_and_class_names(bundled):
     assert bundled.class_names == ("normal", "pneumonia")
     assert bundled.counts() == {"train": [1214, 3494], "val": [135, 389], "test": [234, 390]}
     assert bundled.images.shape == (5856, 28, 28, 1) and bundled.images.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_bundled_train_val_duplicates_are_found(bundled):
     groups = data.duplicate_groups(bundled)
     across = [g for g in groups if {"train", "val"} <= {bundled.split[i] for i in g}]

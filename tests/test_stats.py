@@ -20,6 +20,7 @@ import interval_coverage as simulation  # noqa: E402  (benchmarks/interval_cover
 STUDIES = 250
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", [simulation.SCENARIOS[0], simulation.SCENARIOS[2]], ids=lambda s: s.name)
 def test_intervals_cover_a_known_difference(scenario):
     row = simulation.coverage(scenario, STUDIES)
@@ -143,6 +144,7 @@ def test_a_single_replicate_is_never_decisive(metric):
     assert record["ci_low"] is None and record["p_value"] is None and record["p_adjusted"] is None
 
 
+@pytest.mark.slow
 def test_worth_recovers_a_known_answer_on_a_constructed_curve():
     from medsyn.stats.worth import real_images_worth
 

@@ -7,9 +7,12 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from medsyn.cli import main
 from medsyn.data.loader import bundled_path
+
+pytestmark = pytest.mark.slow  # a whole smoke study
 
 # images per class (0 = normal, 1 = pneumonia, 2 = more pneumonia images under a third label) in each split
 SPLIT_COUNTS = {"train": (60, 60, 12), "val": (15, 15, 3), "test": (20, 20, 6)}

@@ -16,9 +16,9 @@ from medsyn.errors import MedsynError
 
 
 @pytest.fixture(scope="module")
-def grouped():
+def grouped(bundled):
     """The bundled data with patients of 3 images each (within a class), as a patient-grouped source has."""
-    full = data.load()
+    full = bundled
     groups = np.empty(len(full), dtype=object)
     for cls in range(full.n_classes):
         rows = np.flatnonzero(full.labels == cls)
@@ -26,6 +26,7 @@ def grouped():
     return full.labels, groups.astype(str), full.split
 
 
+@pytest.mark.slow
 def test_subsets_are_nested_stratified_and_keep_patients_together(grouped):
     labels, groups, split = grouped
     train = split == "train"
@@ -44,6 +45,7 @@ def test_subsets_are_nested_stratified_and_keep_patients_together(grouped):
     assert not np.array_equal(other_seed, masks[2])
 
 
+@pytest.mark.slow
 def test_imbalance_subsamples_every_class_but_the_largest_and_sizes_count_images(grouped):
     labels, groups, split = grouped
     counts = np.bincount(labels[split == "train"])                           # 1214 normal, 3494 pneumonia
@@ -66,6 +68,7 @@ def test_strategy_arms_and_their_controls():
             parse_arm(bad)
 
 
+@pytest.mark.slow
 def test_val_shrinks_with_train_in_proportion_nested_and_grouped(grouped):
     labels, groups, split = grouped
     val_counts = np.bincount(labels[split == "val"])
@@ -88,6 +91,7 @@ def test_val_shrinks_with_train_in_proportion_nested_and_grouped(grouped):
     assert (optimistic[split == "val"]).all()
 
 
+@pytest.mark.slow
 def test_positive_control_pool_is_real_train_outside_the_subset_never_val_or_test(tmp_path):
     import hashlib
 
@@ -112,6 +116,7 @@ def test_positive_control_pool_is_real_train_outside_the_subset_never_val_or_tes
     assert "test" not in set(development.split)
 
 
+@pytest.mark.slow
 def test_learning_curve_run_end_to_end(tmp_path):
     out = tmp_path / "curve"
     assert main(["run", "--preset", "smoke", "--fractions", "0.1,1", "--imbalance", "0.5", "--out", str(out),

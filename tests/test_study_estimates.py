@@ -19,6 +19,7 @@ from medsyn.study.plan import reference_speeds, simulate
 TIMED_KINDS = ("generator", "synthesize", "audit", "classify")
 
 
+@pytest.mark.slow
 def test_this_machine_is_measured_once_per_settings_and_read_back_after():
     smoke = configs.preset("smoke")  # at a width no other test plans with, so this test measures it first
     config = dataclasses.replace(smoke, gan=dataclasses.replace(smoke.gan, base_width=smoke.gan.base_width + 3))
@@ -68,6 +69,7 @@ def test_a_plan_over_its_budget_says_so_and_offers_only_what_fits(size, speed, e
     assert expected in advice and "GPU" in advice
 
 
+@pytest.mark.slow
 def test_dry_run_names_the_speeds_its_estimate_comes_from(capsys):
     assert main(["run", "--preset", "smoke", "--dry-run"]) == 0
     assert re.search(r"this machine's speeds \(measured .+; [\d.]+x the reference's time\)", capsys.readouterr().out)

@@ -12,6 +12,7 @@ import pytest
 from medsyn.cli import main
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_stage(smoke_run):
     for name in ("config.json", "data.json", "results.json", "timings.json", "report.html", "summary.md",
                  "gan/cgan/g0/final.pt", "gan/cgan/g1/final.pt", "synthetic/cgan/g1/synthetic.npz",
@@ -36,6 +37,7 @@ def test_smoke_run_writes_every_stage(smoke_run):
         "data", "generator", "synthesize", "audit", "classify", "evaluate", "report"}
 
 
+@pytest.mark.slow
 def test_report_holds_verdict_arm_table_and_figures(smoke_run):
     page = (smoke_run / "report.html").read_text()
     results = json.loads((smoke_run / "results.json").read_text())
@@ -52,12 +54,14 @@ def test_report_holds_verdict_arm_table_and_figures(smoke_run):
     assert "| real |" in summary and "Verdict" in summary
 
 
+@pytest.mark.slow
 def test_report_verb_rebuilds_the_report(smoke_run, capsys):
     (smoke_run / "report.html").unlink()
     assert main(["report", str(smoke_run)]) == 0
     assert (smoke_run / "report.html").exists() and "report.html" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten_without_resume(smoke_run, capsys):
     before = (smoke_run / "results.json").read_bytes()
     assert main(["run", "--preset", "smoke", "--out", str(smoke_run)]) == 2
@@ -65,6 +69,7 @@ def test_existing_run_is_not_overwritten_without_resume(smoke_run, capsys):
     assert (smoke_run / "results.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_redoes_only_what_is_missing(smoke_run):
     config = json.loads((smoke_run / "config.json").read_text())
     kept = smoke_run / "arms" / "real" / "seed0" / "test_metrics.json"
@@ -78,6 +83,7 @@ def test_resume_redoes_only_what_is_missing(smoke_run):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps      # finished work was not redone
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused(smoke_run, capsys):
     assert main(["run", "--preset", "quick", "--out", str(smoke_run), "--resume"]) == 2
     assert "different configuration" in capsys.readouterr().err

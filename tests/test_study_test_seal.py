@@ -18,6 +18,7 @@ from medsyn.cli import main
 from medsyn.data.export import save_npz
 
 pytest.importorskip("diffusers")
+pytestmark = pytest.mark.slow  # every test reads the twin learning-curve studies the module fixture runs
 
 ARMS = ("real", "real+heldout@1", "real+filtered-synth@1")
 SIZES = ("f0.25", "f1")

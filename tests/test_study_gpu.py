@@ -56,6 +56,7 @@ def _estimates(capsys, *flags: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in (re.match(r"\s+(\S+)\s+~\s*([\d.]+) s", line) for line in lines) if m}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gan", ["cgan", "ddpm"])
 def test_gan_steps_and_epochs_shrink_the_primary_generator_and_the_classifiers(capsys, gan):
     base = _estimates(capsys, "--preset", "full", "--gan", gan, "--gan-steps", "400", "--epochs", "4")
@@ -76,6 +77,7 @@ def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(tmp_p
     assert "no CUDA GPU is visible" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_gpu_check_script_runs_its_cpu_side_where_there_is_no_gpu(tmp_path):
     out = tmp_path / "check"
     env = {**os.environ, "GPU_CHECK_TINY": "1", "PYTHON": sys.executable}

@@ -64,6 +64,7 @@ def leaky(tmp_path_factory):
     return root, copies
 
 
+@pytest.mark.slow
 def test_resized_rgb_copies_across_splits_are_an_error_with_counts_and_examples(leaky, capsys):
     root, copies = leaky
     with pytest.raises(MedsynError) as caught:
@@ -86,6 +87,7 @@ def test_resized_rgb_copies_across_splits_are_an_error_with_counts_and_examples(
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_allow_leak_continues_and_warns_at_the_top(leaky, capsys):
     root, _ = leaky
     assert main(["data", "info", str(root), "--size", "32", "--allow-leak"]) == 0
@@ -99,6 +101,7 @@ def test_allow_leak_continues_and_warns_at_the_top(leaky, capsys):
     assert capsys.readouterr().out.startswith("WARNING: LEAK ALLOWED")
 
 
+@pytest.mark.slow
 def test_resplit_keeps_every_copy_with_its_original_and_the_proportions(leaky):
     root, copies = leaky
     config = DataConfig(size=32, leak="resplit", val="given")
@@ -120,6 +123,7 @@ def test_resplit_keeps_every_copy_with_its_original_and_the_proportions(leaky):
     assert "re-split grouped by content and patient" in " ".join(dataset.notes)
 
 
+@pytest.mark.slow
 def test_official_chest_xray_splits_raise_no_false_alarm():
     dataset = data.load(CHEST_XRAY_224, DataConfig(size=16))
     leak = data.summarize(dataset)["leak"]

@@ -25,6 +25,8 @@ import torch
 from medsyn.cli import main
 from medsyn.generators.families import FAMILIES
 
+pytestmark = pytest.mark.slow  # each test trains under torchrun (2 processes) and in one process
+
 STEPS, GREY_LEVEL = 8, 2 / 255   # a grey level of [-1, 1] pixels (cgan; acgan's [0, 1] ones: half a level)
 DISCRIMINATOR_TOLERANCE = 1e-5
 GENERATOR_TOLERANCE = {"cgan": 2e-4, "acgan": 1e-5}  # cgan: its lr, one Adam step (see above)

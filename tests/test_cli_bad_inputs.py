@@ -427,7 +427,12 @@ def _snapshot(root: Path) -> dict[str, str]:
             else f"{p.stat().st_size}@{p.stat().st_mtime_ns}" for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("make_argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+# cases refused only after the bundled data is loaded (its first load in a session runs the leak guard's search)
+SLOW_CASES = {"pickle-npz-synthetic", "resume-run-damaged-config", "resume-gan-damaged-config"}
+
+
+@pytest.mark.parametrize("make_argv, expected", [
+    pytest.param(*c[1:], id=c[0], marks=[pytest.mark.slow] * (c[0] in SLOW_CASES)) for c in CASES])
 def test_bad_input_is_a_message(world, tmp_path, capsys, make_argv, expected):
     out = tmp_path / "out"
     argv = [str(a) for a in make_argv(world, out)]
@@ -751,6 +756,7 @@ def test_pretrained_without_cached_weights_makes_no_folder(tmp_path, monkeypatch
 
 # ---------------------------------------------------------------- issue 21: a lock per output folder
 
+@pytest.mark.slow
 def test_a_second_writer_of_a_folder_is_refused_naming_the_first(tmp_path):
     """Process A holds --out (as a running `medsyn run` does); B, `run --resume --out SAME`, is refused with A's
     pid and exit 2, before any work; once A has ended, the folder is free again."""

@@ -16,6 +16,8 @@ from medsyn.app.export import load_model_file
 from medsyn.classify.models import predict_proba
 from medsyn.tensors import to_tensor
 
+pytestmark = pytest.mark.slow  # both tests read the session's trained app run
+
 # Chance is AUC 0.5. The session's app_run trains VGG16 at width 1/16 for two tiny epochs on a quarter of
 # PneumoniaMNIST's train split: measured val AUC 0.81 and 0.88 and test AUC 0.78 for seeds 0 and 1 (the test split
 # comes from another cohort). A classifier that learned nothing, or learned the labels flipped, stays at or

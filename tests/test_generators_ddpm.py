@@ -22,10 +22,10 @@ from medsyn.cli.flags import parse_guidance
 from medsyn.config import AUTO_GUIDANCE_SCALES
 from medsyn.study.jobs import Study, run_job
 from medsyn.study.plan import build_plan
+from tiny import TINY_DDPM as TINY
 
 pytest.importorskip("diffusers")
 
-TINY = dict(steps=6, batch_size=8, snapshot_every=3, log_every=1, sampling_steps=2)
 PER_CLASS = 16
 
 
@@ -70,6 +70,7 @@ def generated(checkpoint, out, seed=0, **sampler) -> tuple[np.ndarray, np.ndarra
     return npz["train_images"], npz["train_labels"][:, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guidance", [0.0, 2.0])
 def test_samples_follow_their_class(trained, tmp_path, guidance):
     images, labels = generated(trained, tmp_path / "syn", guidance=guidance)
@@ -77,6 +78,7 @@ def test_samples_follow_their_class(trained, tmp_path, guidance):
     assert accuracy >= 0.8, f"only {accuracy:.2f} of the samples have their class's intensity (chance is 0.5)"
 
 
+@pytest.mark.slow
 def test_guidance_pushes_the_classes_apart(trained, tmp_path):
     def class_gap(guidance: float) -> float:
         images, labels = generated(trained, tmp_path / f"g{guidance}", guidance=guidance)
@@ -87,6 +89,7 @@ def test_guidance_pushes_the_classes_apart(trained, tmp_path):
     assert guided > plain + 5, f"guidance 2 should separate the classes more than 0 ({guided:.1f} vs {plain:.1f})"
 
 
+@pytest.mark.slow
 def test_generate_is_deterministic_for_a_seed(trained, tmp_path):
     first, labels = generated(trained, tmp_path / "a", seed=5)
     again, _ = generated(trained, tmp_path / "b", seed=5)
@@ -98,6 +101,7 @@ def test_generate_is_deterministic_for_a_seed(trained, tmp_path):
     assert manifest["model"] == "ddpm" and manifest["sampler"] == {"guidance": 1.0, "sampling_steps": 5}
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical(dark_and_bright, tmp_path):
     config = dataclasses.replace(gan_preset("smoke", "ddpm"), **TINY)
     generators.train(dark_and_bright, config, tmp_path / "once", progress=False)
@@ -117,6 +121,7 @@ def test_resume_is_bitwise_identical(dark_and_bright, tmp_path):
                                                                                     "grid-000006.png"]
 
 
+@pytest.mark.slow
 def test_the_audit_reads_a_ddpm_set(trained, dark_and_bright, tmp_path):
     folder = synth.generate(trained, [PER_CLASS, PER_CLASS], seed=0, out_dir=tmp_path / "syn")
     report = run_audit(dark_and_bright, synth.load_synthetic(folder, dark_and_bright), tmp_path / "audit",
@@ -127,6 +132,7 @@ def test_the_audit_reads_a_ddpm_set(trained, dark_and_bright, tmp_path):
     assert scores["n_synthetic"] == 2 * PER_CLASS and np.isfinite(scores["fid"])
 
 
+@pytest.mark.slow
 def test_cli_train_generate_and_errors(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["gan", "train", "--model", "ddpm", "--preset", "smoke", "--steps", "2", "--batch-size", "8",
@@ -160,6 +166,7 @@ def val_images_for(val: data.ImageSet, labels: np.ndarray, flip: bool = False) -
     return images
 
 
+@pytest.mark.slow
 def test_the_chosen_guidance_is_the_scale_whose_samples_score_best(dark_and_bright):
     val = dark_and_bright.subset("val")
     audit = preset("smoke").audit
@@ -176,6 +183,7 @@ def test_the_chosen_guidance_is_the_scale_whose_samples_score_best(dark_and_brig
     assert tied["chosen"] == 0.5
 
 
+@pytest.mark.slow
 def test_no_scale_is_chosen_when_the_audits_classifier_is_at_chance(trained, dark_and_bright, tmp_path):
     blank = dataclasses.replace(dark_and_bright, images=np.full_like(dark_and_bright.images, 128))  # no class signal
     sampler, choice = guidance.sampler_for(trained, (0.0, 2.0), blank, seed=0, audit_config=preset("smoke").audit)
@@ -195,6 +203,7 @@ def test_parse_guidance():
             parse_guidance(bad)
 
 
+@pytest.mark.slow
 def test_generate_chooses_the_guidance_on_val(trained, dark_and_bright, tmp_path, capsys):
     src = tmp_path / "data.npz"
     data.save_npz(dark_and_bright, src)
@@ -214,6 +223,7 @@ def test_generate_chooses_the_guidance_on_val(trained, dark_and_bright, tmp_path
                           np.load(fixed / "synthetic.npz")["train_images"])
 
 
+@pytest.mark.slow
 def test_guidance_is_chosen_only_on_the_training_data_of_a_ddpm(trained, tmp_path, capsys):
     # the bundled data has the same classes and size but not the train split the model was trained on
     assert main(["gan", "generate", "--checkpoint", str(trained), "--n", "4", "--guidance", "auto",
@@ -228,6 +238,7 @@ def test_guidance_is_chosen_only_on_the_training_data_of_a_ddpm(trained, tmp_pat
     assert "--guidance applies to the ddpm generator" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_chooses_each_generators_guidance_on_val(trained, dark_and_bright, tmp_path):
     src = tmp_path / "data.npz"
     data.save_npz(dark_and_bright, src)
@@ -246,6 +257,7 @@ def test_a_run_chooses_each_generators_guidance_on_val(trained, dark_and_bright,
     assert f"{choice['chosen']:g} (chosen)" in table and table.count("(chosen)") == 1
 
 
+@pytest.mark.slow
 def test_run_plans_ddpm_as_a_generator(capsys):
     assert main(["run", "--preset", "smoke", "--gan", "cgan,ddpm", "--dry-run"]) == 0
     assert "gan/ddpm/g0" in capsys.readouterr().out

@@ -12,23 +12,13 @@ import torch
 
 from medsyn import data, generators, synth
 from medsyn.cli import main
-from medsyn.config import GAN_MODELS, DataConfig, gan_preset
+from medsyn.config import GAN_MODELS, DataConfig
 from medsyn.errors import MedsynError
 from medsyn.fileio import sha256_file
 from medsyn.generators.families import FAMILIES
 
 from conftest import CHEST_XRAY_SMALL
-
-TINY = dict(steps=3, batch_size=8, base_width=4, snapshot_every=2, log_every=1)
-
-
-def tiny(model: str, **overrides):
-    return dataclasses.replace(gan_preset("smoke", model), **{**TINY, **overrides})
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return data.load(None, DataConfig(size=28))
+from tiny import tiny_gan as tiny
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +45,7 @@ def assert_trained(run, config, dataset):
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["grid-000002.png", "grid-000003.png"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["acgan", "cgan"])
 def test_trains_on_bundled_28px(model, bundled, tmp_path):
     config = tiny(model)
@@ -74,6 +65,7 @@ def test_trains_on_real_chest_xrays_64px(model, tmp_path):
     assert grid.shape == (2 * 64 + 2, 3 * 64 + 4, 1) and grid.dtype == np.uint8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["acgan", "cgan"])
 def test_resume_is_bitwise_identical(model, bundled, tmp_path):
     # adaptive augmentation starting at p=0.5, so the augmentation state and its RNG draws matter too
@@ -100,6 +92,7 @@ def test_resume_is_bitwise_identical(model, bundled, tmp_path):
     assert (tmp_path / "twice" / "final.pt").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_restarts_its_log(bundled, tmp_path):
     config = tiny("cgan", steps=4, snapshot_every=4)
     run = tmp_path / "run"
@@ -110,6 +103,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_its_log(bundled, tmp_
     assert [r["step"] for r in generators.read_log(run)] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_run_made_before_a_setting_existed_resumes(bundled, tmp_path):
     config = tiny("cgan", steps=2)
     generators.train(bundled, config, tmp_path / "run", progress=False)
@@ -120,6 +114,7 @@ def test_a_run_made_before_a_setting_existed_resumes(bundled, tmp_path):
     assert generators.read_log(tmp_path / "run")[-1]["step"] == 3
 
 
+@pytest.mark.slow
 def test_run_folder_is_never_silently_reused(bundled, checkpoint):
     run = checkpoint.parent
     with pytest.raises(MedsynError, match="--resume"):
@@ -139,6 +134,7 @@ def test_an_unknown_family_is_refused_by_the_settings_check():
         generators.check_config(dataclasses.replace(tiny("cgan"), model="stylegan"))
 
 
+@pytest.mark.slow
 def test_generate_counts_shapes_determinism_and_npz(checkpoint, tmp_path):
     out = synth.generate(checkpoint, [3, 5], seed=7, out_dir=tmp_path / "a")
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".medsyn")) == ["manifest.json", "normal", "pneumonia",
@@ -163,6 +159,7 @@ def test_generate_counts_shapes_determinism_and_npz(checkpoint, tmp_path):
     assert np.array_equal(arrays["a"]["train_labels"][:, 0], [0, 0, 0, 1, 1, 1, 1, 1])
 
 
+@pytest.mark.slow
 def test_generate_refuses_to_overwrite(checkpoint, tmp_path):
     synth.generate(checkpoint, [1, 1], seed=0, out_dir=tmp_path / "out")
     with pytest.raises(MedsynError, match="--overwrite"):
@@ -171,6 +168,7 @@ def test_generate_refuses_to_overwrite(checkpoint, tmp_path):
     assert data.load(tmp_path / "out" / "synthetic.npz", DataConfig(val="given")).counts()["train"] == [2, 2]
 
 
+@pytest.mark.slow
 def test_sample_grid_has_one_row_per_class(checkpoint):
     grid = synth.sample_grid(checkpoint, n_per_class=4, seed=0)
     assert grid.shape == (2 * 28 + 2, 4 * 28 + 3 * 2, 1)
@@ -188,6 +186,7 @@ def test_count_planning():
         synth.parse_per_class("covid=3", ["normal", "pneumonia"])
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_get_clear_errors(checkpoint, tmp_path):
     with pytest.raises(MedsynError, match="generator checkpoint .*no such file"):
         synth.generate(tmp_path / "missing.pt", [1, 1], 0, tmp_path / "o1")
@@ -204,6 +203,7 @@ def test_bad_checkpoints_get_clear_errors(checkpoint, tmp_path):
     assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4"))
 
 
+@pytest.mark.slow
 def test_cli_train_generate_and_errors(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["gan", "train", "--model", "acgan", "--preset", "smoke", "--steps", "2", "--batch-size", "8",

@@ -15,9 +15,10 @@ XRAY = sorted((CHEST_XRAY_SMALL / "test" / "NORMAL").iterdir())[0]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="Chromium is not installed at /usr/bin/chromium "
-                                       "(apt-get install chromium; .ci/run installs it)")
+pytestmark = [pytest.mark.slow,  # a browser on the live server, which serves the session's trained app run
+              pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="Chromium is not installed at /usr/bin/chromium "
+                                        "(apt-get install chromium; .ci/run installs it)")]
 
 
 @pytest.fixture(scope="module")
