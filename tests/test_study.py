@@ -68,7 +68,7 @@ def test_bad_study_flags_fail_before_any_folder_is_made(tmp_path, capsys, flags,
 
 def test_a_jobs_log_holds_the_progress_lines_of_its_stage(tmp_path):
     """RUN/logs/<job>.log receives what the stage logs while the job runs: every epoch of a classifier run."""
-    config = dataclasses.replace(SMOKE, arms=("real",), seeds=(0,), gan_seeds=1)
+    config = dataclasses.replace(SMOKE, arms=("real",), seeds=(0,), n_generators=1)
     job = next(j for j in build_plan(config, n_train=4708) if j.name == "arms/real/seed0")
     run_job(job, Study(config, None, tmp_path))
     log = (tmp_path / "logs" / "arms_real_seed0.log").read_text()

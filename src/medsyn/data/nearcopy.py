@@ -36,7 +36,7 @@ CANDIDATES = 4                          # references refined per query
 # "Same image" for the leak guard: above what pairs that are certainly different reach (the official Kaggle
 # chest_xray splits and PneumoniaMNIST's test vs train split), with a margin, and below what planted copies of every
 # kind score. Measured by benchmarks/nearcopy_calibration.py (benchmarks/results/nearcopy_calibration.json);
-# tests/test_leaks.py checks the official splits raise no alarm.
+# tests/test_data_leaks.py checks the official splits raise no alarm.
 SAME_IMAGE_CORRELATION = 0.996
 
 

@@ -3,7 +3,7 @@
 A family is its module (networks, latent noise, losses, NORMALIZATION, LATENT), the builder of the parts its
 training step updates, that step, and its settings checks beyond the shared ones. The training loop, the
 checkpoints, sampling and the settings check look a family up here by its name. config.GAN_MODELS lists the same
-names for the command line and the presets (config sits below this package; tests/test_gan.py keeps the two equal).
+names for the command line and the presets (config sits below this package; tests/test_generators.py keeps the two equal).
 """
 
 from __future__ import annotations
