@@ -272,6 +272,7 @@ def test_encoder_is_cached_per_data_seed_and_training(real, audits, caplog, monk
     assert len({first.info["cache"], str(other_seed), str(other_data), str(other_training)}) == 4
 
 
+@pytest.mark.slow
 def test_an_extractor_added_to_the_table_is_built_in_the_order_asked(real, monkeypatch):
     fake = features.Extractor("fake", {"name": "fake"}, lambda images: np.zeros((len(images), 2)))
     monkeypatch.setitem(features.EXTRACTORS, "fake", lambda real, config, trained: fake)

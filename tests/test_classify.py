@@ -209,6 +209,7 @@ def test_pretrained_weights_come_only_from_the_torchvision_cache(tmp_path, monke
     assert torch.equal(model.embed_net.layer4[1].conv2.weight, saved["layer4.1.conv2.weight"])
 
 
+@pytest.mark.slow
 def test_three_classes_end_to_end_through_the_cli(tmp_path, capsys):
     three = data.load(CHEST_XRAY_3CLASS, DataConfig(size=28))
     assert three.class_names == ("BACTERIA", "NORMAL", "VIRUS")

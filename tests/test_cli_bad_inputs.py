@@ -503,6 +503,7 @@ def test_whole_float_labels_are_accepted(tmp_path):
     assert labels.dtype == np.int64 and labels.tolist() == [0] * 6 + [1] * 6 + [0] * 6 + [1] * 6 + [0] * 6 + [1] * 6
 
 
+@pytest.mark.slow
 def test_a_file_listed_twice_lands_in_one_split_and_is_announced(tmp_path):
     """The repeated row and a byte-identical copy under another name stay with the test copy."""
     from medsyn import data
@@ -906,6 +907,7 @@ READ_BACK_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("read, expected", [c[1:] for c in READ_BACK_CASES], ids=[c[0] for c in READ_BACK_CASES])
 def test_a_damaged_file_medsyn_reads_back_is_a_message(tmp_path, monkeypatch, read, expected):
     from medsyn.errors import MedsynError
@@ -970,6 +972,7 @@ def torch_floor_mib() -> float:
 
 @pytest.mark.parametrize("make_input, code, message", [c[1:] for c in PREDICT_MEMORY_CASES],
                          ids=[c[0] for c in PREDICT_MEMORY_CASES])
+@pytest.mark.slow
 def test_predict_needs_little_beyond_torch_itself(world, tmp_path, torch_floor_mib, make_input, code, message):
     """`medsyn predict`'s peak resident set stays within 100 MiB of `import torch` alone (which is over 500 MiB
     with this torch build): no torchvision, sklearn or scipy, and hostile files refused from their headers."""

@@ -66,6 +66,7 @@ def test_bad_study_flags_fail_before_any_folder_is_made(tmp_path, capsys, flags,
     assert message in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow
 def test_a_jobs_log_holds_the_progress_lines_of_its_stage(tmp_path):
     """RUN/logs/<job>.log receives what the stage logs while the job runs: every epoch of a classifier run."""
     config = dataclasses.replace(SMOKE, arms=("real",), seeds=(0,), n_generators=1)
