@@ -38,12 +38,13 @@ def evaluate(points: list[Point], config: RunConfig) -> dict:
     """The largest point's summary at the top level (the main verdict), every point under `curve` (with its train
     and val counts: the labelled images it used), whether the positive control saw help under `sensitivity`, and
     what each arm with extra images was worth in labelled real images under `worth`."""
+    predictions = [{arm: _predictions(p, arm, config) for arm in p.arms} for p in points]  # each file read once
     summaries = [{"size": p.size, "tag": p.tag, "folder": p.prefix or ".", "n_train": p.n_train, "n_val": p.n_val,
-                  "n_labelled": p.n_train + p.n_val, "per_class": p.per_class, **_summarize(p, config)}
-                 for p in points]
+                  "n_labelled": p.n_train + p.n_val, "per_class": p.per_class, **_summarize(p, config, runs)}
+                 for p, runs in zip(points, predictions)]
     largest = max(range(len(points)), key=lambda i: points[i].n_train)
     result = {k: v for k, v in summaries[largest].items() if k not in ("size", "tag", "per_class")}
-    result["test_curves"] = roc_and_confusion(points[largest], config)
+    result["test_curves"] = roc_and_confusion(predictions[largest], len(points[largest].per_class))
     if len(points) > 1:
         result["imbalance"] = config.imbalance
         result["val_scaled"] = config.scale_val
@@ -63,9 +64,8 @@ def _predictions(point: Point, arm: str, config: RunConfig) -> dict:
     return {seed: read_predictions(point.folder / "arms" / arm / f"seed{seed}") for seed in config.seeds}
 
 
-def _summarize(point: Point, config: RunConfig) -> dict:
+def _summarize(point: Point, config: RunConfig, results: dict) -> dict:
     arms = point.arms
-    results = {arm: _predictions(point, arm, config) for arm in arms}
     controls = {arm: parse_arm(arm).control for arm in arms if parse_arm(arm).control}
     clusters = {arm: {seed: config.generator_of(r) for r, seed in enumerate(config.seeds)}
                 for arm in arms if parse_arm(arm).uses_synthetic}
@@ -77,14 +77,14 @@ def _summarize(point: Point, config: RunConfig) -> dict:
     return summary
 
 
-def roc_and_confusion(point: Point, config: RunConfig) -> dict:
-    """Per arm, on the test split: the ROC of its seed-averaged probabilities (micro-averaged one-vs-rest beyond two
+def roc_and_confusion(predictions: dict, n_classes: int) -> dict:
+    """Per arm of `predictions` ({arm: {seed: read_predictions(...)}}), on the test split: the ROC of its seed-averaged probabilities (micro-averaged one-vs-rest beyond two
     classes) and its confusion matrix summed over seeds at each run's val-chosen threshold."""
     from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
     out = {}
-    for arm in point.arms:
-        runs = list(_predictions(point, arm, config).values())
+    for arm, by_seed in predictions.items():
+        runs = list(by_seed.values())
         y_true = runs[0]["y_true"]
         proba = np.mean([r["proba"] for r in runs], axis=0)
         positive = (y_true == 1) if proba.shape[1] == 2 else np.eye(proba.shape[1])[y_true].ravel().astype(bool)
@@ -94,7 +94,7 @@ def roc_and_confusion(point: Point, config: RunConfig) -> dict:
                                       labels=range(proba.shape[1])) for r in runs)
         out[arm] = {"roc_fpr": fpr.tolist(), "roc_tpr": tpr.tolist(), "roc_auc": float(roc_auc_score(positive, score)),
                     "confusion": matrix.tolist()}
-    return {"roc": "one-vs-rest, micro-averaged" if len(point.per_class) > 2 else "binary",
+    return {"roc": "one-vs-rest, micro-averaged" if n_classes > 2 else "binary",
             "probabilities": "seed-averaged", "confusion": "summed over seeds, at the val-chosen threshold",
             "arms": out}
 
