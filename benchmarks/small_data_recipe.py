@@ -33,6 +33,15 @@ RECIPES = {
     "40 epochs, patience 10": dict(epochs=40, patience=10),
     "20 epochs, patience 5, 40 steps per epoch": dict(epochs=20, patience=5, min_epoch_steps=40),
     "20 epochs, patience 5, lr 3e-4": dict(epochs=20, patience=5, lr=3e-4),
+    # No choice on a few val images: train every epoch, keep the final weight average.
+    "20 epochs, last, EMA 0.99": dict(epochs=20, selection="last", ema_decay=0.99),
+    "10 epochs, last, EMA 0.99": dict(epochs=10, selection="last", ema_decay=0.99),
+    "20 epochs, last, EMA 0.99, weight decay 5e-4": dict(epochs=20, selection="last", ema_decay=0.99,
+                                                         weight_decay=5e-4),
+    # Round 3 found the EMA of these BN networks far from the live weights for most of training (val AUC 0.2-0.7
+    # at 94 images until the last epochs): the final live weights, then.
+    "20 epochs, last": dict(epochs=20, selection="last"),
+    "10 epochs, last": dict(epochs=10, selection="last"),
 }
 ARMS = ("real", "real+heldout@1")
 

@@ -263,6 +263,23 @@ def _conv_weights(run_dir):
     return {k: v for k, v in state.items() if k.startswith("embed_net.0.") and k.endswith("weight") and v.ndim == 4}
 
 
+def test_last_selection_trains_every_epoch_and_keeps_the_final_weights(chest):
+    """`selection="last"` makes no choice on val: every epoch runs (patience is not consulted) and the kept weights
+    are the final ones, while val-loss selection on the same seed keeps an earlier epoch."""
+    data_ = training_data(parse_arm("real"), chest.subset("train"), None, 0, TINY.exposure)
+    epochs = dataclasses.replace(TINY, epochs=6, patience=6)
+    by_loss = classify_train.fit(data_, chest.subset("val"), chest.n_classes, epochs, seed=0)
+    assert by_loss.best_epoch < 6              # precondition: val loss rose after its minimum on this data
+    last = classify_train.fit(data_, chest.subset("val"), chest.n_classes,
+                              dataclasses.replace(epochs, patience=1, selection="last"), seed=0)
+    assert [h["epoch"] for h in last.history] == list(range(1, 7)) and last.best_epoch == 6
+    assert [h["val_loss"] for h in last.history] == [h["val_loss"] for h in by_loss.history]  # the same training
+    norm = classify_train.classifier(TINY, chest.n_classes, chest.channels).norm
+    _, kept_loss = classify_train._evaluate(last.model, chest.subset("val"), norm)
+    assert kept_loss == pytest.approx(last.history[-1]["val_loss"], abs=1e-6)
+    assert kept_loss != pytest.approx(by_loss.history[by_loss.best_epoch - 1]["val_loss"], abs=1e-6)
+
+
 def test_arms_of_one_replicate_start_from_identical_weights(chest, synthetic, tmp_path):
     # a learning rate of 1e-12 leaves every weight within about 1e-10 of where it started
     still = dataclasses.replace(TINY, lr=1e-12)

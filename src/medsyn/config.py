@@ -98,6 +98,9 @@ def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
     return GanConfig(**{**schedule, **common, **tuned[name]})
 
 
+SELECTIONS = ("val-loss", "last")  # how a classifier run chooses the weights it keeps (ClassifyConfig.selection)
+
+
 @dataclass(frozen=True)
 class ClassifyConfig:
     # The defaults are the quick preset's classifier but for its epochs and patience (preset()); the seconds of
@@ -116,6 +119,9 @@ class ClassifyConfig:
     exposure: str = "real-passes"      # real-passes: an epoch is one pass over real train, synthetic images ride
                                        # along at the arm's ratio; equal-steps: one pooled stream, the same steps
     ema_decay: float = 0.0             # > 0: select and keep an exponential moving average of the weights
+    selection: str = "val-loss"        # val-loss: the epoch with the lowest real-val loss, early stopping after
+                                       # `patience`; last: every epoch, then the final weights (their average when
+                                       # ema_decay > 0), so no choice rests on a few val images
     min_epoch_steps: int = 1           # at least this many batches between two validation checks (small subsets)
     device: str = "auto"               # auto (cuda when available, else cpu) | cpu | cuda | cuda:N
     amp: bool = True                   # bfloat16 autocast for the training steps on a GPU that has it (no loss

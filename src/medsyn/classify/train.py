@@ -29,7 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from medsyn.classify import batches, files, models
 from medsyn.classify.arms import EXPOSURES, TrainingData, parse_arm, pretraining_data, training_data
-from medsyn.config import ClassifyConfig, check_device, require_positive, resolve_device
+from medsyn.config import SELECTIONS, ClassifyConfig, check_device, require_positive, resolve_device
 from medsyn.data import ImageSet
 from medsyn.errors import MedsynError
 from medsyn.fileio import read_json
@@ -172,7 +172,7 @@ def _fit(data, val, n_classes, config, seed, augment, steps, init_state, network
     weights = _class_weights(np.concatenate([data.stream_labels, data.ride_labels]), n_classes).to(device) \
         if config.class_weighting else None
 
-    # -- the loop: an epoch of steps, then real val; stop `patience` epochs after the best -------------------------
+    # -- the loop: an epoch of steps, then real val; stop `patience` epochs after the best (val-loss selection) ----
     history, best_loss, best_state, best_epoch = [], math.inf, None, 0
     for epoch in range(1, config.epochs + 1):
         start, train_loss = time.perf_counter(), 0.0
@@ -187,7 +187,7 @@ def _fit(data, val, n_classes, config, seed, augment, steps, init_state, network
                 averaged.update_parameters(model)
             train_loss += loss.item() / stream.steps
         val_proba, val_loss = _evaluate(scored, val, network.norm)
-        improved = val_loss < best_loss
+        improved = val_loss < best_loss if config.selection == "val-loss" else math.isfinite(val_loss)
         if improved:
             best_loss, best_state, best_epoch = val_loss, copy.deepcopy(scored.state_dict()), epoch
         val_auc = classification_metrics(val.labels, val_proba)["auc"]
@@ -196,7 +196,7 @@ def _fit(data, val, n_classes, config, seed, augment, steps, init_state, network
                         "seconds": round(time.perf_counter() - start, 2), "best": improved})
         LOG.info(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
                  f"val AUC {val_auc if val_auc is None else round(val_auc, 4)}{' *' if improved else ''}")
-        if epoch - best_epoch >= config.patience:
+        if config.selection == "val-loss" and epoch - best_epoch >= config.patience:
             break
 
     # -- the selected epoch: its weights, its threshold and its metrics on real val --------------------------------
@@ -238,6 +238,8 @@ def check_config(config: ClassifyConfig) -> None:
         raise MedsynError(f"classifier exposure {config.exposure!r}: choose one of {', '.join(EXPOSURES)}.")
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"classifier ema_decay {config.ema_decay}: use 0 (off) or a value in (0, 1), e.g. 0.999.")
+    if config.selection not in SELECTIONS:
+        raise MedsynError(f"classifier selection {config.selection!r}: choose one of {', '.join(SELECTIONS)}.")
     check_device(config.device)
     if config.pretrained:
         models.check_cached_weights(*models.pretrained_weights(config.arch, config.batch_norm))

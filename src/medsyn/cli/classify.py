@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from medsyn.config import PRESETS, count, real, seed
-from medsyn.cli.flags import CLASSIFY_FLAGS, add_data_arguments, apply_flags, data_config
+from medsyn.cli.flags import CLASSIFY_FLAGS, add_data_arguments, add_selection_argument, apply_flags, data_config
 
 
 def register(verbs) -> None:
@@ -40,6 +40,7 @@ def register(verbs) -> None:
     train.add_argument("--epochs", type=count("--epochs", 10_000), default=None, help="at most this many epochs (early stopping on real val)")
     train.add_argument("--patience", type=count("--patience", 10_000), default=None,
                        help="epochs without a lower real-val loss before stopping")
+    add_selection_argument(train)
     train.add_argument("--batch-size", type=count("--batch-size", 65_536), default=None, help="images per step")
     train.add_argument("--lr", type=real("--lr", 0, 10, above=True), default=None, help="Adam learning rate")
     train.add_argument("--class-weighting", action="store_true", default=None,

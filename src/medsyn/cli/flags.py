@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 
 from medsyn import config as configs
-from medsyn.config import ASPECT_POLICIES, MAX_SIZE, DataConfig, count, real, seed
+from medsyn.config import ASPECT_POLICIES, MAX_SIZE, SELECTIONS, DataConfig, count, real, seed
 from medsyn.errors import MedsynError
 
 
@@ -47,6 +47,14 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
 # Every flag a verb shares, and the config fields it sets (dotted paths), as stylegan2-ada's one function from flags
 # to options: a flag's default is None, so a flag given on the command line, even at its default value, always
 # overrides the preset, and one that is not given never does.
+def add_selection_argument(parser: argparse.ArgumentParser) -> None:
+    """How a classifier run chooses the weights it keeps (`classify train` and `run`)."""
+    parser.add_argument("--selection", choices=SELECTIONS, default=None,
+                        help="val-loss: the epoch with the lowest real-val loss, early stopping; last: every epoch, "
+                             "the final weights (averaged when the preset keeps a weight average), no choice made "
+                             "on a small val split (default: the preset's)")
+
+
 DATA_FLAGS = {name: (name,) for name in ("size", "channels", "aspect", "val", "val_fraction", "split_seed",
                                          "skip_bad", "leak")}
 RUN_FLAGS = {
@@ -54,10 +62,10 @@ RUN_FLAGS = {
     "arms": ("arms",), "seeds": ("seeds",), "n_generators": ("n_generators",), "train_sizes": ("train_sizes",),
     "imbalance": ("imbalance",), "scale_val": ("scale_val",), "exposure": ("classify.exposure",),
     "guidance_scales": ("guidance_scales",), "min_effect": ("min_effect",), "gan_steps": ("gan.steps",),
-    "epochs": ("classify.epochs",), "device": ("gan.device", "classify.device", "audit.device"),
+    "epochs": ("classify.epochs",), "selection": ("classify.selection",), "device": ("gan.device", "classify.device", "audit.device"),
 }
 CLASSIFY_FLAGS = {name: (name,) for name in ("arch", "width", "batch_norm", "pretrained", "epochs", "patience",
-                                             "batch_size", "lr", "class_weighting", "device")}
+                                             "selection", "batch_size", "lr", "class_weighting", "device")}
 GAN_FLAGS = {name: (name,) for name in ("size", "steps", "batch_size", "base_width", "snapshot_every", "r1_gamma",
                                         "ada_target", "guidance", "sampling_steps", "device", "seed")}
 

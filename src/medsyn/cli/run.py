@@ -14,8 +14,8 @@ from pathlib import Path
 
 from medsyn import config as configs
 from medsyn.errors import MedsynError
-from medsyn.cli.flags import (MAX_REPLICATES, RUN_FLAGS, add_data_arguments, apply_flags, names, parse_fractions,
-                              parse_guidance, parse_seeds, parse_train_sizes)
+from medsyn.cli.flags import (MAX_REPLICATES, RUN_FLAGS, add_data_arguments, add_selection_argument, apply_flags, names,
+                              parse_fractions, parse_guidance, parse_seeds, parse_train_sizes)
 
 RUN_LAYOUT = """RUN/
   config.json              the full RunConfig of this run
@@ -67,6 +67,7 @@ def register(verbs) -> None:
     parser.add_argument("--exposure", choices=("real-passes", "equal-steps"), default=None,
                         help="real-passes (default): every arm sees every real image once per epoch, synthetic "
                              "images ride along; equal-steps: real and synthetic pooled into as many batches as real")
+    add_selection_argument(parser)
     parser.add_argument("--guidance", dest="guidance_scales", type=parse_guidance, metavar="G|auto|G1,G2,...",
                         default=None,
                         help="ddpm: classifier-free guidance scale of the synthetic pools (default: the preset's); "

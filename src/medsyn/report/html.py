@@ -280,14 +280,16 @@ def _exposure_section(run: _RunFiles) -> str:
         return ""
     rows = [[arm, _mean(e["real_passes"]), _mean(e["real_seen"]), _mean(e["synthetic_seen"]), _dose(e["dose"]),
              _mean(e["best_epoch"])] for arm, e in exposure["per_arm"].items()]
-    share = exposure["share_best_at_cap"]
+    share, cap = exposure["share_best_at_cap"], exposure["epoch_cap"]
     warning = (f"<div class='verdict worse'>{share:.0%} of the classifier runs had their best validation loss at "
-               f"the last allowed epoch ({exposure['epoch_cap']}): the epoch cap, not early stopping, ended them, so "
-               f"they may be undertrained; raise the epochs.</div>") if share > 0.2 else ""
+               f"the last allowed epoch ({cap}): the epoch cap, not early stopping, ended them, so "
+               f"they may be undertrained; raise the epochs.</div>") if share is not None and share > 0.2 else ""
+    selection = (f"best epoch (of at most {cap}); {share:.0%} of runs had their best epoch at the cap" if share is not
+                 None else f"kept epoch: every run trains all {cap} epochs and keeps its final weights (selection "
+                           f"'last': no choice made on the val split)")
     return (f"<h2>Training exposure</h2>{warning}<p class='note'>Per arm, mean over replicates of the selected "
             f"model's real-train passes, real and extra (synthetic or held-out) images seen, the dose they achieved "
-            f"(extra per real image seen; an arm @R aims at R) and best epoch (of at most {exposure['epoch_cap']}); "
-            f"{share:.0%} of runs had their best epoch at the cap.</p>"
+            f"(extra per real image seen; an arm @R aims at R) and {selection}.</p>"
             + _table(["arm", "real passes", "real images seen", "extra images seen", "achieved dose", "best epoch"],
                      rows))
 

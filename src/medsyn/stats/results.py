@@ -142,7 +142,8 @@ def _worth(points: list[dict], config: RunConfig) -> list[dict]:
 def _exposure(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
     """Per arm: real and extra images seen, the dose they make (extra per real image seen), real passes, best
     epoch and extra images drawn of each replicate's selected model, and the share of runs whose best epoch was
-    the last one allowed (the epoch cap, not early stopping, ended them)."""
+    the last one allowed (the epoch cap, not early stopping, ended them; None when runs keep their last epoch by
+    design, selection "last")."""
     out = {}
     for arm in arms:
         runs = [folder / "arms" / arm / f"seed{s}" for s in config.seeds]
@@ -151,5 +152,6 @@ def _exposure(folder: Path, config: RunConfig, arms: tuple[str, ...]) -> dict:
                     for key in ("real_seen", "synthetic_seen", "dose", "real_passes", "best_epoch")}
         out[arm]["n_synthetic"] = [read_json(run / "config.json")["training_set"]["n_synthetic"] for run in runs]
     capped = [r == config.classify.epochs for a in out.values() for r in a["best_epoch"]]
-    return {"per_arm": out, "epoch_cap": config.classify.epochs,
-            "share_best_at_cap": round(sum(capped) / max(1, len(capped)), 3)}
+    by_loss = config.classify.selection == "val-loss"
+    return {"per_arm": out, "epoch_cap": config.classify.epochs, "selection": config.classify.selection,
+            "share_best_at_cap": round(sum(capped) / max(1, len(capped)), 3) if by_loss else None}

@@ -159,8 +159,9 @@ AUDIT_CNN_SECONDS_PER_IMAGE = 0.0100
 AUDIT_SECONDS_PER_PAIR = 8.4e-6
 SYNTHESIZE_SECONDS_PER_IMAGE = 1.42e-3
 SYNTHESIZE_PIXEL_EXPONENT = 1.35
-# Early stopping ends classifier runs before their cap: on average after 0.80 of it in the quick run (4.8 of 6
-# epochs, 20 runs) and 0.74 in the study run (14.8 of 20, 120 runs) of 2026-11-30.
+# Early stopping (selection "val-loss") ends classifier runs before their cap: on average after 0.80 of it in the
+# quick run (4.8 of 6 epochs, 20 runs) and 0.74 in the study run (14.8 of 20, 120 runs) of 2026-11-30. Selection
+# "last" runs every epoch.
 EXPECTED_EPOCH_SHARE = 0.8
 
 
@@ -220,7 +221,8 @@ def _classify_seconds(config: RunConfig, arm, n_train: float, speeds) -> float:
     images_per_epoch = max(n_train, c.min_epoch_steps * c.batch_size) * \
         (1 + (arm.synth_ratio if arm.real else 0) + (0.4 if arm.balance else 0) + (1 if arm.pretrain else 0))
     per_image = speeds.classify_aug_image_s if arm.augment else speeds.classify_image_s
-    return EXPECTED_EPOCH_SHARE * c.epochs * images_per_epoch * per_image + 2 * speeds.machine_factor
+    share = EXPECTED_EPOCH_SHARE if c.selection == "val-loss" else 1.0
+    return share * c.epochs * images_per_epoch * per_image + 2 * speeds.machine_factor
 
 
 def describe(plan: list[Job], workers: int, speeds=None) -> str:
