@@ -1,13 +1,15 @@
 """Peak memory (resident set) of `medsyn predict` on a normal chest X-ray, a DICOM deflate bomb and a multi-frame
 DICOM, beside `python -c "import torch"`, the floor of any process that runs a torch model; and of `medsyn serve`
-answering the two hostile files as uploads.
+answering the two hostile files as uploads. Each for both backends: the .pt model file (torch) and the .onnx one
+that `medsyn export --onnx` writes beside it (onnxruntime, without torch; beside `import onnxruntime`).
 
     python benchmarks/predict_memory.py [--out benchmarks/results/predict_memory.json]
 
 Every command runs in a child process of its own, and its peak is the kernel's high-water mark for that child
 (`ru_maxrss` from os.wait4, what resource.getrusage(RUSAGE_CHILDREN) reports for one child), exit included. The
 models are random-weight VGG16 classifiers saved as `medsyn classify train` saves them, at the quick preset's width
-(0.125, 28 px) and the full preset's (1.0, 128 px): their memory does not depend on the weights' values.
+(0.125, 28 px) and the full preset's (1.0, 128 px), and their ONNX files as `medsyn export --onnx` writes them:
+their memory does not depend on the weights' values.
 The hostile files: a 128x128 DICOM in the deflated transfer syntax that inflates to 1.5 GiB (followed, after the
 pixel data, by a private element of zeros), and a DICOM whose header and pixel data hold 2000 frames (900 for the
 server, whose upload limit is 32 MB).
@@ -100,6 +102,15 @@ def model_file(path: Path, width: float, size: int) -> Path:
     return path
 
 
+def onnx_file(model: Path) -> Path:
+    """The model file's ONNX network and card, beside it, as `medsyn export --onnx` writes them."""
+    from medsyn.app.export import export_onnx, load_torch
+
+    torch_model = load_torch(model)
+    export_onnx(torch_model.model, torch_model.card, model.with_suffix(".onnx"))
+    return model.with_suffix(".onnx")
+
+
 # ---------------------------------------------------------------- measuring
 
 def environment() -> dict:
@@ -127,10 +138,12 @@ def _launch(argv: list[str]) -> dict:
     return {"rc": child.returncode, "peak_mib": round(usage.ru_maxrss / 1024, 1), "message": message[:600]}
 
 
-def torch_floor() -> dict:
-    """`import torch` alone, with its exit, and ended by os._exit (without torch's native teardown at exit)."""
+def floors() -> dict:
+    """`import torch` alone, with its exit, and ended by os._exit (without torch's native teardown at exit); and
+    `import onnxruntime` alone."""
     return {"import_torch": peak([sys.executable, "-c", "import torch"]),
-            "import_torch_without_exit_teardown": peak([sys.executable, "-c", "import os, torch; os._exit(0)"])}
+            "import_torch_without_exit_teardown": peak([sys.executable, "-c", "import os, torch; os._exit(0)"]),
+            "import_onnxruntime": peak([sys.executable, "-c", "import onnxruntime"])}
 
 
 def predict_peak(model: Path, image: Path) -> dict:
@@ -186,33 +199,36 @@ def main() -> None:
     if args.peak_of:
         print(json.dumps(_launch(args.peak_of)))
         return
-    import torch
-
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         inputs = {"normal chest X-ray (JPEG)": XRAY,
                   "deflate bomb (DICOM inflating to 1.5 GiB)": deflate_bomb(scratch / "bomb.dcm", 1536),
                   "multi-frame DICOM (2000 frames)": multi_frame(scratch / "frames.dcm", 2000)}
-        models = {"quick (vgg16 width 0.125, 28 px)": model_file(scratch / "quick.pt", 0.125, 28),
-                  "full (vgg16 width 1, 128 px)": model_file(scratch / "full.pt", 1.0, 128)}
-        floor = torch_floor()
-        predict = [{"model": m, "input": i, **predict_peak(models[m], inputs[i])} for m in models for i in inputs]
-        serve = serve_peak(models["quick (vgg16 width 0.125, 28 px)"],
-                           {"deflate bomb": inputs["deflate bomb (DICOM inflating to 1.5 GiB)"],
-                            "multi-frame DICOM (900 frames)": multi_frame(scratch / "frames900.dcm", 900),
-                            "normal chest X-ray": XRAY})
+        torch_models = {"quick (vgg16 width 0.125, 28 px)": model_file(scratch / "quick.pt", 0.125, 28),
+                        "full (vgg16 width 1, 128 px)": model_file(scratch / "full.pt", 1.0, 128)}
+        backends = {"torch": torch_models, "onnxruntime": {m: onnx_file(path) for m, path in torch_models.items()}}
+        floor = floors()
+        predict = [{"backend": backend, "model": m, "input": i, **predict_peak(models[m], inputs[i])}
+                   for backend, models in backends.items() for m in models for i in inputs]
+        uploads = {"deflate bomb": inputs["deflate bomb (DICOM inflating to 1.5 GiB)"],
+                   "multi-frame DICOM (900 frames)": multi_frame(scratch / "frames900.dcm", 900),
+                   "normal chest X-ray": XRAY}
+        serve = {backend: serve_peak(models["quick (vgg16 width 0.125, 28 px)"], uploads)
+                 for backend, models in backends.items()}
         sizes = {name: path.stat().st_size for name, path in inputs.items()}
     result = {"method": "peak resident set in MiB: of each command's process (os.wait4 ru_maxrss through a launcher, "
                         "exit included); of the server, VmHWM after each upload",
-              "limit_mib": LIMIT_MIB, "input_bytes": sizes, "torch_floor": floor, "predict": predict,
-              "serve": serve}
+              "limit_mib": LIMIT_MIB, "input_bytes": sizes, "floors": floor, "predict": predict, "serve": serve}
     write_results(args.out.stem, result, folder=args.out.parent)  # memory, but the machine's speed beside it
     print(f"import torch: {floor['import_torch']['peak_mib']} MiB "
-          f"({floor['import_torch_without_exit_teardown']['peak_mib']} MiB ended before torch's exit teardown)")
+          f"({floor['import_torch_without_exit_teardown']['peak_mib']} MiB ended before torch's exit teardown); "
+          f"import onnxruntime: {floor['import_onnxruntime']['peak_mib']} MiB")
     for row in predict:
-        print(f"predict {row['model']:<34} {row['input']:<44} rc {row['rc']}  {row['peak_mib']:>7} MiB")
-    print(f"serve: answering {serve['answering_peak_mib']} MiB; " + "; ".join(
-        f"{k}: {v['status']}, {v['peak_mib_after']} MiB" for k, v in serve["uploads"].items()))
+        print(f"predict {row['backend']:<12} {row['model']:<34} {row['input']:<44} rc {row['rc']}  "
+              f"{row['peak_mib']:>7} MiB")
+    for backend, answers in serve.items():
+        print(f"serve {backend}: answering {answers['answering_peak_mib']} MiB; " + "; ".join(
+            f"{k}: {v['status']}, {v['peak_mib_after']} MiB" for k, v in answers["uploads"].items()))
     print(f"wrote {args.out}")
 
 

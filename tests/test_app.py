@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +31,7 @@ from tiny import TINY_CLASSIFY
 
 XRAY = CHEST_XRAY_SMALL / "test" / "PNEUMONIA" / sorted(p.name for p in (CHEST_XRAY_SMALL / "test" / "PNEUMONIA").iterdir())[0]
 DICOM = sorted(DICOM_DIR.rglob("*.dcm"))[0]
+FIXTURE_IMAGES = [CHEST_XRAY_SMALL, DICOM_DIR]
 
 
 @pytest.fixture(scope="module")
@@ -284,3 +288,121 @@ def test_live_server_answers_concurrent_mixed_requests(live_server):
     assert len(jpeg) == 1
     assert httpx.get(live_server + "/api/model").status_code == 200
     assert not list(Path(tempfile.gettempdir()).glob("medsyn-upload-*"))
+
+
+# ---------------------------------------------------------------- the ONNX path: predict and serve without torch
+
+@pytest.fixture(scope="module")
+def onnx_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """A random-weight VGG16 (width 1/16, 28 px) as a model file with a card, and beside it its ONNX file as
+    `medsyn export --onnx` writes it: one network for both backends. Its batch-norm statistics are those of the
+    fixture images (random weights alone give every image the same probability to 1e-7, no decision to compare)
+    and its threshold lies between the middle two images' probabilities."""
+    pytest.importorskip("onnx", reason="ONNX export needs `pip install '.[onnx]'`")
+    pytest.importorskip("onnxruntime", reason="the ONNX path needs `pip install '.[onnx]'`")
+    import torch
+
+    from medsyn.app.export import export_onnx, load_torch
+    from medsyn.app.predict import expand_paths, network_input, preprocess_image
+    from medsyn.classify import models
+    from medsyn.data.images import load_image
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("onnx-pair")
+    arch = {"arch": "vgg16", "n_classes": 2, "channels": 1, "width": 0.0625, "batch_norm": True, "dropout": 0.4}
+    meta = {"arch": arch, "class_names": ["normal", "pneumonia"], "image_size": 28, "channels": 1,
+            "aspect": "center-crop", "normalization": models.normalization(False, 1),
+            "threshold": {"rule": "youden_j_on_val", "value": 0.5}}
+    network = models.build(**arch)
+    images = np.stack([preprocess_image(load_image(path), meta) for path in expand_paths(FIXTURE_IMAGES)])
+    for layer in network.modules():
+        layer.momentum = None   # batch norm: the plain mean over what it sees
+    with torch.no_grad():
+        network.train()(torch.from_numpy(network_input(images, meta["normalization"])))
+    torch.save(models.checkpoint(network.eval(), meta), folder / "model.pt")
+    probs = np.sort([row["p_pneumonia"] for row in predict_files(load_torch(folder / "model.pt"), FIXTURE_IMAGES)])
+    meta["threshold"]["value"] = float(probs[len(probs) // 2 - 1:][:2].mean())
+    torch.save(models.checkpoint(network, meta), folder / "model.pt")
+    torch_file = load_torch(folder / "model.pt")
+    export_onnx(torch_file.model, torch_file.card, folder / "model.onnx")
+    return folder / "model.pt", folder / "model.onnx"
+
+
+def test_predict_normalizes_bit_for_bit_as_training_does():
+    """The one numpy preprocessing both backends share gives the very inputs training's torch path gave."""
+    from medsyn.app.predict import network_input
+    from medsyn.classify.models import normalization
+    from medsyn.tensors import to_tensor
+
+    rng = np.random.default_rng(0)
+    for pretrained, channels in ((False, 1), (True, 1), (True, 3)):
+        norm = normalization(pretrained, channels)
+        images = rng.integers(0, 256, (5, 16, 12, channels), dtype=np.uint8)
+        assert np.array_equal(network_input(images, norm), to_tensor(images, norm).numpy())
+
+
+def test_the_onnx_network_gives_torch_s_predictions(onnx_pair):
+    """Same model, same images (every X-ray and DICOM fixture): probabilities within 1e-5, the same decisions."""
+    torch_path, onnx_path = onnx_pair
+    torch_file, onnx_file = load_model_file(torch_path), load_model_file(onnx_path)
+    assert (torch_file.backend, onnx_file.backend) == ("torch", "onnxruntime") and onnx_file.model is None
+    assert onnx_file.card == torch_file.card
+    by_torch = predict_files(torch_file, FIXTURE_IMAGES)
+    by_onnx = predict_files(onnx_file, FIXTURE_IMAGES)
+    assert [r["path"] for r in by_onnx] == [r["path"] for r in by_torch] and len(by_torch) == 67
+    gaps = [abs(a[k] - b[k]) for a, b in zip(by_torch, by_onnx) for k in ("p_normal", "p_pneumonia")]
+    assert max(gaps) < 1e-5
+    assert [r["label"] for r in by_onnx] == [r["label"] for r in by_torch]
+    assert {r["label"] for r in by_torch} == {"normal", "pneumonia"}  # the card's threshold splits them
+
+
+def test_predict_and_serve_on_an_onnx_model_file_never_import_torch(onnx_pair, tmp_path):
+    """In a fresh interpreter: `medsyn predict` and the server's answer to an upload, and then no torch module."""
+    script = ("import sys\n"
+              "from fastapi.testclient import TestClient\n"
+              "from medsyn.app.server import create_app\n"
+              "from medsyn.cli import main\n"
+              "model, image, out = sys.argv[1:]\n"
+              "code = main(['predict', '--model', model, image, '--out', out])\n"
+              "with TestClient(create_app(model)) as client:\n"
+              "    status = client.post('/api/predict', files={'file': ('x.jpeg', open(image, 'rb').read())}).status_code\n"
+              "print(code, status, 'torch' in sys.modules)\n")
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script, str(onnx_pair[1]), str(XRAY), str(tmp_path / "p.csv")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.stdout.splitlines()[-1:] == ["0 200 False"], done.stdout + done.stderr
+    assert (tmp_path / "p.csv").is_file()
+
+
+def test_serve_answers_from_an_onnx_model_file_and_says_why_there_is_no_grad_cam(onnx_pair):
+    from fastapi.testclient import TestClient
+
+    torch_path, onnx_path = onnx_pair
+    with TestClient(create_app(onnx_path)) as client:
+        body = client.post("/api/predict", files={"file": (XRAY.name, XRAY.read_bytes())}).json()
+        card = client.get("/api/model").json()
+    expected = predict_files(load_model_file(torch_path), [XRAY])[0]
+    assert body["label"] == expected["label"]
+    assert body["probabilities"]["pneumonia"] == pytest.approx(expected["p_pneumonia"], abs=1e-5)
+    assert body["heatmap_png"] is None and body["heatmap"]["method"] is None
+    assert "ONNX network, without torch" in body["heatmap"]["note"] and "MODEL.pt" in body["heatmap"]["note"]
+    assert body["preview_png"].startswith("data:image/png;base64,")
+    assert card == load_model_file(torch_path).card
+
+
+def test_the_torch_path_says_in_one_line_how_to_run_without_torch(onnx_pair, capsys):
+    torch_path, onnx_path = onnx_pair
+    assert main(["predict", "--model", str(torch_path), str(XRAY)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "with torch" in line]
+    assert len(notes) == 1 and "pip install 'medsyn[onnx]'" in notes[0] and "--onnx" in notes[0], notes
+    assert "--model model.onnx" in notes[0]
+    assert main(["predict", "--model", str(onnx_path), str(XRAY)]) == 0
+    assert "with torch" not in capsys.readouterr().out
+
+
+def test_an_onnx_model_file_without_onnxruntime_is_a_message(onnx_pair, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as where it is not installed: importing it fails
+    assert main(["predict", "--model", str(onnx_pair[1]), str(XRAY)]) == 2
+    err = capsys.readouterr().err
+    assert "needs onnxruntime" in err and "pip install 'medsyn[onnx]'" in err and ".pt model file" in err, err

@@ -140,6 +140,68 @@ def _with_card(model: Path, path: Path, threshold=None, **preprocessing) -> Path
     return _edited(model, path, model_card=card, model_file={"format": "medsyn-model", "version": 1})
 
 
+def _onnx_classifier(path: Path, side: int = 28, outputs: int = 1, domain: str = "", location: str | None = None,
+                     card: dict | None = None, card_text: str | None = None) -> Path:
+    """The smallest ONNX model file medsyn reads (image (batch, 1, side, side) -> mean pixel -> logits (batch, 2)),
+    with medsyn's card in its metadata as `export --onnx` writes it; each argument makes one thing hostile: the input
+    side, the number of outputs, the pooling op's domain (a custom op), the weights' external-data location, the
+    card's fields, or the metadata's text (None: no card)."""
+    import json
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from medsyn.app.export import NOTICE
+    from medsyn.classify.models import normalization
+
+    weights = numpy_helper.from_array(np.array([[1.0, -1.0]], np.float32), "weights")
+    if location is not None:
+        weights.ClearField("raw_data")
+        weights.data_location = TensorProto.EXTERNAL
+        for key, value in {"location": location, "offset": "0", "length": "8"}.items():
+            entry = weights.external_data.add()
+            entry.key, entry.value = key, value
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"], domain=domain),
+             helper.make_node("Flatten", ["pooled"], ["flat"]), helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
+             helper.make_node("Identity", ["logits"], ["copy"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                            ["batch", 1, side, side])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 2])
+                               for name in ("logits", "copy")[:outputs]], [weights])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    card = card or {"notice": NOTICE, "class_names": ["a", "b"], "threshold": None,
+                    "preprocessing": {"image_size": 28, "channels": 1, "aspect": "center-crop",
+                                      "normalization": normalization(False, 1)}}
+    text = card_text if card_text is not None else json.dumps(
+        {"model_file": {"format": "medsyn-model", "version": 1}, "model_card": card})
+    if text:
+        helper.set_model_props(model, {"medsyn": text})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _hostile_onnx(folder: Path) -> dict[str, Path]:
+    """A folder of ONNX model files, one sound and the others each hostile in one way."""
+    folder.mkdir()
+    (folder.parent / "secret.bin").write_bytes(np.array([1.0, 2.0], np.float32).tobytes())  # outside the folder
+    onnx = {"sound": _onnx_classifier(folder / "sound.onnx"),
+            "external_outside": _onnx_classifier(folder / "external.onnx", location="../secret.bin"),
+            "custom_op": _onnx_classifier(folder / "custom.onnx", domain="com.example.evil"),
+            "input_32": _onnx_classifier(folder / "input32.onnx", side=32),
+            "two_outputs": _onnx_classifier(folder / "two.onnx", outputs=2),
+            "without_card": _onnx_classifier(folder / "bare.onnx", card_text=""),
+            "card_not_json": _onnx_classifier(folder / "cardtext.onnx", card_text="{not json"),
+            "card_threshold_high": _onnx_classifier(folder / "high.onnx", card={
+                "notice": "x", "class_names": ["a", "b"], "threshold": {"rule": "youden_j_on_val", "value": "high"},
+                "preprocessing": {"image_size": 28, "channels": 1, "aspect": "center-crop",
+                                  "normalization": {"scale": 255.0, "mean": [0.5], "std": [0.25]}}})}
+    onnx["not_protobuf"] = folder / "text.onnx"
+    onnx["not_protobuf"].write_text("a text file named like an ONNX model\n")
+    onnx["truncated"] = folder / "truncated.onnx"
+    onnx["truncated"].write_bytes(onnx["sound"].read_bytes()[:200])
+    return onnx
+
+
 def _run_to_export(path: Path, model: Path, val=None, results=None) -> Path:
     """A run folder holding arms/real/seed0 with `model` and its val_metrics.json, as `medsyn export` reads it."""
     import json
@@ -242,6 +304,7 @@ def world(tmp_path_factory) -> SimpleNamespace:
                "size_0": _with_card(w.model, root / "size0.pt", youden, image_size=0)}
     w.model_without_size = _edited(w.model, root / "no-size.pt", drop=("image_size",))
     w.model_of_arm = _edited(w.model, root / "arm.pt", arm="real", seed=0, threshold=youden)
+    w.onnx = _hostile_onnx(root / "onnx")
     w.gan_step_text = root / "gan_step_text.pt"
     torch.save({"format": "medsyn-gan-checkpoint", "version": 1, "generator_ema": {}, "step": "ten",
                 "images_seen": 0, "train_seconds": 0.0,
@@ -345,6 +408,28 @@ CASES = [
     ("batch-size-1", lambda w, o: ["classify", "train", "--arm", "real", "--batch-size", "1", "--out", o],
      "batch"),
     ("serve-port-out-of-range", lambda w, o: ["serve", "--model", w.model, "--port", "70000"], "1 to 65535"),
+    # issue 21: a hostile ONNX model file is refused as it loads (no code runs, no file outside its folder is read)
+    ("onnx-not-protobuf", lambda w, o: ["predict", "--model", w.onnx["not_protobuf"], str(w.jpeg), "--out",
+                                        o / "p.csv"], "not an ONNX network onnxruntime can load (INVALID_PROTOBUF : Protobuf parsing failed.)"),
+    ("onnx-truncated", lambda w, o: ["predict", "--model", w.onnx["truncated"], str(w.jpeg), "--out", o / "p.csv"],
+     "not an ONNX network onnxruntime can load"),
+    ("onnx-truncated-serve", lambda w, o: ["serve", "--model", w.onnx["truncated"], "--port", str(_free_port())],
+     "not an ONNX network onnxruntime can load"),
+    ("onnx-custom-op", lambda w, o: ["predict", "--model", w.onnx["custom_op"], str(w.jpeg)],
+     "com.example.evil:GlobalAveragePool(-1) is not a registered function/op"),
+    ("onnx-external-data-outside-its-folder", lambda w, o: ["predict", "--model", w.onnx["external_outside"],
+                                                            str(w.jpeg)], "escapes model directory"),
+    ("onnx-wrong-input-shape", lambda w, o: ["predict", "--model", w.onnx["input_32"], str(w.jpeg)],
+     "(input 'image' tensor(float) ['batch', 1, 32, 32]; output 'logits' tensor(float) ['batch', 2]) are not what "
+     "its model card needs: one float input (batch, 1, 28, 28)"),
+    ("onnx-two-outputs", lambda w, o: ["serve", "--model", w.onnx["two_outputs"], "--port", str(_free_port())],
+     "output 'copy'"),
+    ("onnx-without-card", lambda w, o: ["predict", "--model", w.onnx["without_card"], str(w.jpeg)],
+     "an ONNX file without medsyn's model card"),
+    ("onnx-card-not-json", lambda w, o: ["predict", "--model", w.onnx["card_not_json"], str(w.jpeg)],
+     "(its model card): not readable JSON"),
+    ("onnx-card-threshold-high", lambda w, o: ["predict", "--model", w.onnx["card_threshold_high"], str(w.jpeg)],
+     "model_card.threshold.value"),
     # issue 21, class 2: one label, class-name and dtype rule for every source
     ("npz-splits-of-two-dtypes", lambda w, o: ["data", "info", w.npz["mixed_dtypes"]], "different scales"),
     ("npz-class-names-differ-by-case", lambda w, o: ["data", "info", w.npz["case_class_names"]],
@@ -979,3 +1064,26 @@ def test_predict_needs_little_beyond_torch_itself(world, tmp_path, torch_floor_m
     measured = memory.predict_peak(world.model, make_input(tmp_path))
     assert measured["rc"] == code and message in measured["message"], measured
     assert measured["peak_mib"] < torch_floor_mib + 100, (measured, torch_floor_mib)
+
+
+def test_the_sound_tiny_onnx_model_file_predicts(world, capsys):
+    """The hostile ONNX files above each differ from this one in one way: it is their refusal's only cause."""
+    assert main(["predict", "--model", str(world.onnx["sound"]), str(world.jpeg)]) == 0
+    assert world.jpeg.name in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def onnx_model(world, tmp_path_factory) -> Path:
+    """world.model's network and card as `medsyn export --onnx` writes them."""
+    folder = tmp_path_factory.mktemp("onnx-model")
+    return memory.onnx_file(Path(shutil.copyfile(world.model, folder / "model.pt")))
+
+
+@pytest.mark.parametrize("make_input, code, message", [c[1:] for c in PREDICT_MEMORY_CASES],
+                         ids=[c[0] for c in PREDICT_MEMORY_CASES])
+@pytest.mark.slow
+def test_predict_on_an_onnx_model_file_stays_under_the_issue_s_limit(onnx_model, tmp_path, make_input, code, message):
+    """Without torch, `medsyn predict` peaks under issue 21's 500 MB on a normal JPEG and on the hostile files."""
+    measured = memory.predict_peak(onnx_model, make_input(tmp_path))
+    assert measured["rc"] == code and message in measured["message"], measured
+    assert measured["peak_mib"] < memory.LIMIT_MIB, measured

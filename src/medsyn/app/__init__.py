@@ -2,7 +2,7 @@
 
 Public API:
     export_model(run_dir, out, arm=None, overwrite=False, onnx=False) -> dict    the best seed by validation
-    load_model_file(path) -> ModelFile                                          model, meta, model card
+    load_model_file(path) -> ModelFile                                          card, network: .pt by torch, .onnx by onnxruntime
     predict_files(model_file, paths, skip_bad=False) -> list[dict]              per-file probabilities
     grad_cam(model, inputs, target) -> np.ndarray                               heat-map in [0, 1]
     create_app(model_path) -> FastAPI, serve(model_path, host, port)

@@ -4,23 +4,29 @@ A model file is the classifier's own self-describing checkpoint (`medsyn.classif
 architecture, preprocessing, class names, threshold) plus a `model_card`: what data and arm it was trained on,
 how its seed was chosen (validation only, never test), its test metrics and the arm's confidence intervals.
 It holds only tensors and plain values, so it loads with `torch.load(weights_only=True)`: no pickled code runs.
+`export --onnx` also writes the network as an ONNX file carrying the same card in its metadata: a complete model file
+that predict and serve run with onnxruntime, without importing torch (a far smaller process).
 
 The best seed of an arm is the one with the best *validation* metric; the test split never chooses anything.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from medsyn import __version__
 from medsyn.config import ASPECT_POLICIES, MAX_SIZE
 from medsyn.errors import MedsynError
-from medsyn.fileio import (NUMBER, Field, atomic_path, check_fields, load_tensors, read_json, refuse_overwrite,
-                           sha256_file)
+from medsyn.fileio import (NUMBER, Field, atomic_path, check_fields, load_tensors, parse_json, read_json,
+                           refuse_overwrite, sha256_file)
 
 MODEL_FORMAT = "medsyn-model"
 MODEL_VERSION = 1
@@ -43,20 +49,31 @@ CARD = {"notice": str, "class_names": Field(list, items=str), "threshold": THRES
         "preprocessing": Field(dict, fields=PREPROCESSING)}
 MODEL_FIX = ("the file is damaged or was edited: export the model again (`medsyn export RUN_DIR --out MODEL`), or, "
              "for a run's own model.pt, train its arm again")
+# An ONNX model file: the network, and in its metadata under ONNX_KEY the model file's format and card as JSON.
+ONNX_KEY = "medsyn"
+ONNX_METADATA = {"model_file": Field(dict, fields={"format": Field(str, choices=(MODEL_FORMAT,)),
+                                                   "version": Field(int, choices=(MODEL_VERSION,))}),
+                 "model_card": Field(dict, fields=CARD)}
+ONNX_FIX = "export it again: `medsyn export RUN_DIR --out MODEL.pt --onnx` writes MODEL.onnx beside MODEL.pt"
+ONNX_INSTALL = "pip install 'medsyn[onnx]'"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ModelFile:
-    """A loaded model file: the network (eval mode), its checkpoint meta and its model card."""
-    model: Any
-    meta: dict
+    """A loaded model file: its model card and its network, as `forward`: normalized float32 inputs (N, C, S, S)
+    -> float32 logits (N, n_classes), run by torch or by onnxruntime (`backend`)."""
     card: dict
     path: Path
+    forward: Callable[[np.ndarray], np.ndarray]
+    backend: str                                  # "torch" or "onnxruntime"
+    model: Any = None                             # the torch network, for Grad-CAM; None on the ONNX path
     lock: Any = field(default=None, repr=False)   # set by the server: one forward/backward pass at a time
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.card["class_names"])
 
 
 # ---------------------------------------------------------------- choosing the seed
@@ -180,7 +197,7 @@ def export_model(run_dir: str | Path, out: str | Path, arm: str | None = None, o
         torch.save({**checkpoint, "model_file": {"format": MODEL_FORMAT, "version": MODEL_VERSION},
                     "model_card": card}, tmp)
     if onnx:
-        export_onnx(load_model_file(out), onnx_path)
+        export_onnx(load_torch(out).model, card, onnx_path)
         card = {**card, "onnx": str(onnx_path)}
     return card
 
@@ -199,12 +216,25 @@ def read_checkpoint(path: Path, expected_format: str | None = None) -> dict:
 
 
 def load_model_file(path: str | Path) -> ModelFile:
-    """An exported model file (or a run's model.pt, with a minimal card) ready for `predict_files` and the server."""
+    """A model file ready for `predict_files` and the server: an ONNX one (`*.onnx`, from `medsyn export --onnx`)
+    runs with onnxruntime and never imports torch; any other (an exported model.pt, or a run's own model.pt with a
+    minimal card) runs with torch, and one log line says how to run it without."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return load_onnx(path)
+    model_file = load_torch(path)
+    log.info(f"medsyn: note: running the network with torch; the ONNX path runs it without torch in far less "
+             f"memory: `{ONNX_INSTALL}`, `medsyn export RUN_DIR --out {path.name} --onnx`, then "
+             f"--model {path.with_suffix('.onnx').name}")
+    return model_file
+
+
+def load_torch(path: Path) -> ModelFile:
+    """A torch model file (an exported one, or a run's model.pt with a minimal card), its network in eval mode."""
     from medsyn import classify
 
-    path = Path(path)
     checkpoint = read_checkpoint(path)
-    model, meta = classify.load_model(path)
+    model, _ = classify.load_model(path)
     card = checkpoint.get("model_card") or {
         "notice": NOTICE, "class_names": list(checkpoint["class_names"]), "threshold": checkpoint.get("threshold"),
         "preprocessing": preprocessing(checkpoint),
@@ -212,10 +242,16 @@ def load_model_file(path: str | Path) -> ModelFile:
                        "seed": checkpoint.get("seed"), "arch": checkpoint.get("arch")},
         "validation_metrics": checkpoint.get("val_metrics"), "test_metrics": None,
         "note": "a bare checkpoint, not an exported model file: no test metrics; use `medsyn export`"}
-    meta = {**checkpoint, **meta}
-    meta.pop("state_dict", None)
-    meta.pop("model_card", None)
-    return ModelFile(model=model, meta=meta, card=card, path=path)
+    return ModelFile(card=card, path=path, forward=torch_forward(model), backend="torch", model=model)
+
+
+def torch_forward(model) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def forward(inputs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(inputs)).float().numpy()
+    return forward
 
 
 # ---------------------------------------------------------------- ONNX
@@ -228,15 +264,80 @@ def require_onnx() -> None:
                           "or export without --onnx (the .pt model file is complete on its own).") from err
 
 
-def export_onnx(model_file: ModelFile, path: Path) -> None:
-    """The network alone, input (N, C, H, W) float already normalized as in the card's preprocessing."""
+def export_onnx(model, card: dict, path: Path) -> None:
+    """The network alone, input (N, C, H, W) float already normalized as in the card's preprocessing, output the
+    logits; the card goes into the file's metadata, so that the file alone is a model file for predict and serve."""
     import warnings
 
+    import onnx
     import torch
 
-    prep = model_file.card["preprocessing"]
+    prep = card["preprocessing"]
     example = torch.zeros(1, prep["channels"], prep["image_size"], prep["image_size"])
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)   # the input size is fixed, as traced
-        torch.onnx.export(model_file.model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
+        torch.onnx.export(model, (example,), str(tmp), input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        network = onnx.load(str(tmp))
+        onnx.helper.set_model_props(network, {ONNX_KEY: json.dumps(
+            {"model_file": {"format": MODEL_FORMAT, "version": MODEL_VERSION}, "model_card": card})})
+        onnx.save(network, str(tmp))
+
+
+def load_onnx(path: Path) -> ModelFile:
+    """An ONNX model file, checked: onnxruntime loads it in the ONNX format only, with no custom-op library (none is
+    ever registered) and external data confined to the file's folder (onnxruntime refuses paths out of it); its
+    card is read with the .pt card's schema, and its input and output must be the ones the card implies."""
+    ort = onnxruntime()
+    if not path.is_file():
+        raise MedsynError(f"model file {path}: no such file. {ONNX_FIX}.")
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.load_model_format", "ONNX")  # not onnxruntime's own ORT format
+    options.log_severity_level = 3  # its warnings about a hostile file are this function's error instead
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's load errors (InvalidProtobuf, Fail, InvalidGraph...) share no other base
+        reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", str(err).replace(f"Load model from {path} failed:", ""))
+        reason = reason.strip().splitlines()[0][:300] if reason.strip() else type(err).__name__
+        raise MedsynError(f"{path}: not an ONNX network onnxruntime can load ({reason}); {ONNX_FIX}.") from None
+    where = f"{path} (its model card)"
+    text = session.get_modelmeta().custom_metadata_map.get(ONNX_KEY)
+    if text is None:
+        raise MedsynError(f"{where}: an ONNX file without medsyn's model card (class names, threshold, "
+                          f"preprocessing) in its metadata; {ONNX_FIX}.")
+    saved = parse_json(text, where, MODEL_FIX)
+    check_fields(saved, ONNX_METADATA, where, MODEL_FIX)
+    check_signature(session, saved["model_card"], path)
+    return ModelFile(card=saved["model_card"], path=path, forward=onnx_forward(session), backend="onnxruntime")
+
+
+def onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise MedsynError(f"an ONNX model file needs onnxruntime, which is not installed: `{ONNX_INSTALL}`; or pass "
+                          "the .pt model file, which runs with torch.") from err
+    return ort
+
+
+def check_signature(session, card: dict, path: Path) -> None:
+    """One float input (batch, C, S, S) and one float output (batch, n_classes), as the card says."""
+    prep = card["preprocessing"]
+    size, channels, n_classes = prep["image_size"], prep["channels"], len(card["class_names"])
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+
+    def batched(arg, rest: list) -> bool:
+        return arg.type == "tensor(float)" and not isinstance(arg.shape[0], int) and list(arg.shape[1:]) == rest
+
+    if not (len(inputs) == len(outputs) == 1 and len(inputs[0].shape) == 4 and len(outputs[0].shape) == 2
+            and batched(inputs[0], [channels, size, size]) and batched(outputs[0], [n_classes])):
+        shown = "; ".join(f"{kind} {a.name!r} {a.type} {a.shape}" for kind, args in
+                          (("input", inputs), ("output", outputs)) for a in args)
+        raise MedsynError(f"{path}: the network's inputs and outputs ({shown}) are not what its model card needs: "
+                          f"one float input (batch, {channels}, {size}, {size}) and one float output (batch, "
+                          f"{n_classes}); {ONNX_FIX}.")
+
+
+def onnx_forward(session) -> Callable[[np.ndarray], np.ndarray]:
+    name = session.get_inputs()[0].name
+    return lambda inputs: session.run(None, {name: inputs})[0]

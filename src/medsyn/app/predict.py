@@ -1,4 +1,8 @@
-"""Image files -> the model's input (the training preprocessing) -> per-class probabilities and a label."""
+"""Image files -> the model's input (the training preprocessing) -> per-class probabilities and a label.
+
+Everything but the network's forward pass is numpy and shared by both backends (torch, onnxruntime): decoding with
+its limits, the square resize, the channels, the normalization and the softmax. So this module never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,20 @@ def preprocess_image(image: np.ndarray, prep: dict) -> np.ndarray:
     """A decoded uint8 image (H, W) or (H, W, 3) -> (S, S, C) uint8, exactly as the data stage prepared training."""
     square = resize_square(image, prep["image_size"], prep["aspect"])
     return np.array(to_channels(square, prep["channels"]))   # a writable copy: PIL's arrays are read-only
+
+
+def network_input(images: np.ndarray, norm: dict) -> np.ndarray:
+    """uint8 (N, S, S, C) -> float32 (N, C, S, S): pixel / scale, then (x - mean) / std per channel, in float32 and
+    in that order, so the values are bit for bit those of training's `medsyn.tensors.to_tensor`."""
+    mean = np.asarray(norm["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(norm["std"], np.float32).reshape(1, -1, 1, 1)
+    pixels = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
+    return (pixels / np.float32(norm["scale"]) - mean) / std
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def expand_paths(inputs) -> list[Path]:
@@ -51,10 +69,18 @@ def decide(probs: np.ndarray, threshold) -> np.ndarray:
 
 
 def predict_arrays(model_file, images: np.ndarray) -> np.ndarray:
-    """(N, S, S, C) uint8 -> (N, n_classes) probabilities through the classifier's own `predict_proba`."""
-    from medsyn import classify
-
-    return classify.predict_proba(model_file.model, model_file.meta, images, batch_size=BATCH)
+    """(N, S, S, C) uint8, preprocessed as the card says -> (N, n_classes) probabilities, in batches of BATCH."""
+    norm = model_file.card["preprocessing"]["normalization"]
+    n_classes = len(model_file.class_names)
+    logits = []
+    for start in range(0, len(images), BATCH):
+        batch = network_input(images[start:start + BATCH], norm)
+        logits.append(model_file.forward(batch))
+        if logits[-1].shape != (len(batch), n_classes):
+            raise MedsynError(f"{model_file.path}: the network gave outputs shaped {logits[-1].shape} for "
+                              f"{len(batch)} images, not ({len(batch)}, {n_classes}) as its {n_classes} classes "
+                              "need; the file is damaged or was edited: export the model again.")
+    return softmax(np.concatenate(logits))
 
 
 def predict_files(model_file, inputs, skip_bad: bool = False) -> list[dict]:

@@ -3,6 +3,8 @@
     GET  /             the page (static/index.html, app.js, style.css; no build step)
     GET  /api/model    the model card: training data, arm, seed choice, test metrics with CIs, notice
     POST /api/predict  multipart field `file` (PNG, JPEG or DICOM) -> label, probabilities, Grad-CAM overlay
+                       (with a .pt model file; an ONNX one runs without torch, so without Grad-CAM: `heatmap_png`
+                       is null and `heatmap.note` says why)
 
 Uploads are untrusted: the body is capped before parsing, the type is sniffed from the bytes (never the file
 name), the pixel count is checked from the header before decoding, and every bad upload gets a 4xx JSON
@@ -38,6 +40,9 @@ MAX_UPLOAD_BYTES = 32 * 1024 * 1024     # a 16-bit 4k x 4k DICOM is 32 MB
 MAX_PIXELS = 40_000_000                 # decoded-size guard, far above any radiograph (CR is about 15 MP)
 DISPLAY_SIZE = 320                      # side of the preview and overlay pictures returned to the page
 UPLOAD_KINDS = ("PNG", "JPEG", "DICOM")  # the page accepts these; the decoder's allow-list checks them again
+# An ONNX model file runs without torch, for a small process; Grad-CAM needs torch's gradients, so it is off there.
+GRAD_CAM_OFF = ("no Grad-CAM heat-map: this server runs the ONNX network, without torch; serve the .pt model file "
+                "(`medsyn serve --model MODEL.pt`) to see one")
 
 
 class UploadError(Exception):
@@ -84,10 +89,10 @@ def decode_upload(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
 
 
 def analyse(model_file, data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
-    """One upload -> the prediction, its probabilities and the Grad-CAM overlay on the model's view of the image."""
-    from medsyn.app.gradcam import grad_cam, overlay
+    """One upload -> the prediction, its probabilities and the Grad-CAM overlay on the model's view of the image
+    (with a torch model file; an ONNX one answers without it, and says why)."""
+    from medsyn.app.gradcam import overlay
     from medsyn.app.predict import decide, predict_arrays, preprocess_image
-    from medsyn.tensors import to_tensor
 
     image, kind = decode_upload(data, max_pixels)
     prep = model_file.card["preprocessing"]
@@ -95,9 +100,11 @@ def analyse(model_file, data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
     with model_file.lock:
         probs = predict_arrays(model_file, batch)
         label = int(decide(probs, model_file.card.get("threshold"))[0])
-        cam = grad_cam(model_file.model, to_tensor(batch, model_file.meta["normalization"]), label)
+        cam = None if model_file.model is None else torch_grad_cam(model_file, batch, label)
     view = resize_square(image, DISPLAY_SIZE, prep["aspect"])
     names = model_file.class_names
+    heatmap = ({"method": "Grad-CAM", "class": names[label], "resolution": list(cam.shape)} if cam is not None else
+               {"method": None, "class": names[label], "note": GRAD_CAM_OFF})
     return {
         "label": names[label],
         "probability": float(probs[0, label]),
@@ -105,11 +112,21 @@ def analyse(model_file, data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
         "threshold": model_file.card.get("threshold"),
         "image": {"type": kind, "width": int(image.shape[1]), "height": int(image.shape[0])},
         "preview_png": png_data_url(overlay(view, np.zeros((1, 1), np.float32))),
-        "heatmap_png": png_data_url(overlay(view, cam)),
-        "heatmap": {"method": "Grad-CAM", "class": names[label],
-                    "resolution": list(cam.shape)},
+        "heatmap_png": png_data_url(overlay(view, cam)) if cam is not None else None,
+        "heatmap": heatmap,
         "notice": model_file.card.get("notice"),
     }
+
+
+def torch_grad_cam(model_file, batch: np.ndarray, label: int) -> np.ndarray:
+    """Grad-CAM of the torch network on one preprocessed image (1, S, S, C) uint8, on predict's own input."""
+    import torch
+
+    from medsyn.app.gradcam import grad_cam
+    from medsyn.app.predict import network_input
+
+    inputs = network_input(batch, model_file.card["preprocessing"]["normalization"])
+    return grad_cam(model_file.model, torch.from_numpy(inputs), label)
 
 
 class BodyLimit:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from medsyn.config import count
 
+MODEL_HELP = ("a model file from `medsyn export`: MODEL.pt runs with torch, MODEL.onnx (from `export --onnx`) with "
+              "onnxruntime, without torch, in far less memory")
 
 
 def register(verbs) -> None:
@@ -14,13 +16,13 @@ def register(verbs) -> None:
     export.add_argument("run_dir", type=Path, help="a run folder (RUN/arms/<arm>/seed<k>/) or one seed folder")
     export.add_argument("--arm", default=None, help="the arm to export (default: the best arm and seed on validation)")
     export.add_argument("--out", required=True, type=Path, help="the model file to write, e.g. model.pt")
-    export.add_argument("--onnx", action="store_true", help="also write the network as OUT with suffix .onnx "
-                                                            "(needs the onnx package)")
+    export.add_argument("--onnx", action="store_true", help="also write OUT with suffix .onnx: the network and its "
+                        "card, which predict and serve run without torch (needs `pip install 'medsyn[onnx]'`)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.set_defaults(func=run_export)
 
     predict = verbs.add_parser("predict", help="apply a model file to images (PNG, JPEG, DICOM, ...) or folders")
-    predict.add_argument("--model", required=True, type=Path, help="a model file from `medsyn export`")
+    predict.add_argument("--model", required=True, type=Path, help=MODEL_HELP)
     predict.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--out", type=Path, default=None, help="also write the predictions to a .csv or .json file")
     predict.add_argument("--skip-bad", action="store_true", help="leave out unreadable files instead of failing")
@@ -28,7 +30,7 @@ def register(verbs) -> None:
     predict.set_defaults(func=run_predict)
 
     serve = verbs.add_parser("serve", help="a web page and JSON API to apply a model file to uploaded images")
-    serve.add_argument("--model", required=True, type=Path, help="a model file from `medsyn export`")
+    serve.add_argument("--model", required=True, type=Path, help=MODEL_HELP + "; Grad-CAM needs the .pt file")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=count("--port", 65535), default=8000, help="port (default 8000)")
     serve.set_defaults(func=run_serve)

@@ -38,8 +38,11 @@ function showResult(data) {
   const rows = Object.entries(data.probabilities).map(([name, p]) => "<tr><td>" + escapeHtml(name) + "</td><td>" + percent(p) + "</td></tr>");
   $("probabilities").innerHTML = "<tr><th>class</th><th>probability</th></tr>" + rows.join("");
   $("preview").src = data.preview_png;
-  $("heatmap").src = data.heatmap_png;
-  $("heatmap-caption").textContent = data.heatmap.method + ", for class " + data.heatmap.class;
+  // An ONNX model file is served without torch, so without Grad-CAM: the answer's note says so in its place.
+  $("heatmap").hidden = !data.heatmap_png;
+  if (data.heatmap_png) $("heatmap").src = data.heatmap_png;
+  $("heatmap-caption").textContent = data.heatmap_png ? data.heatmap.method + ", for class " + data.heatmap.class
+                                                      : data.heatmap.note;
   $("result").hidden = false;
 }
 
