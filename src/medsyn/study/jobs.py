@@ -106,6 +106,25 @@ def heldout_pool(study: Study, params: dict):
     return full.select(heldout_train_rows(full.images, full.split, _rows(study, params)))
 
 
+def unlabelled_pool(study: Study, params: dict):
+    """The point's unlabelled pool (--unlabelled): `rest`, the train images outside its subset without their
+    labels (the positive control's rows), or the given folder or .npz at the data's size and channels (checked
+    for val and test images before the run began, `study.run.check_unlabelled`)."""
+    from medsyn.data.unlabelled import REST, rest_of_train
+
+    full = dataset(study.src, study.config.data)
+    if study.config.unlabelled == REST:
+        return rest_of_train(full, _rows(study, params))
+    return external_pool(study.config.unlabelled, full.size, full.channels, full.aspect)
+
+
+@functools.lru_cache(maxsize=1)
+def external_pool(src: str, size: int, channels: int, aspect: str):
+    from medsyn.data.unlabelled import load_unlabelled
+
+    return load_unlabelled(src, size, channels, aspect)
+
+
 def _data(job: Job, study: Study) -> None:
     from medsyn import data
 
@@ -149,17 +168,22 @@ def _audit(job: Job, study: Study) -> None:
 
 def _classify(job: Job, study: Study) -> None:
     from medsyn import synth
-    from medsyn.classify import filter_pool, parse_arm, train_arm
+    from medsyn.classify import filter_pool, parse_arm, pseudo_label_with, train_arm
 
     p = job.params
     real = point_dataset(study, p)
     arm = parse_arm(p["arm"])
+    labeller = _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}")
     pool = heldout_pool(study, p) if arm.heldout else None if p["generator"] is None else \
         synth.load_synthetic(_folder(study, p, "synthetic", study.config.gans[0], f"g{p['generator']}"), real)
+    record = None
     if arm.filtered:
-        pool = filter_pool(pool, _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}"), real.subset("val"))
+        pool = filter_pool(pool, labeller, real.subset("val"))
+    if arm.pseudo:
+        labelled = pseudo_label_with(unlabelled_pool(study, p), labeller, real.subset("val"))
+        pool, record = labelled.images, labelled.record
     train_arm(real, p["arm"], p["seed"], study.config.classify, _folder(study, p, "arms", p["arm"], f"seed{p['seed']}"),
-              synthetic=pool)
+              synthetic=pool, pool_record=record)
 
 
 def _folder(study: Study, params: dict, *parts: str) -> Path:

@@ -62,12 +62,17 @@ def size_tag(size: float) -> str:
 
 
 def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
-    """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R)
-    only where real train images lie outside the point's subset."""
+    """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R), and
+    real+pseudo@R on the pool `rest`, only where real train images lie outside the point's subset."""
     from medsyn.classify import parse_arm
     from medsyn.data.splits import is_whole_split
+    from medsyn.data.unlabelled import REST
 
-    return tuple(a for a in config.arms if not (is_whole_split(size, n_train) and parse_arm(a).heldout))
+    def needs_rest(arm) -> bool:
+        return arm.heldout or (arm.pseudo and config.unlabelled == REST)
+
+    whole = is_whole_split(size, n_train)
+    return tuple(a for a in config.arms if not (whole and needs_rest(parse_arm(a))))
 
 
 def build_plan(config: RunConfig, n_train: int | Sequence[int], speeds=None) -> list[Job]:
@@ -106,7 +111,7 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, train_counts, speeds
         for arm in arms_at(config, size, n_train):
             parsed = parse_arm(arm)
             needs = (f"{prefix}synthetic/{primary}/g{config.generator_of(r)}",) if parsed.uses_synthetic else ()
-            if parsed.filtered:
+            if parsed.labelled_by_model:
                 needs += (f"{prefix}arms/{parsed.filter_model}/seed{seed}",)
             jobs.append(Job(f"{prefix}arms/{arm}/seed{seed}", "classify",
                             {**point, "arm": arm, "seed": seed,
