@@ -54,6 +54,8 @@ class GanConfig:
     amp: bool = True                   # mixed precision (bfloat16, or float16 with loss scaling) on GPU
     device: str = "auto"               # auto | cpu | cuda
     seed: int = 0
+    init: str | None = None            # start from this checkpoint of another source and fine-tune it
+                                       # (generators/transfer.py); None: fresh weights
 
 
 def gan_preset(name: str, model: str = "cgan") -> GanConfig:

@@ -53,6 +53,10 @@ def add_pool_arguments(parser: argparse.ArgumentParser, curve: bool) -> None:
                              "real-only classifier labels them where it is confident (a per-class threshold chosen "
                              "on val) and the generator learns from those too; refused if it holds a val or test "
                              "image")
+    parser.add_argument("--generator-init", metavar="CKPT", default=None,
+                        help="start the generator from this checkpoint of another source (RUN/final.pt of `medsyn "
+                             "gan train`, same model, size and channels) and fine-tune it: classes mapped by name "
+                             "(unmatched ones re-initialised), GANs with the discriminator's first layers frozen")
 
 
 # Every flag a verb shares, and the config fields it sets (dotted paths), as stylegan2-ada's one function from flags
@@ -66,12 +70,13 @@ RUN_FLAGS = {
     "imbalance": ("imbalance",), "scale_val": ("scale_val",), "exposure": ("classify.exposure",),
     "guidance_scales": ("guidance_scales",), "min_effect": ("min_effect",), "gan_steps": ("gan.steps",),
     "epochs": ("classify.epochs",), "device": ("gan.device", "classify.device", "audit.device"),
-    "unlabelled": ("unlabelled",),
+    "unlabelled": ("unlabelled",), "generator_init": ("gan.init",),
 }
 CLASSIFY_FLAGS = {name: (name,) for name in ("arch", "width", "batch_norm", "pretrained", "epochs", "patience",
                                              "batch_size", "lr", "class_weighting", "device")}
-GAN_FLAGS = {name: (name,) for name in ("size", "steps", "batch_size", "base_width", "snapshot_every", "r1_gamma",
-                                        "ada_target", "guidance", "sampling_steps", "device", "seed")}
+GAN_FLAGS = {**{name: (name,) for name in ("size", "steps", "batch_size", "base_width", "snapshot_every", "r1_gamma",
+                                           "ada_target", "guidance", "sampling_steps", "device", "seed")},
+             "generator_init": ("init",)}
 
 
 def apply_flags(config, args: argparse.Namespace, table: dict[str, tuple[str, ...]]):

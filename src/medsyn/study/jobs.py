@@ -135,8 +135,25 @@ def _generator(job: Job, study: Study) -> None:
     from medsyn import generators
 
     p = job.params
-    generators.train(development_data(study, p), study.config.gan_config(p["model"], p["seed"]),
-              _folder(study, p, "gan", p["model"], f"g{p['generator']}"), resume=True, progress=False)
+    real = development_data(study, p)
+    generators.train(real, study.config.gan_config(p["model"], p["seed"]),
+                     _folder(study, p, "gan", p["model"], f"g{p['generator']}"), resume=True, progress=False,
+                     pseudo=generator_pool(study, p, real.subset("val")))
+
+
+def generator_pool(study: Study, params: dict, val):
+    """With --unlabelled: the point's pool, labelled by the real-only classifier of the replicate whose seed the
+    generator has (the rule of real+pseudo@R, classify/pseudo.py), for the generator to learn from; else None."""
+    from medsyn.classify import pseudo_label_with
+
+    if study.config.unlabelled is None:
+        return None
+    return pseudo_label_with(unlabelled_pool(study, params), labeller_folder(study, params), val)
+
+
+def labeller_folder(study: Study, params: dict) -> Path:
+    """The real-only classifier that labels a generator's pool: that of the replicate whose seed it has."""
+    return _folder(study, params, "arms", "real", f"seed{params['seed']}")
 
 
 def _synthesize(job: Job, study: Study) -> None:

@@ -135,8 +135,9 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
     base = f"{model}/g{k}"
     gan = config.gan_config(model, seed)
     params = {**point, "model": model, "generator": k, "seed": seed}
+    labeller = (f"{p}arms/real/seed{seed}",) if config.unlabelled is not None else ()  # labels its unlabelled pool
     return [
-        Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data",),
+        Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data", *labeller),
             estimate_s=_gan_seconds(gan, speeds)),
         Job(f"{p}synthetic/{base}", "synthesize", params, f"{p}synthetic/{base}/manifest.json", (f"{p}gan/{base}",),
             estimate_s=_synthesize_seconds(config, gan, size_counts, speeds)),

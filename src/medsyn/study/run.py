@@ -26,7 +26,7 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
     check_out_dir(out, "run", resume=resume)
     train_counts = _train_counts(src, config)  # bad or missing data fails before the run folder exists
     check_heldout_dose(config, sum(train_counts))
-    check_unlabelled(config, src)
+    check_sources(config, src)
     speeds = machine_speeds(config)
     _prepare_folder(out, config, src, resume)
     plan = build_plan(config, train_counts, speeds)
@@ -53,7 +53,7 @@ def dry_run(config: configs.RunConfig, src, workers: int | None) -> str:
     workers = workers or default_workers()
     train_counts = _train_counts(src, config)
     check_heldout_dose(config, sum(train_counts))
-    check_unlabelled(config, src)
+    check_sources(config, src)
     warnings = "".join(f"WARNING: {w}\n" for w in data.warnings(data.load(src, config.data)))
     speeds = machine_speeds(config)
     plan = build_plan(config, train_counts, speeds)
@@ -140,16 +140,18 @@ def _validate_unlabelled(config: configs.RunConfig) -> None:
                           "add the arm real.")
 
 
-def check_unlabelled(config: configs.RunConfig, src) -> None:
-    """An --unlabelled pool other than `rest` is read and refused (before the run folder exists) where it holds
-    a val or test image of the data, by content."""
-    from medsyn import data
+def check_sources(config: configs.RunConfig, src) -> None:
+    """Before the run folder exists: an --unlabelled pool (other than `rest`) is refused where it holds a val or
+    test image of the data, by content; a --generator-init checkpoint where it cannot start the primary
+    generator (another model, size or channel count)."""
+    from medsyn import data, generators
     from medsyn.data.unlabelled import REST, check_no_held_out, load_unlabelled
 
-    if config.unlabelled in (None, REST):
-        return
     real = data.load(src, config.data)
-    check_no_held_out(load_unlabelled(config.unlabelled, real.size, real.channels, real.aspect), real)
+    if config.unlabelled not in (None, REST):
+        check_no_held_out(load_unlabelled(config.unlabelled, real.size, real.channels, real.aspect), real)
+    if config.gan.init:
+        generators.read_init(config.gan.init, config.gan, real.channels, real.class_names)
 
 
 def check_heldout_dose(config: configs.RunConfig, n_train: int) -> None:
