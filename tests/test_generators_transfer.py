@@ -116,8 +116,8 @@ def test_ddpm_fine_tunes_every_weight_with_its_null_class_kept(small, tmp_path):
 def test_a_checkpoint_of_another_size_channel_count_or_model_is_refused(flags, expected, small, sources, tmp_path,
                                                                       bundled_slice, capsys):
     out = tmp_path / "out"
-    code = main(["gan", "train", "--data", str(bundled_slice), "--preset", "smoke", "--steps", "2",
-                 "--generator-init", str(sources["cgan"]), "--out", str(out), *flags])
+    code = main(["gan", "train", "--data", str(bundled_slice), "--preset", "smoke", "--steps", "2", "--width", "4",
+                 "--generator-init", str(sources["cgan"]), "--out", str(out), *flags])   # the source's width
     err = capsys.readouterr().err
     assert code == 2 and expected in err and "Traceback" not in err, err
     assert not out.exists()
@@ -156,13 +156,14 @@ def test_the_generator_learns_from_the_pool_it_kept_and_records_what_it_learned_
 
 
 def test_gan_train_never_passes_the_pools_labels_on(small, bundled_slice, tmp_path):
-    """The same images with two different sets of labels in the pool file, and with none: the same generator."""
+    """The same images with two opposite sets of labels in the pool file, and with none: the same generator."""
     images = small.subset("train").images[:120, ..., 0]
-    np.savez(tmp_path / "ones.npz", train_images=images, train_labels=np.ones(120, int))
-    np.savez(tmp_path / "zeros.npz", train_images=images, train_labels=np.zeros(120, int))
+    labels = np.random.default_rng(0).integers(0, 2, 120)
+    np.savez(tmp_path / "some.npz", train_images=images, train_labels=labels)
+    np.savez(tmp_path / "opposite.npz", train_images=images, train_labels=1 - labels)
     np.savez(tmp_path / "bare.npz", train_images=images)
     states = []
-    for name in ("ones", "zeros", "bare"):
+    for name in ("some", "opposite", "bare"):
         out = tmp_path / name
         assert main(["gan", "train", "--data", str(bundled_slice), "--preset", "smoke", "--steps", "3",
                      "--batch-size", "8", "--width", "4", "--unlabelled", str(tmp_path / f"{name}.npz"),
