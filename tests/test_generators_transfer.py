@@ -123,6 +123,16 @@ def test_a_checkpoint_of_another_size_channel_count_or_model_is_refused(flags, e
     assert not out.exists()
 
 
+def test_a_run_refuses_a_starting_checkpoint_of_another_size_before_its_folder_exists(sources, bundled_slice, tmp_path,
+                                                                                     capsys):
+    out = tmp_path / "out"
+    code = main(["run", "--preset", "smoke", "--data", str(bundled_slice), "--size", "32", "--generator-init",
+                 str(sources["cgan"]), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "size 28 (this run: 32)" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
 def test_a_starting_checkpoint_is_read_as_weights_only(small, tmp_path):
     class Payload:
         def __reduce__(self):

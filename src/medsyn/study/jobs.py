@@ -109,7 +109,7 @@ def heldout_pool(study: Study, params: dict):
 def unlabelled_pool(study: Study, params: dict):
     """The point's unlabelled pool (--unlabelled): `rest`, the train images outside its subset without their
     labels (the positive control's rows), or the given folder or .npz at the data's size and channels (checked
-    for val and test images before the run began, `study.run.check_unlabelled`)."""
+    for val and test images before the run began, `study.run.check_sources`)."""
     from medsyn.data.unlabelled import REST, rest_of_train
 
     full = dataset(study.src, study.config.data)
