@@ -33,9 +33,12 @@ def _config(**changes):
 
 def test_the_real_only_classifier_labels_the_pool_before_the_generators_and_the_pseudo_arm_use_it():
     plan = {j.name: j for j in build_plan(_config(), [70, 230])}
-    for size in ("f0.5", "f1"):
-        for k, seed in enumerate((0, 1)):
-            assert f"sizes/{size}/arms/real/seed{seed}" in plan[f"sizes/{size}/gan/cgan/g{k}"].deps
+    for k, seed in enumerate((0, 1)):
+        assert f"sizes/f0.5/arms/real/seed{seed}" in plan[f"sizes/f0.5/gan/cgan/g{k}"].deps
+        assert plan[f"sizes/f1/gan/cgan/g{k}"].deps == ("data",)                   # rest: no pool at f1
+    given = {j.name: j for j in build_plan(_config(unlabelled="pool.npz"), [70, 230])}
+    assert "sizes/f1/arms/real/seed1" in given["sizes/f1/gan/cgan/g1"].deps          # a given pool: every size
+    assert "sizes/f1/arms/real+pseudo@1/seed0" in given
     assert "sizes/f0.5/arms/real/seed1" in plan["sizes/f0.5/arms/real+pseudo@1/seed1"].deps
     assert not any(name.startswith("sizes/f1/arms/real+pseudo@1") for name in plan)   # rest: nothing outside f1
     labelled_only = {j.name: j for j in build_plan(_config(unlabelled=None, arms=("real", "real+synth@1")), [70, 230])}
@@ -128,7 +131,7 @@ def test_each_generator_records_what_it_learned_from(twin_runs):
     assert 0 < pool["n_kept"] == sum(pool["kept_per_class"]) and pool["labeller"] == "real seed0"
     assert half["generators_learned_from"] == {"cgan/g0": record}
     full_record = whole["generators_learned_from"]["cgan/g0"]
-    assert full_record["unlabelled_images"]["n_pool"] == 0                      # nothing lies outside f1
+    assert full_record["unlabelled_images"] is None                             # nothing lies outside f1
     assert results["generators_learned_from"] == whole["generators_learned_from"]
     assert "Learned from: 300 labelled train images" in (run / "report.html").read_text()
 

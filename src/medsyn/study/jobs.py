@@ -142,11 +142,14 @@ def _generator(job: Job, study: Study) -> None:
 
 
 def generator_pool(study: Study, params: dict, val):
-    """With --unlabelled: the point's pool, labelled by the real-only classifier of the replicate whose seed the
-    generator has (the rule of real+pseudo@R, classify/pseudo.py), for the generator to learn from; else None."""
+    """Where the point has an unlabelled pool: the pool, labelled by the real-only classifier of the replicate whose
+    seed the generator has (the rule of real+pseudo@R, classify/pseudo.py), for the generator to learn from; else
+    None."""
     from medsyn.classify import pseudo_label_with
+    from medsyn.study.plan import has_unlabelled_pool
 
-    if study.config.unlabelled is None:
+    n_train = int((dataset(study.src, study.config.data).split == "train").sum())
+    if not has_unlabelled_pool(study.config, params.get("size", 1.0), n_train):
         return None
     return pseudo_label_with(unlabelled_pool(study, params), labeller_folder(study, params), val)
 

@@ -62,17 +62,26 @@ def size_tag(size: float) -> str:
 
 
 def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
-    """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R), and
-    real+pseudo@R on the pool `rest`, only where real train images lie outside the point's subset."""
+    """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R) only
+    where real train images lie outside the point's subset, and real+pseudo@R only where the point has an
+    unlabelled pool."""
     from medsyn.classify import parse_arm
+    from medsyn.data.splits import is_whole_split
+
+    def runs(arm) -> bool:
+        return not (arm.heldout and is_whole_split(size, n_train)) and \
+            not (arm.pseudo and not has_unlabelled_pool(config, size, n_train))
+
+    return tuple(a for a in config.arms if runs(parse_arm(a)))
+
+
+def has_unlabelled_pool(config: RunConfig, size: float, n_train: int) -> bool:
+    """Whether a point has an unlabelled pool: --unlabelled was given and, for `rest`, train images lie outside the
+    point's subset. Only such a point's generators wait for (and learn through) the real-only classifier."""
     from medsyn.data.splits import is_whole_split
     from medsyn.data.unlabelled import REST
 
-    def needs_rest(arm) -> bool:
-        return arm.heldout or (arm.pseudo and config.unlabelled == REST)
-
-    whole = is_whole_split(size, n_train)
-    return tuple(a for a in config.arms if not (whole and needs_rest(parse_arm(a))))
+    return config.unlabelled is not None and not (config.unlabelled == REST and is_whole_split(size, n_train))
 
 
 def build_plan(config: RunConfig, n_train: int | Sequence[int], speeds=None) -> list[Job]:
@@ -105,7 +114,8 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, train_counts, speeds
         seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
         for k, seed in enumerate(seeds):
             jobs += _generator_jobs(config, model, k, seed, point, size_counts, speeds,
-                                   after=_last_audit(jobs) or after)
+                                   after=_last_audit(jobs) or after,
+                                   pool=has_unlabelled_pool(config, size, n_train))
     primary = config.gans[0]
     for r, seed in enumerate(config.seeds):
         for arm in arms_at(config, size, n_train):
@@ -129,13 +139,13 @@ def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
 
 
 def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, size_counts: np.ndarray,
-                    speeds, after: tuple[str, ...]) -> list[Job]:
+                    speeds, after: tuple[str, ...], pool: bool) -> list[Job]:
     p = point["prefix"]
     n_size = int(size_counts.sum())
     base = f"{model}/g{k}"
     gan = config.gan_config(model, seed)
     params = {**point, "model": model, "generator": k, "seed": seed}
-    labeller = (f"{p}arms/real/seed{seed}",) if config.unlabelled is not None else ()  # labels its unlabelled pool
+    labeller = (f"{p}arms/real/seed{seed}",) if pool else ()  # it labels the generator's unlabelled pool
     return [
         Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data", *labeller),
             estimate_s=_gan_seconds(gan, speeds)),
