@@ -38,13 +38,14 @@ def test_every_run_flag_reaches_its_fields():
     config = run_config(_parse("run", "--preset", "smoke", "--size", "32", "--arms", "real, real+synth@1",
                                "--seeds", "3-5", "--n-generators", "2", "--fractions", "0.5,1", "--full-val",
                                "--guidance", "0,2", "--epochs", "3", "--gan-steps", "7", "--device", "cpu",
-                               "--allow-leak", "--skip-bad"))
+                               "--allow-leak", "--skip-bad", "--unlabelled", "rest", "--generator-init", "a/final.pt"))
     assert (config.data.size, config.gan.size) == (32, 32)
     assert config.arms == ("real", "real+synth@1") and config.seeds == (3, 4, 5) and config.n_generators == 2
     assert config.train_sizes == (0.5, 1.0) and config.scale_val is False and config.guidance_scales == (0.0, 2.0)
     assert (config.classify.epochs, config.gan.steps) == (3, 7)
     assert {config.gan.device, config.classify.device, config.audit.device} == {"cpu"}
     assert (config.data.leak, config.data.skip_bad) == ("allow", True)
+    assert (config.unlabelled, config.gan.init) == ("rest", "a/final.pt")
     assert run_config(_parse("run", "--gan-seeds", "3", "--seeds", "0-3")).n_generators == 3  # the old name
 
 

@@ -177,3 +177,26 @@ def test_an_arm_on_one_generator_gets_no_interval_only_its_spread():
     arm, real = summary["arms"]["real+synth@1"]["auc"], summary["arms"]["real"]["auc"]
     assert arm["n_clusters"] == 1 and arm["std"] > 0 and arm["ci_low"] is None and arm["ci_high"] is None
     assert real["n_clusters"] == 6 and real["ci_low"] < real["mean"] < real["ci_high"]
+
+
+def test_a_synthetic_arm_is_also_compared_with_its_pseudo_label_baseline():
+    from sklearn.metrics import roc_auc_score
+
+    from medsyn.report.verdict import headline
+
+    arms = _three_arms(np.random.default_rng(5))
+    results = {"real": arms["real"], "real+pseudo@1": arms["real+synth@1"], "real+synth@1": arms["real+synth@2"]}
+    controls = {"real+pseudo@1": "real", "real+synth@1": "real"}
+    summary = summarize_arms(results, controls, n_bootstrap=200, baselines={"real+synth@1": "real+pseudo@1"})
+    beyond = [c for c in summary["comparisons"] if c.get("versus") == "baseline"]
+    assert {(c["arm"], c["control"], c["metric"]) for c in beyond} == \
+        {("real+synth@1", "real+pseudo@1", m) for m in METRICS}
+    auc = next(c for c in beyond if c["metric"] == "auc")
+    per_replicate = [roc_auc_score(r["y_true"], r["proba"][:, 1]) for r in results["real+synth@1"].values()]
+    baseline = [roc_auc_score(r["y_true"], r["proba"][:, 1]) for r in results["real+pseudo@1"].values()]
+    assert auc["diff"] == pytest.approx(np.mean(per_replicate) - np.mean(baseline))
+    assert auc["n_comparisons"] == 3                                   # Bonferroni over the baseline comparison too
+    said = headline(summary, "auc")
+    assert ("Synthetic images beat pseudo-labels: real+synth@1 vs real+pseudo@1" in said) == \
+        auc["verdict"].startswith("improved")
+    assert "Pseudo-label comparisons (AUC): real+pseudo@1 vs real " in said

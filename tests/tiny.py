@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from medsyn import data
@@ -35,3 +36,16 @@ def tiny_gan(model: str, **overrides) -> GanConfig:
 def bundled() -> data.ImageSet:
     """The bundled PneumoniaMNIST as `data.load()` gives it: 5856 images of 28 px in the official splits."""
     return data.load()
+
+
+@pytest.fixture(scope="session")
+def bundled_slice(tmp_path_factory):
+    """300 train, 80 val and 80 test images of the bundled npz, read directly (the leak guard then searches 460
+    images, not 5856): a small real dataset that loads in seconds. Returns the .npz path. The train rows start at
+    23: train[22] is MedMNIST's own copy of val[61]."""
+    raw = np.load(data.bundled_path())
+    rows = {"train": slice(23, 323), "val": slice(0, 80), "test": slice(0, 80)}
+    arrays = {f"{s}_{kind}": raw[f"{s}_{kind}"][rows[s]] for s in rows for kind in ("images", "labels")}
+    path = tmp_path_factory.mktemp("slice") / "pneumoniamnist.npz"  # MedMNIST's name: its class names
+    np.savez(path, **arrays)
+    return path

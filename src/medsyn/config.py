@@ -54,6 +54,8 @@ class GanConfig:
     amp: bool = True                   # mixed precision (bfloat16, or float16 with loss scaling) on GPU
     device: str = "auto"               # auto | cpu | cuda
     seed: int = 0
+    init: str | None = None            # start from this checkpoint of another source and fine-tune it
+                                       # (generators/transfer.py); None: fresh weights
 
 
 def gan_preset(name: str, model: str = "cgan") -> GanConfig:
@@ -184,6 +186,9 @@ class RunConfig:
     guidance_scales: tuple[float, ...] = ()  # ddpm sampling: () the trained scale; one scale; several: chosen
                                              # among them on real val per generator (audit/guidance.py)
     min_effect: float = 0.01           # smallest difference of interest; a wider CI makes a verdict inconclusive
+    unlabelled: str | None = None      # an unlabelled pool (a folder or an .npz, labels ignored) or "rest" (a curve
+                                       # point's train images outside its subset, labels dropped): the generators
+                                       # and real+pseudo@R learn from it through pseudo-labels (classify/pseudo.py)
     n_bootstrap: int = 2000
     budget_minutes: float | None = None  # the wall time the preset is sized for on a 2-core CPU; a plan that
                                          # exceeds it on this machine says so and offers what would fit

@@ -10,8 +10,11 @@ A library below the audit: the audit's label-trained CNN is trained by this stag
 Public API:
     ARMS, parse_arm(name) -> Arm                         the default arms and the arm grammar (see arms.py)
     filter_pool(pool, model_dir, val) -> ImageSet        a filtered-synth arm's pool
+    pseudo_label(pool, model, meta, val, labeller) -> PseudoLabelled   an unlabelled pool with confident labels
+    pseudo_label_with(pool, model_dir, val)              ... labelled by a finished run's model (pseudo.py)
     train_arm(dataset, arm, seed, config, out_dir, synthetic=None) -> dict   one run; returns the test metrics
     fit(data, val, n_classes, config, seed, ..., network=None) -> Fitted    the training loop
+    real_only_model(dataset, config, seed) -> (model, meta)   the arm real's classifier, in memory (no test read)
     check_config(config)                                  MedsynError for untrainable settings
     read_predictions(run_dir) -> {"y_true", "proba", "threshold"}          a finished run's test predictions
     load_model(path) -> (model, meta)                     a saved model.pt, in eval mode
@@ -26,7 +29,8 @@ from medsyn.classify.arms import ARMS, Arm, filter_pool, parse_arm
 _LAZY = {
     "train_arm": "medsyn.classify.train", "read_predictions": "medsyn.classify.files",
     "evaluate_on_test": "medsyn.classify.train", "check_config": "medsyn.classify.train",
-    "fit": "medsyn.classify.train",
+    "fit": "medsyn.classify.train", "pseudo_label": "medsyn.classify.pseudo",
+    "pseudo_label_with": "medsyn.classify.pseudo", "real_only_model": "medsyn.classify.train",
     "load_model": "medsyn.classify.models", "predict_proba": "medsyn.classify.models",
     "features": "medsyn.classify.models", "build": "medsyn.classify.models",
 }

@@ -8,8 +8,10 @@ synth@R, from the pool's images that the replicate's real-only classifier gives 
 least tau, tau chosen on real val), `pretrain-synth@R` (with `real`: pretrain on R synthetic images per real
 one, then fine-tune on real exactly as `real` trains) and `heldout@R` (with `real`: the positive control, R REAL
 train images from outside a learning-curve subset per image inside it, at the same dose and through the same
-pipeline as synth@R: what a perfect generator would give). Examples: `real+aug`, `real+synth@0.5`,
-`real+heldout@1`.
+pipeline as synth@R: what a perfect generator would give) and `pseudo@R` (with `real`: R unlabelled pool images per real
+one, labelled by the replicate's real-only classifier and kept where it is confident enough, classify/pseudo.py:
+the honest baseline for a generator that saw the same pool; drawn as filtered-synth@R draws, what the rule kept).
+Examples: `real+aug`, `real+synth@0.5`, `real+heldout@1`, `real+pseudo@1`.
 
 Dose: an arm with R extra images per real one sees R of them per real image seen, at every size and steps per
 epoch (`classify.train`'s batch stream).
@@ -32,7 +34,7 @@ from medsyn.errors import MedsynError
 
 ARMS = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
         "real+aug+synth")
-_SYNTH = re.compile(r"^(filtered-|pretrain-)?(synth|heldout)(?:@(\d+(?:\.\d+)?))?$")
+_SYNTH = re.compile(r"^(filtered-|pretrain-)?(synth|heldout|pseudo)(?:@(\d+(?:\.\d+)?))?$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Arm:
     filtered: bool = False  # synthetic images kept only where the replicate's real-only classifier agrees
     pretrain: bool = False  # pretrain on the synthetic images, then fine-tune on real (same real exposure as real)
     heldout: bool = False   # the extra images are real train images outside the subset (the positive control)
+    pseudo: bool = False    # the extra images are unlabelled pool images with the real-only classifier's labels
 
     @property
     def uses_pool(self) -> bool:
@@ -53,7 +56,12 @@ class Arm:
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.uses_pool and not self.heldout
+        return self.uses_pool and not self.heldout and not self.pseudo
+
+    @property
+    def labelled_by_model(self) -> bool:
+        """Its pool passes through the replicate's real-only classifier (`filter_model`): filtered or pseudo."""
+        return self.filtered or self.pseudo
 
     @property
     def control(self) -> str | None:
@@ -65,14 +73,15 @@ class Arm:
 
     @property
     def filter_model(self) -> str:
-        """The arm whose classifier (of the same replicate) filters this arm's synthetic pool."""
+        """The arm whose classifier (of the same replicate) filters this arm's synthetic pool or labels its
+        unlabelled pool."""
         return "real"
 
 
 def parse_arm(name: str) -> Arm:
     """`real+synth@2` -> Arm(real=True, synth_ratio=2.0, ...); a MedsynError names what is wrong."""
     parts = name.strip().split("+")
-    real = augment = balance = filtered = pretrain = heldout = False
+    real = augment = balance = filtered = pretrain = heldout = pseudo = False
     ratio = 0.0
     for part in parts:
         if part == "real" and not real:
@@ -84,7 +93,7 @@ def parse_arm(name: str) -> Arm:
         elif (match := _SYNTH.match(part)) and ratio == 0:
             ratio = float(match.group(3) or 1.0)
             filtered, pretrain = match.group(1) == "filtered-", match.group(1) == "pretrain-"
-            heldout = match.group(2) == "heldout"
+            heldout, pseudo = match.group(2) == "heldout", match.group(2) == "pseudo"
             if ratio <= 0:
                 raise MedsynError(f"arm {name!r}: the synthetic ratio must be positive.")
         else:
@@ -101,8 +110,11 @@ def parse_arm(name: str) -> Arm:
     if heldout and (not real or filtered or pretrain):
         raise MedsynError(f"arm {name!r}: the positive control is real+heldout@R (optionally +aug): held-out real "
                           f"images ride along with the real train split exactly as synth@R does.")
+    if pseudo and (not real or filtered or pretrain):
+        raise MedsynError(f"arm {name!r}: the pseudo-label baseline is real+pseudo@R (optionally +aug): pseudo-labelled "
+                          f"pool images ride along with the real train split exactly as synth@R does.")
     return Arm(name=name.strip(), real=real, augment=augment, synth_ratio=ratio, balance=balance,
-               filtered=filtered, pretrain=pretrain, heldout=heldout)
+               filtered=filtered, pretrain=pretrain, heldout=heldout, pseudo=pseudo)
 
 
 EXPOSURES = ("real-passes", "equal-steps")
@@ -189,7 +201,7 @@ def pool_counts(train_counts, arms: tuple[str, ...]) -> list[int]:
 def _synthetic_draw(arm: Arm, real_train: ImageSet, synthetic: ImageSet | None, seed: int):
     _check_pool(arm, real_train, synthetic)
     wanted = synthetic_need(arm, np.bincount(real_train.labels, minlength=real_train.n_classes))
-    if arm.filtered:  # a filter keeps what it keeps: the run records how many images were drawn
+    if arm.labelled_by_model:  # a filter (or a pseudo-label rule) keeps what it keeps: the run records the draw
         wanted = np.minimum(wanted, np.bincount(synthetic.labels, minlength=len(wanted)))
     picked = _draw(synthetic.labels, wanted, seed, arm.name)
     return synthetic.images[picked], synthetic.labels[picked]
@@ -216,6 +228,9 @@ def _draw(pool_labels: np.ndarray, wanted: np.ndarray, seed: int, arm: str) -> n
 
 
 def _check_pool(arm: Arm, real: ImageSet, synthetic: ImageSet | None) -> None:
+    if synthetic is None and arm.pseudo:
+        raise MedsynError(f"arm {arm.name!r} needs an unlabelled pool: pass --unlabelled SRC (a folder or an .npz) or "
+                          f"--unlabelled rest (a learning curve's train images outside each subset).")
     if synthetic is None and arm.heldout:
         raise MedsynError(f"arm {arm.name!r} needs real train images outside the training subset: it runs at the "
                           f"learning-curve sizes below the full train split (--fractions or --train-sizes).")

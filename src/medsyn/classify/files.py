@@ -27,12 +27,15 @@ from medsyn.metrics import predict_labels
 RUN_FILES = ("config.json", "history.csv", "model.pt", "val_metrics.json", "test_metrics.json", "predictions.csv")
 
 
-def run_record(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, synthetic: ImageSet | None) -> dict:
-    """What makes a run this run (config.json, before the training set's counts are added)."""
+def run_record(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, synthetic: ImageSet | None,
+               pool_record: dict | None = None) -> dict:
+    """What makes a run this run (config.json, before the training set's counts are added); `pool_record`: how
+    its extra images were chosen (a pseudo-labelled pool: kept per class, thresholds), where the caller knows."""
     uses_synthetic = synthetic is not None and parse_arm(arm).uses_pool
-    return {"arm": arm, "seed": seed, "classify": to_dict(config), "data_source": dataset.source,
-            "image_size": dataset.size, "channels": dataset.channels, "class_names": list(dataset.class_names),
-            "split_counts": dataset.counts(), "synthetic_source": synthetic.source if uses_synthetic else None}
+    record = {"arm": arm, "seed": seed, "classify": to_dict(config), "data_source": dataset.source,
+              "image_size": dataset.size, "channels": dataset.channels, "class_names": list(dataset.class_names),
+              "split_counts": dataset.counts(), "synthetic_source": synthetic.source if uses_synthetic else None}
+    return {**record, "pool": pool_record} if pool_record is not None else record
 
 
 def write_record(out_dir: Path, record: dict) -> None:

@@ -80,13 +80,14 @@ class Fitted:
 
 
 def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, out_dir: Path,
-              synthetic: ImageSet | None = None) -> dict:
+              synthetic: ImageSet | None = None, pool_record: dict | None = None) -> dict:
     """Train `arm` with `seed`, select on real val, evaluate once on real test; write the run folder and return
-    the test metrics. A folder that already holds this run's test_metrics.json is returned as it is."""
+    the test metrics. A folder that already holds this run's test_metrics.json is returned as it is. `pool_record`
+    says how the extra images were chosen (a pseudo-labelled pool's kept counts and thresholds), for the record."""
     # -- the run's record: a finished run of the same record is returned as it is ---------------------------------
     check_config(config)
     out_dir = Path(out_dir)
-    record = files.run_record(dataset, arm, seed, config, synthetic)
+    record = files.run_record(dataset, arm, seed, config, synthetic, pool_record)
     if files.finished(out_dir):
         files.check_same_run(out_dir, record)
         return read_json(out_dir / "test_metrics.json")
@@ -122,13 +123,29 @@ def train_arm(dataset: ImageSet, arm: str, seed: int, config: ClassifyConfig, ou
         fitted.exposure["dose"] = round(pretrained["synthetic_seen"] / fitted.exposure["real_seen"], 4)
 
     # -- the files, then the one read of the test split ------------------------------------------------------------
-    meta = {"arch": _arch(config, dataset), "class_names": list(dataset.class_names),
+    meta = _meta(config, dataset, fitted, arm, seed)
+    files.write_training(out_dir, fitted.model, meta, fitted.history, {**fitted.exposure, **fitted.val_metrics})
+    return evaluate_on_test(fitted.model, meta, sealed_test, out_dir)
+
+
+def real_only_model(dataset: ImageSet, config: ClassifyConfig, seed: int) -> tuple[torch.nn.Module, dict]:
+    """The arm `real`'s classifier trained in memory, selected on real val, without its run folder and without
+    any read of the test split: a pseudo-labeller where no study's run of the arm exists (`gan train
+    --unlabelled`). Returns (model, meta) as `models.load_model` would."""
+    check_config(config)
+    real_train, val = dataset.subset("train"), dataset.subset("val")
+    data = training_data(parse_arm("real"), real_train, None, seed, config.exposure)
+    fitted = fit(data, val, dataset.n_classes, config, seed)
+    return fitted.model.eval(), _meta(config, dataset, fitted, "real", seed)
+
+
+def _meta(config: ClassifyConfig, dataset: ImageSet, fitted: Fitted, arm: str, seed: int) -> dict:
+    """What a trained classifier's model.pt says about it: enough to use it on new images."""
+    return {"arch": _arch(config, dataset), "class_names": list(dataset.class_names),
             "image_size": dataset.size, "channels": dataset.channels, "aspect": dataset.aspect,
             "normalization": models.normalization(config.pretrained, dataset.channels),
             "threshold": fitted.threshold, "arm": arm, "seed": seed, "data_source": dataset.source,
             "val_metrics": fitted.val_metrics}
-    files.write_training(out_dir, fitted.model, meta, fitted.history, {**fitted.exposure, **fitted.val_metrics})
-    return evaluate_on_test(fitted.model, meta, sealed_test, out_dir)
 
 
 def fit(data: TrainingData, val: ImageSet, n_classes: int, config: ClassifyConfig, seed: int,

@@ -44,6 +44,21 @@ def add_data_arguments(parser: argparse.ArgumentParser, positional: bool = False
                            "of the report then carries a warning)")
 
 
+def add_pool_arguments(parser: argparse.ArgumentParser, curve: bool) -> None:
+    """What a generator learns from beyond the labelled train split: an unlabelled pool and starting weights
+    (`gan train` and `run`; `curve`: the verb runs learning curves, so the pool `rest` exists)."""
+    rest = "; rest: each learning-curve size's train images outside its subset, without their labels" if curve else ""
+    parser.add_argument("--unlabelled", metavar="SRC", default=None,
+                        help="unlabelled images: a folder or an .npz (labels in it are ignored)" + rest + ". The "
+                             "real-only classifier labels them where it is confident (a per-class threshold chosen "
+                             "on val) and the generator learns from those too; refused if it holds a val or test "
+                             "image")
+    parser.add_argument("--generator-init", metavar="CKPT", default=None,
+                        help="start the generator from this checkpoint of another source (RUN/final.pt of `medsyn "
+                             "gan train`, same model, size and channels) and fine-tune it: classes mapped by name "
+                             "(unmatched ones re-initialised), GANs with the discriminator's first layers frozen")
+
+
 # Every flag a verb shares, and the config fields it sets (dotted paths), as stylegan2-ada's one function from flags
 # to options: a flag's default is None, so a flag given on the command line, even at its default value, always
 # overrides the preset, and one that is not given never does.
@@ -62,12 +77,15 @@ RUN_FLAGS = {
     "arms": ("arms",), "seeds": ("seeds",), "n_generators": ("n_generators",), "train_sizes": ("train_sizes",),
     "imbalance": ("imbalance",), "scale_val": ("scale_val",), "exposure": ("classify.exposure",),
     "guidance_scales": ("guidance_scales",), "min_effect": ("min_effect",), "gan_steps": ("gan.steps",),
-    "epochs": ("classify.epochs",), "selection": ("classify.selection",), "device": ("gan.device", "classify.device", "audit.device"),
+    "epochs": ("classify.epochs",), "selection": ("classify.selection",),
+    "device": ("gan.device", "classify.device", "audit.device"),
+    "unlabelled": ("unlabelled",), "generator_init": ("gan.init",),
 }
 CLASSIFY_FLAGS = {name: (name,) for name in ("arch", "width", "batch_norm", "pretrained", "epochs", "patience",
                                              "selection", "batch_size", "lr", "class_weighting", "device")}
-GAN_FLAGS = {name: (name,) for name in ("size", "steps", "batch_size", "base_width", "snapshot_every", "r1_gamma",
-                                        "ada_target", "guidance", "sampling_steps", "device", "seed")}
+GAN_FLAGS = {**{name: (name,) for name in ("size", "steps", "batch_size", "base_width", "snapshot_every", "r1_gamma",
+                                           "ada_target", "guidance", "sampling_steps", "device", "seed")},
+             "generator_init": ("init",)}
 
 
 def apply_flags(config, args: argparse.Namespace, table: dict[str, tuple[str, ...]]):

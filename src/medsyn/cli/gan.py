@@ -17,10 +17,11 @@ def register(verbs) -> None:
     sub = parser.add_subparsers(dest="gan_verb", metavar="ACTION")
     sub.required = True
 
-    from medsyn.cli.flags import add_data_arguments
+    from medsyn.cli.flags import add_data_arguments, add_pool_arguments
 
     train = sub.add_parser("train", help="train cgan, acgan or ddpm on the train split; sample grids, log, checkpoints")
     add_data_arguments(train)
+    add_pool_arguments(train, curve=False)
     train.add_argument("--model", choices=GAN_MODELS, default="cgan",
                        help="cgan: data-efficient (default); acgan: the original design; ddpm: diffusion "
                             "(pip install 'medsyn[diffusion]'; a GPU feature at scale)")
@@ -72,8 +73,12 @@ def run_train(args: argparse.Namespace) -> int:
     generators.check_config(config)  # before any data is decoded
     check_out_dir(args.out, "gan train", resume=args.resume)
     dataset = data.load(args.src, dataclasses.replace(data_config(args), size=config.size))
+    if config.init:
+        generators.read_init(config.init, config, dataset.channels, dataset.class_names)
+    pseudo = _pseudo_labelled(args, dataset, config.seed) if args.unlabelled else None
     claim_out_dir(args.out, "gan train")
-    final = generators.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress)
+    final = generators.train(dataset, config, args.out, resume=args.resume, progress=not args.no_progress,
+                             pseudo=pseudo)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     rows = generators.read_log(args.out)
@@ -81,6 +86,27 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"wrote {final} ({config.model}, {config.size} px, {config.steps} steps{speed}); "
           f"sample grids in {args.out / 'samples'}")
     return 0
+
+
+def _pseudo_labelled(args: argparse.Namespace, dataset, seed: int):
+    """--unlabelled SRC for one generator: the pool (refused if it holds a val or test image), labelled by a
+    real-only classifier trained here on the train split and selected on val (the preset's classifier, seed
+    --seed), with the per-class thresholds real+pseudo@R uses (classify/pseudo.py)."""
+    from medsyn import classify
+    from medsyn.config import preset
+    from medsyn.data.unlabelled import REST, check_no_held_out, load_unlabelled
+    from medsyn.errors import MedsynError
+
+    if args.unlabelled == REST:
+        raise MedsynError(f"--unlabelled {REST} is a learning curve's train images outside each subset (medsyn run "
+                          "--fractions ...); for one generator give a folder or an .npz of unlabelled images.")
+    pool = load_unlabelled(args.unlabelled, dataset.size, dataset.channels, dataset.aspect)
+    check_no_held_out(pool, dataset)
+    config = preset(args.preset).classify
+    model, meta = classify.real_only_model(dataset, config, seed)
+    return classify.pseudo_label(pool, model, meta, dataset.subset("val"),
+                                 f"a real-only {config.arch} trained by gan train (the {args.preset} preset's "
+                                 f"classifier, seed {seed})")
 
 
 def run_generate(args: argparse.Namespace) -> int:

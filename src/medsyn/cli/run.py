@@ -14,7 +14,8 @@ from pathlib import Path
 
 from medsyn import config as configs
 from medsyn.errors import MedsynError
-from medsyn.cli.flags import (MAX_REPLICATES, RUN_FLAGS, add_data_arguments, add_selection_argument, apply_flags, names,
+from medsyn.cli.flags import (MAX_REPLICATES, RUN_FLAGS, add_data_arguments, add_pool_arguments,
+                              add_selection_argument, apply_flags, names,
                               parse_fractions, parse_guidance, parse_seeds, parse_train_sizes)
 
 RUN_LAYOUT = """RUN/
@@ -72,6 +73,7 @@ def register(verbs) -> None:
                         default=None,
                         help="ddpm: classifier-free guidance scale of the synthetic pools (default: the preset's); "
                              "auto or a list: each generator's scale is chosen among them on real val")
+    add_pool_arguments(parser, curve=True)
     parser.add_argument("--min-effect", type=configs.real("--min-effect", 0, 1), default=None,
                         help="smallest difference of interest (default 0.01): a wider 95%% CI is 'inconclusive'")
     parser.add_argument("--gan-steps", type=configs.count("--gan-steps", 10_000_000), default=None,

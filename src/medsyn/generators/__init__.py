@@ -4,7 +4,9 @@ resumable, self-describing checkpoints. Read trainer.py (the loop) first; famili
 steps.py their training steps, resume.py what makes a resume exact.
 
 Public API:
-    train(dataset, config, out_dir, resume=False, progress=True) -> Path    the final checkpoint
+    train(dataset, config, out_dir, resume=False, progress=True, pseudo=None) -> Path   the final checkpoint
+        (pseudo: pool images with pseudo-labels to learn from too; config.init: starting weights, transfer.py)
+    read_init(path, config, channels, class_names) -> (state, record)      a --generator-init checkpoint, checked
     read_log(out_dir) -> list[dict]                                          log.jsonl rows
     check_config(config)                                                     MedsynError for untrainable settings
     load_generator(checkpoint, device="cpu") -> (generator, info)           EMA generator in eval mode
@@ -20,7 +22,8 @@ import importlib
 _API = {"train": ("trainer", "train"), "read_log": ("trainer", "read_log"),
         "check_config": ("trainer", "check_config"),
         "load_generator": ("checkpoint", "load_generator"), "generate_images": ("sample", "generate"),
-        "class_grid": ("sample", "class_grid"), "image_grid": ("sample", "grid"), "save_png": ("sample", "save_png")}
+        "class_grid": ("sample", "class_grid"), "image_grid": ("sample", "grid"), "save_png": ("sample", "save_png"),
+        "read_init": ("transfer", "read_init")}
 __all__ = sorted(_API)
 
 

@@ -36,9 +36,11 @@ def check_run_dir(out_dir: Path, record: dict, resume: bool) -> None:
             raise MedsynError(f"{out_dir} already holds files; pass --resume to continue that run, or choose "
                               "another --out.")
         if config_path.exists():
-            # a setting added since the run was made had its default value then
+            # a setting added since the run was made had its default value then; a run made before `learned_from`
+            # was recorded learned from its labelled train split alone, from fresh weights
+            legacy = {**record.get("learned_from", {}), "unlabelled_images": None, "starting_weights": "none"}
             changed = changed_settings(read_json(config_path), record, RESUMABLE_CHANGES,
-                                       defaults={"gan": to_dict(GanConfig())})
+                                       defaults={"gan": to_dict(GanConfig()), "learned_from": legacy})
             if changed:
                 raise MedsynError(f"{out_dir} was trained with different settings ({', '.join(changed)}); resume "
                                   "with the same ones, or choose another --out.")

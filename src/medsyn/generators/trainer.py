@@ -9,15 +9,18 @@ atomic checkpoint holding everything an exact resume needs (resume.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from medsyn.config import GAN_SIZES, GanConfig, check_device, to_dict
 from medsyn.data import ImageSet
+from medsyn.data.unlabelled import PseudoLabelled
 from medsyn.errors import MedsynError
 from medsyn.fileio import atomic_path, read_jsonl, write_text
 from medsyn.generators import sample
@@ -26,20 +29,29 @@ from medsyn.generators.distributed import runtime
 from medsyn.generators.families import FAMILIES
 from medsyn.generators.resume import already_finished, check_run_dir, restore, rng_states, save, seed_everything
 from medsyn.generators.steps import StepContext, recalibrate_batch_norm, update_ema
+from medsyn.generators.transfer import freeze_early_layers, read_init, start_from
 
 LOG_FIELDS = {"step": int}  # each log.jsonl row: the step it was written at (checked when read back)
 GRID_COLUMNS = 8
 
 
-def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train on `dataset.subset("train")`; write config.json, log.jsonl, samples/grid-*.png, checkpoint.pt and
-    final.pt into out_dir; return final.pt. With resume=True continue from checkpoint.pt (or return a finished
-    final.pt of the same run when it already reached config.steps)."""
-    # -- setup: settings, run folder, this process's device and rank, seeds --------------------------------------
+def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = False, progress: bool = True,
+          pseudo: PseudoLabelled | None = None) -> Path:
+    """Train on `dataset.subset("train")` and, with `pseudo`, on the unlabelled pool images it kept with their
+    pseudo-labels (classify.pseudo_label); with config.init, start from that checkpoint (transfer.py). Write
+    config.json (with `learned_from`: what the generator learned from), log.jsonl, samples/grid-*.png,
+    checkpoint.pt and final.pt into out_dir; return final.pt. With resume=True continue from checkpoint.pt (or
+    return a finished final.pt of the same run when it already reached config.steps)."""
+    # -- setup: settings, what it learns from, run folder, this process's device and rank, seeds -----------------
     out_dir, train_set = Path(out_dir), dataset.subset("train")
     final_path, latest_path, log_path = out_dir / "final.pt", out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     _check(config, train_set)
-    check_run_dir(out_dir, {"gan": to_dict(config), "data": _data_record(train_set)}, resume)
+    init_state, init_record = read_init(config.init, config, train_set.channels, train_set.class_names) \
+        if config.init else (None, "none")
+    learned_from = learned_from_record(train_set, pseudo, init_record)
+    learn_set = train_set if pseudo is None else _joined(train_set, pseudo.images)
+    check_run_dir(out_dir, {"gan": to_dict(config), "data": _data_record(train_set), "learned_from": learned_from},
+                  resume)
     if resume and already_finished(final_path, config):
         return final_path
     rt = runtime(config)
@@ -48,17 +60,21 @@ def train(dataset: ImageSet, config: GanConfig, out_dir: Path, resume: bool = Fa
     ctx = StepContext(config, family, rt, train_set.n_classes)
 
     # -- data: the train split on the device, and the generator's description of it ------------------------------
-    images = torch.from_numpy(train_set.images).permute(0, 3, 1, 2).contiguous().to(rt.device)
-    labels = torch.from_numpy(train_set.labels).long().to(rt.device)
-    info = _info(config, train_set, family.module)
+    images = torch.from_numpy(learn_set.images).permute(0, 3, 1, 2).contiguous().to(rt.device)
+    labels = torch.from_numpy(learn_set.labels).long().to(rt.device)
+    info = {**_info(config, train_set, family.module), "learned_from": learned_from}
 
     # -- models and optimisers: the family's parts, the loss scaler and the data order, all resumable -----------
     parts = {**family.build_parts(ctx, info), "scaler": ctx.grad_scaler(),
              "sampler": Sampler(len(images), config.batch_size, config.seed)}
     generator, generator_ema, scaler = parts["generator"], parts["generator_ema"], parts["scaler"]
+    if init_state is not None:  # fine-tuning: the discriminator's first layers stay as the source trained them
+        freeze_early_layers(parts, config.model)
 
-    # -- resume: the latest checkpoint's state and counters, or a fresh start -----------------------------------
+    # -- resume: the latest checkpoint's state and counters, or a fresh start (from the starting weights) --------
     counters = restore(parts, latest_path, resume, config, rt)
+    if init_state is not None and counters["step"] == 0:
+        start_from(parts, init_state, config.model, train_set.class_names, info)
     if rt.main:  # rows past the restart point (all of them, on a fresh start) belong to a run that was lost
         _truncate_log(log_path, counters["step"])
 
@@ -168,6 +184,26 @@ def _check(config: GanConfig, train_set: ImageSet) -> None:
                           f"--size {config.size}.")
     if len(train_set) == 0:
         raise MedsynError(f"{train_set.source}: the train split is empty; the GAN trains on train images only.")
+
+
+def learned_from_record(train_set: ImageSet, pseudo: PseudoLabelled | None, init: dict | str) -> dict:
+    """What a generator learned from: its labelled train images, the unlabelled pool images it used (with how they
+    were labelled) and its starting weights ("none", or the checkpoint's path and sha256)."""
+    return {"labelled_train_images": len(train_set), "labelled_source": train_set.source,
+            "unlabelled_images": None if pseudo is None else pseudo.record, "starting_weights": init}
+
+
+def _joined(train_set: ImageSet, extra: ImageSet) -> ImageSet:
+    """The labelled train split followed by the pool's pseudo-labelled images, as one training set."""
+    if tuple(extra.class_names) != tuple(train_set.class_names) or extra.images.shape[1:] != train_set.images.shape[1:]:
+        raise MedsynError(f"the pseudo-labelled pool ({extra.images.shape[1:]}, classes {list(extra.class_names)}) "
+                          f"does not match the train split ({train_set.images.shape[1:]}, classes "
+                          f"{list(train_set.class_names)}); load the pool at the data's size and channels.")
+    return dataclasses.replace(train_set, images=np.concatenate([train_set.images, extra.images]),
+                               labels=np.concatenate([train_set.labels, extra.labels]),
+                               split=np.concatenate([train_set.split, extra.split]),
+                               groups=np.concatenate([train_set.groups, extra.groups]),
+                               paths=np.concatenate([train_set.paths, extra.paths]), given_split=None)
 
 
 def _data_record(train_set: ImageSet) -> dict:

@@ -70,7 +70,8 @@ class _RunFiles:
 def _verdict_section(run: _RunFiles) -> str:
     r = run.results
     rows = comparisons(r, "auc")
-    items = "".join(f"<li class='{_verdict_class(c)}'>{html.escape(sentence(c, r))}</li>" for c in rows)
+    items = "".join(f"<li class='{_verdict_class(c)}'>{html.escape(sentence(c, r))}</li>"
+                    for c in rows + comparisons(r, "auc", pseudo=True))
     kind = "better" if any(c["verdict"].startswith("improved") for c in rows) else \
         "worse" if any(c["verdict"].startswith("worse") for c in rows) else "none"
     return (f"<h2>Verdict</h2>{_sensitivity_banner(r)}<div class='verdict {kind}'>{html.escape(headline(r, 'auc'))}"
@@ -211,9 +212,27 @@ def _generator_sections(run: _RunFiles) -> str:
                         f"({', '.join(map(html.escape, run.class_names))})</figcaption></figure>" for t, g in grids)
         log = generators.read_log(run.point / "gan" / model)
         curves = f"<img src='{figures.loss_curves(log, f'{model} training losses')}'>" if log else ""
-        parts.append(f"<h3>{html.escape(model)}</h3><div class='grids'>{cells}</div>{curves}"
+        record = run.point / "gan" / model / "config.json"
+        source = learned_from_text(read_json(record).get("learned_from")) if record.exists() else ""
+        parts.append(f"<h3>{html.escape(model)}</h3><p>{html.escape(source)}</p><div class='grids'>{cells}</div>{curves}"
                      f"{_guidance_table(run.point / 'synthetic' / model / 'guidance.json')}")
     return "".join(parts)
+
+
+def learned_from_text(record: dict | None) -> str:
+    """A generator's `learned_from` record in words: labelled images, unlabelled images, starting weights."""
+    if not record:
+        return "Learned from: not recorded (a generator trained before medsyn recorded it)."
+    pool = record["unlabelled_images"]
+    unlabelled = "no unlabelled images" if pool is None else (
+        f"{pool['n_kept']} of {pool['n_pool']} unlabelled images from {pool['source']} (per class "
+        f"{pool['kept_per_class']}), pseudo-labelled by {pool['labeller']}: {pool['rule']}")
+    start = record["starting_weights"]
+    weights = "fresh weights" if start == "none" else (
+        f"starting weights {start['path']} (sha256 {start['sha256'][:16]}..., {start['model']} trained on "
+        f"{start['data_source']}; classes {start['classes']}; fine-tuned: {start['fine_tuning']})")
+    return (f"Learned from: {record['labelled_train_images']} labelled train images ({record['labelled_source']}); "
+            f"{unlabelled}; {weights}.")
 
 
 def _guidance_table(path: Path) -> str:
@@ -260,7 +279,7 @@ def _comparison_section(run: _RunFiles) -> str:
     parts = ["<h2>Paired differences with matched controls</h2>"]
     for metric in ("auc", "balanced_accuracy", "sensitivity", "specificity"):
         rows = comparisons(r, metric)
-        rows = rows + comparisons(r, metric, positive=True)
+        rows = rows + comparisons(r, metric, pseudo=True) + comparisons(r, metric, positive=True)
         table = _table(["arm", "control", f"Δ {metric} [adjusted CI]", "generators", "between-generator sd",
                         "test-sampling sd", "p", "adjusted p", "verdict", "would be decided by"],
                        [[c["arm"], c["control"], _diff(c), c["n_clusters"], _cell(c["between_cluster_sd"]),
@@ -358,7 +377,7 @@ def _summary_markdown(run: _RunFiles) -> str:
              f"{r['replicates']}.", "", "## Verdict", ""]
     lines += [sensitivity_text(r), ""] if sensitivity_text(r) else []
     lines += [headline(r, "auc"), ""]
-    lines += [f"- {sentence(c, r)}" for c in comparisons(r, "auc")]
+    lines += [f"- {sentence(c, r)}" for c in comparisons(r, "auc") + comparisons(r, "auc", pseudo=True)]
     lines += ["", "## Arms (real test split, mean ± between-replicate sd [95% CI])", "",
               "| arm | " + " | ".join(TABLE_METRICS) + " |", "|---" * (len(TABLE_METRICS) + 1) + "|"]
     for arm, s in r["arms"].items():

@@ -5,9 +5,11 @@ apart: it says whether the study could see help at all."""
 from __future__ import annotations
 
 
-def comparisons(results: dict, metric: str = "auc", positive: bool = False) -> list[dict]:
-    """The comparisons of `metric`: the synthetic ones, or with `positive` the positive controls'."""
-    return [c for c in results.get("comparisons", []) if c["metric"] == metric and _is_positive(c) == positive]
+def comparisons(results: dict, metric: str = "auc", positive: bool = False, pseudo: bool = False) -> list[dict]:
+    """The comparisons of `metric`: the synthetic ones, or with `positive` the positive controls', or with `pseudo`
+    those of the pseudo-label baseline (real+pseudo@R with its control, and each synthetic arm with it)."""
+    group = "positive" if positive else "pseudo" if pseudo else "synthetic"
+    return [c for c in results.get("comparisons", []) if c["metric"] == metric and _group(c) == group]
 
 
 def headline(results: dict, metric: str = "auc") -> str:
@@ -36,7 +38,20 @@ def headline(results: dict, metric: str = "auc") -> str:
                      f"±{results['min_effect']:g}): " + ", ".join(_pair(c) for c in by["inconclusive"]))
     if not by["improved"]:
         parts.insert(0, f"No arm with synthetic images improved test {label} over its matched control")
-    return " ".join(lead + [f"{'. '.join(p[0].upper() + p[1:] for p in parts)} {where}."])
+    return " ".join(lead + [f"{'. '.join(p[0].upper() + p[1:] for p in parts)} {where}."] +
+                    [pseudo_sentence(results, metric)] * bool(comparisons(results, metric, pseudo=True)))
+
+
+def pseudo_sentence(results: dict, metric: str = "auc") -> str:
+    """Did the generators, which saw the unlabelled pool, add anything beyond what the pool gives directly when
+    the real-only classifier labels it (real+pseudo@R)?"""
+    rows = comparisons(results, metric, pseudo=True)
+    beyond = [c for c in rows if c.get("versus") == "baseline"]
+    better = [c for c in beyond if c["verdict"].startswith("improved")]
+    answer = ("Synthetic images beat pseudo-labels: " + "; ".join(_effect(c) for c in better)) if better else \
+        "No arm with synthetic images beat the pseudo-labelled pool at the same dose"
+    return (f"{answer}. Pseudo-label comparisons ({_label(metric)}): "
+            + "; ".join(f"{_effect(c)}: {c['verdict']}" for c in rows) + ".")
 
 
 def sensitivity_sentence(c: dict) -> str:
@@ -67,10 +82,11 @@ def _effect(c: dict, pair: bool = True) -> str:
             f"adjusted p = {c['p_adjusted']:.3g}")
 
 
-def _is_positive(c: dict) -> bool:
+def _group(c: dict) -> str:
     from medsyn.classify import parse_arm
 
-    return parse_arm(c["arm"]).heldout
+    arm = parse_arm(c["arm"])
+    return "positive" if arm.heldout else "pseudo" if arm.pseudo or c.get("versus") == "baseline" else "synthetic"
 
 
 def _pair(c: dict) -> str:

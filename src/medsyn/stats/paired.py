@@ -49,14 +49,16 @@ CI_METHOD = ("mean over generators (clusters of replicates) +- sqrt((t_{K-1} * b
 
 def summarize_arms(results: dict, controls: dict[str, str], n_bootstrap: int = 2000, seed: int = 0,
                    min_effect: float = 0.01, clusters: dict | None = None,
-                   positive_controls: dict[str, str] | None = None) -> dict:
+                   positive_controls: dict[str, str] | None = None, baselines: dict[str, str] | None = None) -> dict:
     """results[arm][replicate] = {"y_true", "proba"[, "threshold"]}; controls[arm] = its matched control arm;
     clusters[arm][replicate] = the generator behind that run (None or missing: none); positive_controls[arm] =
-    the real+heldout arm of the same dose and control. Returns the JSON-ready summary: per arm and metric the mean,
+    the real+heldout arm of the same dose and control; baselines[arm] = a second arm it is compared with (the
+    pseudo-label baseline of a generator that saw an unlabelled pool), recorded with `versus` "baseline". Returns
+    the JSON-ready summary: per arm and metric the mean,
     both variance components and the 95% interval; `comparisons`, one record per (arm, control, metric) with its
     Bonferroni-adjusted interval and p-value and a verdict (see `judge`); and `efficiency`, each arm's gain as a
     share of its positive control's gain, where that gain is significant."""
-    y_true, replicates = _check_results(results, controls)
+    y_true, replicates = _check_results(results, {**controls, **(baselines or {})})
     weights = bootstrap_weights(len(y_true), n_bootstrap, np.random.default_rng(seed))
     full = np.ones((1, len(y_true)))
     per_rep, boot = {}, {}
@@ -71,6 +73,9 @@ def summarize_arms(results: dict, controls: dict[str, str], n_bootstrap: int = 2
     records = [_comparison(arm, control, m, per_rep[arm][m] - per_rep[control][m],
                            boot[arm][m] - boot[control][m], cluster_of[arm])
                for arm, control in controls.items() for m in METRICS]
+    records += [{**_comparison(arm, baseline, m, per_rep[arm][m] - per_rep[baseline][m],
+                               boot[arm][m] - boot[baseline][m], cluster_of[arm]), "versus": "baseline"}
+                for arm, baseline in (baselines or {}).items() for m in METRICS]
     _adjust_and_judge(records, min_effect)
     efficiency = [_efficiency(arm, positive, controls[arm], m, per_rep, boot, cluster_of[arm], records)
                   for arm, positive in (positive_controls or {}).items() for m in METRICS]

@@ -69,12 +69,21 @@ def _summarize(point: Point, config: RunConfig, results: dict) -> dict:
     controls = {arm: parse_arm(arm).control for arm in arms if parse_arm(arm).control}
     clusters = {arm: {seed: config.generator_of(r) for r, seed in enumerate(config.seeds)}
                 for arm in arms if parse_arm(arm).uses_synthetic}
+    baselines = pseudo_baselines(arms) if config.unlabelled is not None else {}
     summary = summarize_arms(results, controls, n_bootstrap=config.n_bootstrap, seed=0, min_effect=config.min_effect,
-                             clusters=clusters, positive_controls=positive_controls(arms))
+                             clusters=clusters, positive_controls=positive_controls(arms), baselines=baselines)
     summary["generators"] = {str(seed): f"{config.gans[0]} g{config.generator_of(r)}"
                              for r, seed in enumerate(config.seeds)}
+    summary["generators_learned_from"] = learned_from(point.folder)
     summary["exposure"] = _exposure(point.folder, config, arms)
     return summary
+
+
+def learned_from(folder: Path) -> dict:
+    """Per generator of a point ("cgan/g0"): what it learned from, as its record (gan/<model>/g<k>/config.json)
+    says: labelled train images, unlabelled images (count, source, how they were labelled), starting weights."""
+    records = sorted(Path(folder).glob("gan/*/g*/config.json"))
+    return {f"{r.parent.parent.name}/{r.parent.name}": read_json(r).get("learned_from") for r in records}
 
 
 def roc_and_confusion(predictions: dict, n_classes: int) -> dict:
@@ -102,9 +111,20 @@ def roc_and_confusion(predictions: dict, n_classes: int) -> dict:
 def positive_controls(arms: tuple[str, ...]) -> dict[str, str]:
     """Each synthetic arm's positive control: the real+heldout arm with the same control and the same dose (an arm
     without one, such as real+balance, gets no efficiency)."""
-    heldout = [parse_arm(a) for a in arms if parse_arm(a).heldout]
-    return {arm.name: h.name for arm in (parse_arm(a) for a in arms if parse_arm(a).uses_synthetic)
-            for h in heldout if arm.real and not arm.balance and (h.control, h.synth_ratio) ==
+    return _same_dose(arms, lambda arm: arm.heldout)
+
+
+def pseudo_baselines(arms: tuple[str, ...]) -> dict[str, str]:
+    """Where the generators saw an unlabelled pool: each synthetic arm's pseudo-label baseline, the real+pseudo arm
+    with the same control and dose (did the generator add anything beyond what the pool gives directly?)."""
+    return _same_dose(arms, lambda arm: arm.pseudo)
+
+
+def _same_dose(arms: tuple[str, ...], kind) -> dict[str, str]:
+    """Each synthetic arm riding along with real (not balance) -> the arm of `kind` with its control and dose."""
+    others = [parse_arm(a) for a in arms if kind(parse_arm(a))]
+    return {arm.name: o.name for arm in (parse_arm(a) for a in arms if parse_arm(a).uses_synthetic)
+            for o in others if arm.real and not arm.balance and (o.control, o.synth_ratio) ==
             (arm.control, arm.synth_ratio)}
 
 

@@ -106,6 +106,25 @@ def heldout_pool(study: Study, params: dict):
     return full.select(heldout_train_rows(full.images, full.split, _rows(study, params)))
 
 
+def unlabelled_pool(study: Study, params: dict):
+    """The point's unlabelled pool (--unlabelled): `rest`, the train images outside its subset without their
+    labels (the positive control's rows), or the given folder or .npz at the data's size and channels (checked
+    for val and test images before the run began, `study.run.check_sources`)."""
+    from medsyn.data.unlabelled import REST, rest_of_train
+
+    full = dataset(study.src, study.config.data)
+    if study.config.unlabelled == REST:
+        return rest_of_train(full, _rows(study, params))
+    return external_pool(study.config.unlabelled, full.size, full.channels, full.aspect)
+
+
+@functools.lru_cache(maxsize=1)
+def external_pool(src: str, size: int, channels: int, aspect: str):
+    from medsyn.data.unlabelled import load_unlabelled
+
+    return load_unlabelled(src, size, channels, aspect)
+
+
 def _data(job: Job, study: Study) -> None:
     from medsyn import data
 
@@ -116,8 +135,28 @@ def _generator(job: Job, study: Study) -> None:
     from medsyn import generators
 
     p = job.params
-    generators.train(development_data(study, p), study.config.gan_config(p["model"], p["seed"]),
-              _folder(study, p, "gan", p["model"], f"g{p['generator']}"), resume=True, progress=False)
+    real = development_data(study, p)
+    generators.train(real, study.config.gan_config(p["model"], p["seed"]),
+                     _folder(study, p, "gan", p["model"], f"g{p['generator']}"), resume=True, progress=False,
+                     pseudo=generator_pool(study, p, real.subset("val")))
+
+
+def generator_pool(study: Study, params: dict, val):
+    """Where the point has an unlabelled pool: the pool, labelled by the real-only classifier of the replicate whose
+    seed the generator has (the rule of real+pseudo@R, classify/pseudo.py), for the generator to learn from; else
+    None."""
+    from medsyn.classify import pseudo_label_with
+    from medsyn.study.plan import has_unlabelled_pool
+
+    n_train = int((dataset(study.src, study.config.data).split == "train").sum())
+    if not has_unlabelled_pool(study.config, params.get("size", 1.0), n_train):
+        return None
+    return pseudo_label_with(unlabelled_pool(study, params), labeller_folder(study, params), val)
+
+
+def labeller_folder(study: Study, params: dict) -> Path:
+    """The real-only classifier that labels a generator's pool: that of the replicate whose seed it has."""
+    return _folder(study, params, "arms", "real", f"seed{params['seed']}")
 
 
 def _synthesize(job: Job, study: Study) -> None:
@@ -149,17 +188,22 @@ def _audit(job: Job, study: Study) -> None:
 
 def _classify(job: Job, study: Study) -> None:
     from medsyn import synth
-    from medsyn.classify import filter_pool, parse_arm, train_arm
+    from medsyn.classify import filter_pool, parse_arm, pseudo_label_with, train_arm
 
     p = job.params
     real = point_dataset(study, p)
     arm = parse_arm(p["arm"])
+    labeller = _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}")
     pool = heldout_pool(study, p) if arm.heldout else None if p["generator"] is None else \
         synth.load_synthetic(_folder(study, p, "synthetic", study.config.gans[0], f"g{p['generator']}"), real)
+    record = None
     if arm.filtered:
-        pool = filter_pool(pool, _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}"), real.subset("val"))
+        pool = filter_pool(pool, labeller, real.subset("val"))
+    if arm.pseudo:
+        labelled = pseudo_label_with(unlabelled_pool(study, p), labeller, real.subset("val"))
+        pool, record = labelled.images, labelled.record
     train_arm(real, p["arm"], p["seed"], study.config.classify, _folder(study, p, "arms", p["arm"], f"seed{p['seed']}"),
-              synthetic=pool)
+              synthetic=pool, pool_record=record)
 
 
 def _folder(study: Study, params: dict, *parts: str) -> Path:

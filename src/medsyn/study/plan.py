@@ -62,12 +62,26 @@ def size_tag(size: float) -> str:
 
 
 def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
-    """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R)
-    only where real train images lie outside the point's subset."""
+    """The arms that run at one learning-curve point: all of them, but the positive control (real+heldout@R) only
+    where real train images lie outside the point's subset, and real+pseudo@R only where the point has an
+    unlabelled pool."""
     from medsyn.classify import parse_arm
     from medsyn.data.splits import is_whole_split
 
-    return tuple(a for a in config.arms if not (is_whole_split(size, n_train) and parse_arm(a).heldout))
+    def runs(arm) -> bool:
+        return not (arm.heldout and is_whole_split(size, n_train)) and \
+            not (arm.pseudo and not has_unlabelled_pool(config, size, n_train))
+
+    return tuple(a for a in config.arms if runs(parse_arm(a)))
+
+
+def has_unlabelled_pool(config: RunConfig, size: float, n_train: int) -> bool:
+    """Whether a point has an unlabelled pool: --unlabelled was given and, for `rest`, train images lie outside the
+    point's subset. Only such a point's generators wait for (and learn through) the real-only classifier."""
+    from medsyn.data.splits import is_whole_split
+    from medsyn.data.unlabelled import REST
+
+    return config.unlabelled is not None and not (config.unlabelled == REST and is_whole_split(size, n_train))
 
 
 def build_plan(config: RunConfig, n_train: int | Sequence[int], speeds=None) -> list[Job]:
@@ -100,13 +114,14 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, train_counts, speeds
         seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
         for k, seed in enumerate(seeds):
             jobs += _generator_jobs(config, model, k, seed, point, size_counts, speeds,
-                                   after=_last_audit(jobs) or after)
+                                   after=_last_audit(jobs) or after,
+                                   pool=has_unlabelled_pool(config, size, n_train))
     primary = config.gans[0]
     for r, seed in enumerate(config.seeds):
         for arm in arms_at(config, size, n_train):
             parsed = parse_arm(arm)
             needs = (f"{prefix}synthetic/{primary}/g{config.generator_of(r)}",) if parsed.uses_synthetic else ()
-            if parsed.filtered:
+            if parsed.labelled_by_model:
                 needs += (f"{prefix}arms/{parsed.filter_model}/seed{seed}",)
             jobs.append(Job(f"{prefix}arms/{arm}/seed{seed}", "classify",
                             {**point, "arm": arm, "seed": seed,
@@ -124,14 +139,15 @@ def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
 
 
 def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, size_counts: np.ndarray,
-                    speeds, after: tuple[str, ...]) -> list[Job]:
+                    speeds, after: tuple[str, ...], pool: bool) -> list[Job]:
     p = point["prefix"]
     n_size = int(size_counts.sum())
     base = f"{model}/g{k}"
     gan = config.gan_config(model, seed)
     params = {**point, "model": model, "generator": k, "seed": seed}
+    labeller = (f"{p}arms/real/seed{seed}",) if pool else ()  # it labels the generator's unlabelled pool
     return [
-        Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data",),
+        Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data", *labeller),
             estimate_s=_gan_seconds(gan, speeds)),
         Job(f"{p}synthetic/{base}", "synthesize", params, f"{p}synthetic/{base}/manifest.json", (f"{p}gan/{base}",),
             estimate_s=_synthesize_seconds(config, gan, size_counts, speeds)),

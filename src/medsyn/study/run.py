@@ -26,6 +26,7 @@ def run(config: configs.RunConfig, src, out: Path, resume: bool = False, executo
     check_out_dir(out, "run", resume=resume)
     train_counts = _train_counts(src, config)  # bad or missing data fails before the run folder exists
     check_heldout_dose(config, sum(train_counts))
+    check_sources(config, src)
     speeds = machine_speeds(config)
     _prepare_folder(out, config, src, resume)
     plan = build_plan(config, train_counts, speeds)
@@ -52,6 +53,7 @@ def dry_run(config: configs.RunConfig, src, workers: int | None) -> str:
     workers = workers or default_workers()
     train_counts = _train_counts(src, config)
     check_heldout_dose(config, sum(train_counts))
+    check_sources(config, src)
     warnings = "".join(f"WARNING: {w}\n" for w in data.warnings(data.load(src, config.data)))
     speeds = machine_speeds(config)
     plan = build_plan(config, train_counts, speeds)
@@ -111,12 +113,45 @@ def validate(config: configs.RunConfig) -> None:
     if heldout and all(s == 1.0 for s in config.train_sizes):
         raise MedsynError(f"arm {heldout[0]} draws real train images from outside a learning-curve subset, and this "
                           "run trains on the whole train split; add sizes (--fractions 0.02,0.1,1) or drop the arm.")
+    _validate_unlabelled(config)
     controls = {classify.parse_arm(a).control for a in config.arms} - {None}
-    controls |= {classify.parse_arm(a).filter_model for a in config.arms if classify.parse_arm(a).filtered}
+    controls |= {classify.parse_arm(a).filter_model for a in config.arms if classify.parse_arm(a).labelled_by_model}
     missing = sorted(controls - set(config.arms))
     if missing:
         raise MedsynError(f"the arms compare with their matched controls {', '.join(missing)}, which are not in the "
                           "run; add them to the arms.")
+
+
+def _validate_unlabelled(config: configs.RunConfig) -> None:
+    from medsyn import classify
+    from medsyn.data.unlabelled import REST
+
+    pseudo = [a for a in config.arms if classify.parse_arm(a).pseudo]
+    if pseudo and config.unlabelled is None:
+        raise MedsynError(f"arm {pseudo[0]} labels an unlabelled pool with the real-only classifier; pass --unlabelled "
+                          f"SRC (a folder or an .npz) or --unlabelled {REST} (a learning curve's train images outside "
+                          "each subset), or drop the arm.")
+    if config.unlabelled == REST and all(s == 1.0 for s in config.train_sizes):
+        raise MedsynError(f"--unlabelled {REST} gives each learning-curve size the train images outside its subset, "
+                          "and this run trains on the whole train split; add sizes (--fractions 0.02,0.1,1) or give "
+                          "a pool (--unlabelled FOLDER or .npz).")
+    if config.unlabelled is not None and "real" not in config.arms:
+        raise MedsynError("--unlabelled: the pool is labelled by each replicate's real-only classifier (arm real); "
+                          "add the arm real.")
+
+
+def check_sources(config: configs.RunConfig, src) -> None:
+    """Before the run folder exists: an --unlabelled pool (other than `rest`) is refused where it holds a val or
+    test image of the data, by content; a --generator-init checkpoint where it cannot start the primary
+    generator (another model, size or channel count)."""
+    from medsyn import data, generators
+    from medsyn.data.unlabelled import REST, check_no_held_out, load_unlabelled
+
+    real = data.load(src, config.data)
+    if config.unlabelled not in (None, REST):
+        check_no_held_out(load_unlabelled(config.unlabelled, real.size, real.channels, real.aspect), real)
+    if config.gan.init:
+        generators.read_init(config.gan.init, config.gan, real.channels, real.class_names)
 
 
 def check_heldout_dose(config: configs.RunConfig, n_train: int) -> None:
