@@ -24,6 +24,9 @@ import torch
 from conftest import CHEST_XRAY_SMALL
 from medsyn.cli import main
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import predict_memory as memory  # noqa: E402  (benchmarks/predict_memory.py: the hostile files and the measure)
+
 XRAYS = sorted((CHEST_XRAY_SMALL / "train" / "NORMAL").iterdir())
 
 
@@ -722,47 +725,6 @@ def test_an_exif_rotated_jpeg_is_used_upright(tmp_path):
 
 # ---------------------------------------------------------------- issue 21: DICOM limits from the header
 
-def _dicom_from_fixture(path: Path, **header) -> Path:
-    import pydicom
-
-    from conftest import DICOM_DIR
-
-    ds = pydicom.dcmread(sorted((DICOM_DIR / "NORMAL").iterdir())[0])
-    for key, value in header.items():
-        setattr(ds, key, value)
-    ds.save_as(path)
-    return path
-
-
-def _deflate_bomb(path: Path, inflated_mib: int) -> Path:
-    """A valid 128x128 DICOM in the deflated transfer syntax, followed (after the pixel data) by a private element
-    of `inflated_mib` MiB of zeros: a few hundred KB on disk."""
-    import struct
-    import zlib
-
-    import pydicom
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset, write_file_meta_info
-
-    plain = pydicom.dcmread(_dicom_from_fixture(path))
-    body = DicomBytesIO()
-    body.is_little_endian, body.is_implicit_VR = True, False
-    write_dataset(body, plain)
-    plain.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
-    head = DicomBytesIO()
-    head.is_little_endian, head.is_implicit_VR = True, False
-    head.write(b"\0" * 128 + b"DICM")
-    write_file_meta_info(head, plain.file_meta, enforce_standard=True)
-    deflater = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
-    size = inflated_mib << 20
-    chunks = [deflater.compress(body.getvalue()), deflater.compress(struct.pack("<HH2sHI", 0x7FE1, 0x1010, b"OB", 0,
-                                                                                size))]
-    zeros = bytes(1 << 20)
-    chunks += [deflater.compress(zeros) for _ in range(inflated_mib)]
-    path.write_bytes(head.getvalue() + b"".join(chunks) + deflater.flush())
-    return path
-
-
 def test_dicom_limits_are_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
     import pydicom
 
@@ -771,10 +733,10 @@ def test_dicom_limits_are_checked_from_the_header_before_decoding(tmp_path, monk
     def no_pixels(self):
         raise AssertionError("pixel data was decoded before the header's limits were checked")
 
-    multi = _dicom_from_fixture(tmp_path / "multi.dcm", NumberOfFrames=2000)
-    huge = _dicom_from_fixture(tmp_path / "huge.dcm", Rows=8000, Columns=8000, SamplesPerPixel=3)
-    bomb = _deflate_bomb(tmp_path / "bomb.dcm", inflated_mib=300)
-    small = _deflate_bomb(tmp_path / "small.dcm", inflated_mib=1)
+    multi = memory.dicom_from_fixture(tmp_path / "multi.dcm", NumberOfFrames=2000)
+    huge = memory.dicom_from_fixture(tmp_path / "huge.dcm", Rows=8000, Columns=8000, SamplesPerPixel=3)
+    bomb = memory.deflate_bomb(tmp_path / "bomb.dcm", inflated_mib=300)
+    small = memory.deflate_bomb(tmp_path / "small.dcm", inflated_mib=1)
     assert bomb.stat().st_size < 2 << 20
     assert load_image(small).shape == (128, 128)  # a deflated file within the budget still loads
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_pixels))
@@ -1038,9 +1000,6 @@ def test_a_huge_image_file_is_never_hashed(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- issue 21: predict's memory on hostile files
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import predict_memory as memory  # noqa: E402  (benchmarks/predict_memory.py: the hostile files and the measure)
 
 PREDICT_MEMORY_CASES = [
     ("normal-jpeg", lambda t: XRAYS[0], 0, ""),
