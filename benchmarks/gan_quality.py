@@ -20,7 +20,8 @@ The floor row gives what real images score against real images at the same sampl
 
 Usage: MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/gan_quality.py base: wide:base_width=16 [--out DIR]
        MEDSYN_CACHE=/tmp/mc PYTHONPATH=src python benchmarks/gan_quality.py --acgan-baseline cgan:steps=300
-Writes benchmarks/results/gan_quality_<date>.json (with the machine's reference speed: benchmarks/common.py).
+       ... --data ../shared/data/chest_xray_224 --size 64 w12: w8:base_width=8 (a folder at 64 px)
+Writes benchmarks/results/gan_quality_<date>.json, or gan_quality_<folder>_<size>px_<date>.json with --data (with the machine's reference speed: benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def parse(spec: str, base: GanConfig, preset_name: str) -> tuple[str, GanConfig]
     name, _, fields = spec.partition(":")
     model = dict(item.partition("=")[::2] for item in filter(None, fields.split(","))).get("model")
     if model and model != base.model:
-        base = gan_preset(preset_name, model)
+        base = dataclasses.replace(gan_preset(preset_name, model), size=base.size)
     types = {f.name: f.type for f in dataclasses.fields(GanConfig)}
     changes = {}
     for item in filter(None, fields.split(",")):
@@ -113,6 +114,8 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", help="NAME:field=value,... (',' inside a value: write '+')")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--model", default="cgan")
+    parser.add_argument("--data", default=None, help="any source `medsyn run --data` takes (default: the bundled data)")
+    parser.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     parser.add_argument("--n", type=int, default=2000, help="synthetic images audited per configuration")
     parser.add_argument("--out", type=Path, default=None, help="keep run folders here (default: a temp dir)")
     parser.add_argument("--acgan-baseline", action="store_true",
@@ -124,9 +127,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="medsyn-ganq-"))
-    real = data.load(None, preset(args.preset).data)
+    data_config = preset(args.preset).data
+    data_config = dataclasses.replace(data_config, size=args.size or data_config.size)
+    real = data.load(args.data, data_config)
     audit_config = preset(args.preset).audit
-    base = gan_preset(args.preset, args.model)
+    base = dataclasses.replace(gan_preset(args.preset, args.model), size=data_config.size)
     rows = []
 
     def measure_one(name: str, config: GanConfig) -> dict:
@@ -142,7 +147,8 @@ def main() -> None:
     else:
         for name, config in configs:
             measure_one(name, config)
-    print(f"\nGAN quality on bundled PneumoniaMNIST 28 px (preset {args.preset} + changes); {args.n} synthetic images "
+    print(f"\nGAN quality on {args.data or 'bundled PneumoniaMNIST'} at {data_config.size} px (preset {args.preset} + "
+          f"changes); {args.n} synthetic images "
           f"vs half of real train; floor = the other half of real train; runs in {out}")
     header = f"{'config':14} {'features':18} {'wall s':>7} {'quiet s':>7} {'sample s':>8} {'images':>7} " + \
         " ".join(f"{m:>7} {'floor':>6}" for m in METRICS) + f" {'label acc':>9}"
@@ -158,7 +164,9 @@ def main() -> None:
         own_preset = dataclasses.asdict(gan_preset(args.preset, r["config"]["model"]))
         changed = {k: v for k, v in r["config"].items() if own_preset.get(k) != v}
         print(f"  {r['name']}: {changed or 'preset'}")
-    write_results(dated("gan_quality"), {"preset": args.preset, "n": args.n, "threads_per_run": args.threads,
+    name = "gan_quality" if args.data is None else f"gan_quality_{Path(args.data).name}_{data_config.size}px"
+    write_results(dated(name), {"preset": args.preset, "data": args.data or "bundled",
+                                         "size": data_config.size, "n": args.n, "threads_per_run": args.threads,
                                          "runs_folder": str(out), "rows": rows}, note=args.note)
 
 
