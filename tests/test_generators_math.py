@@ -4,13 +4,16 @@ Every expected number here is worked out in the comment beside it, not read back
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 from medsyn.generators import acgan, augment, cgan
-from medsyn.generators.steps import update_ema
+from medsyn.config import GanConfig
+from medsyn.generators.families import FAMILIES
+from medsyn.generators.steps import fake_labels, update_ema
 
 
 class FirstPixelScores(nn.Module):
@@ -104,6 +107,18 @@ def test_cgan_auxiliary_cross_entropy_reaches_the_generator_and_trains_the_head_
     d_loss.backward()
     head = discriminator.classify.parametrizations.weight.original
     assert head.grad is not None and float(head.grad.abs().sum()) > 0
+
+
+def test_balanced_fakes_draw_uniform_labels_where_the_cgan_otherwise_copies_the_real_batch():
+    ctx = SimpleNamespace(family=FAMILIES["cgan"], n_classes=2, config=GanConfig())
+    y_global = torch.zeros(1000, dtype=torch.long)  # an all-"class 0" real batch
+    assert torch.equal(fake_labels(ctx, y_global), y_global)
+    ctx.config = GanConfig(balanced_fakes=True)
+    torch.manual_seed(0)
+    drawn = fake_labels(ctx, y_global)
+    torch.manual_seed(0)
+    assert torch.equal(drawn, torch.randint(0, 2, (1000,)))  # uniform over the classes, from the shared seed
+    assert set(drawn.tolist()) == {0, 1}
 
 
 def test_least_squares_and_class_losses_of_acgan_on_hand_computed_scores():

@@ -48,6 +48,8 @@ class GanConfig:
     r1_gamma: float = 0.0              # R1 penalty on real images, applied lazily every 16 steps; 0 = off
     aux_weight: float = 0.0            # cgan: weight of an auxiliary class head's cross-entropy on D's features
                                        # (D: real labels, G: intended labels); 0 = no head (the older cgan)
+    balanced_fakes: bool = False       # cgan: fakes' labels drawn uniformly over the classes (the minority class
+                                       # gets as many generator updates as the others); False: the real batch's
     guidance: float = 0.0              # ddpm: classifier-free guidance scale when sampling; 0 = plain conditional
     label_dropout: float = 0.1         # ddpm: share of training labels replaced by the null class (for guidance)
     sampling_steps: int = 25           # ddpm: DPM-Solver++ steps per image

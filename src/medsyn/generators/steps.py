@@ -69,7 +69,7 @@ def gan_step(parts: dict, ctx: StepContext, real: torch.Tensor, y_real: torch.Te
     noise are drawn for the global batch; this process takes its slice."""
     config, model, rt = ctx.config, ctx.family.module, ctx.rt
     generator, discriminator, augment, scaler = (parts[k] for k in ("generator", "discriminator", "augment", "scaler"))
-    y_fake = rt.shard.take(model.fake_labels(y_global, ctx.n_classes))
+    y_fake = rt.shard.take(fake_labels(ctx, y_global))
 
     discriminator.requires_grad_(True)
     with ctx.autocast():
@@ -94,6 +94,14 @@ def gan_step(parts: dict, ctx: StepContext, real: torch.Tensor, y_real: torch.Te
     _update(g_loss, parts["opt_g"], generator, scaler, rt)
     stats = {key: value.detach() for key, value in {**d_stats, **g_stats}.items()}
     return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **stats, "augment_p": augment.p}
+
+
+def fake_labels(ctx: StepContext, y_global: torch.Tensor) -> torch.Tensor:
+    """The global batch's fake labels: the family's rule, or with balanced_fakes uniform over the classes (drawn
+    from the shared seed, so every process draws the same ones)."""
+    if ctx.config.balanced_fakes:
+        return torch.randint(0, ctx.n_classes, y_global.shape, device=y_global.device)
+    return ctx.family.module.fake_labels(y_global, ctx.n_classes)
 
 
 def diffusion_parts(ctx: StepContext, info: dict) -> dict:

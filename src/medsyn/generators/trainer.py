@@ -175,6 +175,8 @@ def check_config(config: GanConfig) -> None:
     if config.aux_weight < 0 or (config.aux_weight > 0 and config.model != "cgan"):
         raise MedsynError(f"aux_weight {config.aux_weight}: the auxiliary class head is a cgan option (>= 0); "
                           "acgan has its own class head and ddpm none.")
+    if config.balanced_fakes and config.model != "cgan":
+        raise MedsynError("balanced_fakes is a cgan option (acgan draws uniform fake labels already; ddpm has none).")
     FAMILIES[config.model].check(config)
     parse_policy(config.diffaugment)
     check_device(config.device)
