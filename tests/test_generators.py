@@ -123,6 +123,23 @@ def test_run_folder_is_never_silently_reused(bundled, checkpoint):
         generators.train(bundled, tiny("cgan", base_width=8), run, resume=True, progress=False)
 
 
+def test_a_cgan_with_a_class_head_trains_logs_and_checkpoints_its_head(tmp_path):
+    xrays = data.load(CHEST_XRAY_SMALL, DataConfig(size=64))
+    config = tiny("cgan", size=64, batch_size=4, aux_weight=0.5)
+    generators.train(xrays, config, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
+    assert any(key.startswith("classify.") for key in state["discriminator"])
+    assert {"d_aux", "g_aux"} <= set(generators.read_log(tmp_path / "run")[-1])
+    generators.load_generator(tmp_path / "run" / "final.pt")  # sampling needs nothing of the head
+
+
+@pytest.mark.parametrize("model, option", [("acgan", {"aux_weight": 1.0}), ("ddpm", {"aux_weight": 1.0}),
+                                           ("cgan", {"aux_weight": -1.0})])
+def test_the_class_head_is_a_cgan_option(model, option):
+    with pytest.raises(MedsynError, match="cgan option"):
+        generators.check_config(dataclasses.replace(tiny(model), **option))
+
+
 def test_the_family_registry_and_the_settings_name_the_same_families():
     assert tuple(FAMILIES) == GAN_MODELS  # --model's choices and the presets are config.GAN_MODELS
     assert {name: family.module.__name__ for name, family in FAMILIES.items()} == {

@@ -4,22 +4,34 @@ Every expected number here is worked out in the comment beside it, not read back
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 from medsyn.generators import acgan, augment, cgan
-from medsyn.generators.steps import update_ema
+from medsyn.config import GanConfig
+from medsyn.generators.families import FAMILIES
+from medsyn.generators.steps import fake_labels, update_ema
 
 
 class FirstPixelScores(nn.Module):
     """A stand-in discriminator whose score is the image's first pixel, so losses can be computed by hand.
-    With `logits`, it also returns those class logits for every image (the acgan discriminator's second head)."""
+    With `logits`, it also returns those class logits for every image (the acgan discriminator's second head).
+    For cgan it is split as the real one is (features, then score); with `aux_weight` > 0 its class head
+    (`classify`) gives `logits` for every image."""
 
-    def __init__(self, logits: list[float] | None = None):
+    def __init__(self, logits: list[float] | None = None, aux_weight: float = 0.0):
         super().__init__()
-        self.logits = logits
+        self.logits, self.aux_weight = logits, aux_weight
+        self.classify = (lambda h: torch.tensor(logits).expand(len(h), -1)) if aux_weight > 0 else None
+
+    def features(self, x):
+        return x.flatten(1)
+
+    def score(self, h, y):
+        return h[:, 0]
 
     def forward(self, x, y=None):
         scores = x.flatten(1)[:, 0]
@@ -45,6 +57,56 @@ def test_hinge_losses_on_hand_computed_scores():
     assert float(stats["real_sign"]) == pytest.approx(1 / 3)  # signs +1, +1, -1
     g_loss, _ = cgan.generator_loss(None, FirstPixelScores(), fake, y)
     assert float(g_loss) == pytest.approx(1 / 6)  # -mean(-2, 0, 1.5)
+
+
+def test_cgan_auxiliary_class_head_adds_its_weighted_cross_entropy_to_both_hinge_losses():
+    real, fake = images([2.0, 0.5, -1.0]), images([-2.0, 0.0, 1.5])
+    y_real, y_fake = torch.tensor([0, 1, 1]), torch.tensor([1, 0, 0])
+    head = FirstPixelScores(logits=[math.log(3.0), 0.0], aux_weight=0.5)  # softmax (3/4, 1/4) for every image
+    d_loss, stats = cgan.discriminator_loss(head, real, fake, y_real, y_fake)
+    # D: hinge 2.0 (as above) + 0.5 x CE on the REAL labels (0, 1, 1): -(log 3/4 + 2 log 1/4) / 3
+    d_ce = -(math.log(0.75) + 2 * math.log(0.25)) / 3
+    assert float(stats["d_aux"]) == pytest.approx(d_ce)
+    assert float(d_loss) == pytest.approx(2.0 + 0.5 * d_ce)
+    # G: -mean(-2, 0, 1.5) = 1/6, + 0.5 x CE on the intended labels (1, 0, 0): -(log 1/4 + 2 log 3/4) / 3
+    g_ce = -(math.log(0.25) + 2 * math.log(0.75)) / 3
+    g_loss, g_stats = cgan.generator_loss(None, head, fake, y_fake)
+    assert float(g_stats["g_aux"]) == pytest.approx(g_ce)
+    assert float(g_loss) == pytest.approx(1 / 6 + 0.5 * g_ce)
+
+
+def test_cgan_without_aux_weight_has_no_class_head_and_the_plain_hinge_losses():
+    torch.manual_seed(0)
+    _, discriminator = cgan.networks(28, 1, 2, latent_dim=16, width=4)
+    assert discriminator.classify is None
+    assert not any("classify" in key for key in discriminator.state_dict()), "old checkpoints' D still loads"
+    torch.manual_seed(0)
+    _, with_head = cgan.networks(28, 1, 2, latent_dim=16, width=4, aux_weight=1.0)
+    shared = {k: v for k, v in with_head.state_dict().items() if "classify" not in k}
+    assert all(torch.equal(v, discriminator.state_dict()[k]) for k, v in shared.items()), "the head is drawn last"
+    real, fake, y = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
+    discriminator.eval()  # no power iteration, so both calls see the same weights
+    d_loss, stats = cgan.discriminator_loss(discriminator, real, fake, y, y)
+    expected = (1 - discriminator(real, y)).relu().mean() + (1 + discriminator(fake, y)).relu().mean()
+    assert torch.equal(d_loss, expected) and "d_aux" not in stats
+    g_loss, g_stats = cgan.generator_loss(None, discriminator, fake, y)
+    assert torch.equal(g_loss, -discriminator(fake, y).mean()) and g_stats == {}
+
+
+def test_cgan_auxiliary_cross_entropy_reaches_the_generator_and_trains_the_head_on_real_labels():
+    torch.manual_seed(0)
+    generator, discriminator = cgan.networks(28, 1, 2, latent_dim=16, width=4, aux_weight=1.0)
+    y = torch.tensor([0, 1, 0, 1])
+    fake = generator(torch.randn(4, 16), y)
+    _, stats = cgan.generator_loss(generator, discriminator, fake, y)
+    stats["g_aux"].backward()  # the auxiliary term alone
+    missing = [name for name, p in generator.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"the auxiliary cross-entropy does not reach {missing}"
+    discriminator.zero_grad()
+    d_loss, _ = cgan.discriminator_loss(discriminator, torch.randn(4, 1, 28, 28), fake.detach(), y, y)
+    d_loss.backward()
+    head = discriminator.classify.parametrizations.weight.original
+    assert head.grad is not None and float(head.grad.abs().sum()) > 0
 
 
 def test_least_squares_and_class_losses_of_acgan_on_hand_computed_scores():

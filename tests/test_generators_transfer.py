@@ -91,6 +91,19 @@ def test_classes_are_mapped_by_name_and_an_unknown_class_is_re_initialised(model
     assert torch.equal(parts["generator_ema"].state_dict()[key], loaded[key])
 
 
+def test_a_cgan_with_a_class_head_starts_from_a_source_without_one_and_its_head_starts_fresh(small, sources):
+    config = tiny_gan("cgan", seed=3, aux_weight=0.3)
+    parts, info = _parts("cgan", config, small)
+    fresh = {k: v.clone() for k, v in parts["discriminator"].state_dict().items()}
+    source = _state(sources["cgan"])
+    assert not any(k.startswith("classify.") for k in source["discriminator"])  # trained without a head
+    start_from(parts, source, "cgan", small.class_names, info)
+    loaded = parts["discriminator"].state_dict()
+    head = [k for k in loaded if k.startswith("classify.")]
+    assert head and all(torch.equal(loaded[k], fresh[k]) for k in head)
+    assert all(torch.equal(loaded[k], source["discriminator"][k]) for k in loaded if k not in head)
+
+
 def test_ddpm_fine_tunes_every_weight_with_its_null_class_kept(small, tmp_path):
     pytest.importorskip("diffusers")
     config = dataclasses.replace(gan_preset("smoke", "ddpm"), **TINY_DDPM)

@@ -172,6 +172,9 @@ def check_config(config: GanConfig) -> None:
             raise MedsynError(f"GAN {name} must be at least 1, not {getattr(config, name)}.")
     if not 0 <= config.ema_decay < 1:
         raise MedsynError(f"ema_decay must be in [0, 1), not {config.ema_decay}.")
+    if config.aux_weight < 0 or (config.aux_weight > 0 and config.model != "cgan"):
+        raise MedsynError(f"aux_weight {config.aux_weight}: the auxiliary class head is a cgan option (>= 0); "
+                          "acgan has its own class head and ddpm none.")
     FAMILIES[config.model].check(config)
     parse_policy(config.diffaugment)
     check_device(config.device)

@@ -3,10 +3,11 @@
 The checkpoint is read by the one safe loader (fileio.load_tensors, weights only, through checkpoint.load) and must
 be of the same family, image size, channel count, width and latent size: another size or channel count is refused
 with a MedsynError before anything is written. Its classes are mapped to this data's by name: each class-indexed
-tensor (the class embeddings: cgan's conditional batch norm and projection, acgan's one-hot inputs and class head,
+tensor (the class embeddings: cgan's conditional batch norm, projection and class head, acgan's one-hot inputs and class head,
 ddpm's class embedding and its null class) takes the source's row of the class of the same name, and keeps its own
 fresh initialisation for a class the source does not have (all of them where no name matches: the class embedding
-re-initialised). Every other tensor is copied. The generator (and its EMA copy) start from the source's EMA weights.
+re-initialised). Every other tensor is copied, but for a cgan class head (aux_weight) the source was trained
+without, which starts fresh. The generator (and its EMA copy) start from the source's EMA weights.
 
 GANs fine-tune with the discriminator's early layers frozen (FreezeD, Mo et al. 2020): they keep the source's
 low-level features while the later layers adapt to the small labelled set. ddpm fine-tunes every weight.
@@ -28,7 +29,8 @@ from medsyn.generators import checkpoint
 # axis, entries after them)
 CLASS_TENSORS = {
     "cgan": {"generator": [(r"norm\d\.(gain|bias)\.weight$", 0, 0, 0)],
-             "discriminator": [(r"^embed\.parametrizations\.weight\.(original|0\._u)$", 0, 0, 0)]},
+             "discriminator": [(r"^(embed|classify)\.parametrizations\.weight\.(original|0\._u)$", 0, 0, 0),
+                               (r"^classify\.bias$", 0, 0, 0)]},  # classify: the class head (aux_weight > 0)
     "acgan": {"generator": [(r"^dense\.weight$", 1, "latent_dim", 0)],
               "discriminator": [(r"^class_out\.1\.(weight|bias)$", 0, 0, 0)]},
     "ddpm": {"generator": [(r"^unet\.class_embedding\.weight$", 0, 0, 1)]},  # after the classes: the null class
@@ -89,7 +91,9 @@ def start_from(parts: dict, state: dict, model: str, class_names, info: dict) ->
             continue
         rules = CLASS_TENSORS[model].get("generator" if part == "generator_ema" else part, [])
         target = parts[part].state_dict()
-        loaded = {key: _mapped(key, value, source[key], rules, mapping, info) for key, value in target.items()}
+        # a tensor the source lacks (a cgan class head the source was trained without) keeps its fresh value
+        loaded = {key: _mapped(key, value, source[key], rules, mapping, info) if key in source else value
+                  for key, value in target.items()}
         parts[part].load_state_dict(loaded)
 
 
