@@ -4,16 +4,13 @@ Every expected number here is worked out in the comment beside it, not read back
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 from medsyn.generators import acgan, augment, cgan
-from medsyn.config import GanConfig
-from medsyn.generators.families import FAMILIES
-from medsyn.generators.steps import fake_labels, update_ema
+from medsyn.generators.steps import update_ema
 
 
 class FirstPixelScores(nn.Module):
