@@ -108,8 +108,9 @@ TARGET_FEATURES = "random-cnn"
 
 
 def target(row: dict) -> dict:
-    """Whether a row meets issue 19's target: label fidelity >= 0.90 and, per class, precision and recall in the
-    random CNN's space at least 0.7 of the real-vs-real floor's (the worst class's share is reported)."""
+    """Whether a row meets issue 19's target: label fidelity >= TARGET_LABEL_ACC and, per class, precision and
+    recall in TARGET_FEATURES' space at least TARGET_FLOOR_SHARE of the real-vs-real floor's (the worst class's
+    share is reported)."""
     shares = {f"{c}:{m}": row["per_class"][TARGET_FEATURES][c][m] / row["floors_per_class"][TARGET_FEATURES][c][m]
               for c in row["per_class"][TARGET_FEATURES] for m in ("precision", "recall")}
     worst = min(shares, key=shares.get)

@@ -83,11 +83,9 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
     # width). At 28 px cutout (half the side) hides most of the chest, so only colour and translation are applied.
     # A quick run trains two generators side by side on one thread each: 1000 steps each keep the whole run within
     # the quick preset's budget_minutes on 2 cores (at 2800 steps the audit measured FID 0.34).
-    # Issue 19: the auxiliary class head (aux_weight 0.3) with Adam at 5e-4 for both networks lifted label fidelity
-    # at these 1000 steps (one seed each, on train/val) from 0.85 to 0.90 and the normal class's from 0.43 to 0.63;
-    # the head alone at 1.0 or 0.3 with lr 2e-4 moved little, and balanced fake labels collapsed the normal class.
-    # The numbers: benchmarks/results/gan_quality_tuning_2026-12-01.json; at equal time beside acgan and ddpm:
-    # benchmarks/results/gan_quality_2026-12-01.json.
+    # The auxiliary class head with Adam at 5e-4 for both networks was chosen on train/val at these 1000 steps for
+    # its label fidelity (the head alone at lr 2e-4 moved little): benchmarks/results/gan_quality_tuning_2026-12-01.json;
+    # at equal time beside the older cgan and acgan: benchmarks/results/gan_quality_2026-12-01.json.
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="color,translation",
                            ema_decay=0.995, aux_weight=0.3, lr_g=5e-4, lr_d=5e-4)}
     return GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
