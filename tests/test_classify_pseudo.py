@@ -3,6 +3,8 @@ keeps, and the arm's draw at the synthetic arms' dose rules."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,16 @@ def _set(rng, labels):
     return data.ImageSet(images=rng.integers(0, 255, (n, 8, 8, 1), dtype=np.uint8), labels=labels,
                          split=np.full(n, "train"), class_names=("a", "b"), groups=np.full(n, ""),
                          paths=np.array([str(i) for i in range(n)]), source="made up")
+
+
+@pytest.mark.parametrize("name", ["unlabelled-synth", "real+unlabelled-heldout@1", "real+unlabelled-pseudo@1"])
+def test_synthetic_images_from_pool_generators_ride_along_with_real_only(name):
+    with pytest.raises(MedsynError, match="real\\+unlabelled-synth@1"):
+        classify.parse_arm(name)
+
+
+def test_an_arm_from_pool_generators_is_its_labelled_only_twin_but_for_the_generators():
+    twin = classify.parse_arm("real+pretrain-unlabelled-synth@2")
+    labelled_only = classify.parse_arm("real+pretrain-synth@2")
+    assert twin.unlabelled and not labelled_only.unlabelled and twin.uses_synthetic
+    assert dataclasses.replace(twin, name=labelled_only.name, unlabelled=False) == labelled_only

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 
 from medsyn import data
 from medsyn.cli import main
+from medsyn.cli.run import with_unlabelled_arms
 from medsyn.config import preset
 from medsyn.data.export import save_npz
 from medsyn.errors import MedsynError
@@ -23,7 +25,7 @@ from medsyn.study import jobs
 from medsyn.study.plan import build_plan
 from medsyn.study.run import validate
 
-ARMS = ("real", "real+pseudo@1", "real+synth@1")
+ARMS = ("real", "real+pseudo@1", "real+synth@1", "real+unlabelled-synth@1")
 
 
 def _config(**changes):
@@ -34,24 +36,32 @@ def _config(**changes):
 def test_the_real_only_classifier_labels_the_pool_before_the_generators_and_the_pseudo_arm_use_it():
     plan = {j.name: j for j in build_plan(_config(), [70, 230])}
     for k, seed in enumerate((0, 1)):
-        assert f"sizes/f0.5/arms/real/seed{seed}" in plan[f"sizes/f0.5/gan/cgan/g{k}"].deps
-        assert plan[f"sizes/f1/gan/cgan/g{k}"].deps == ("data",)                   # rest: no pool at f1
+        assert f"sizes/f0.5/arms/real/seed{seed}" in plan[f"sizes/f0.5/gan/cgan-unlabelled/g{k}"].deps
+        for size in ("f0.5", "f1"):
+            assert plan[f"sizes/{size}/gan/cgan/g{k}"].deps == ("data",)        # labelled-only beside it
+        assert f"sizes/f1/gan/cgan-unlabelled/g{k}" not in plan                   # rest: no pool at f1
+    synth, twin = (plan[f"sizes/f0.5/arms/{arm}/seed1"].deps for arm in ("real+synth@1", "real+unlabelled-synth@1"))
+    assert synth == ("data", "sizes/f0.5/synthetic/cgan/g1")
+    assert twin == ("data", "sizes/f0.5/synthetic/cgan-unlabelled/g1")
     given = {j.name: j for j in build_plan(_config(unlabelled="pool.npz"), [70, 230])}
-    assert "sizes/f1/arms/real/seed1" in given["sizes/f1/gan/cgan/g1"].deps          # a given pool: every size
-    assert "sizes/f1/arms/real+pseudo@1/seed0" in given
+    assert "sizes/f1/arms/real/seed1" in given["sizes/f1/gan/cgan-unlabelled/g1"].deps  # a given pool: every size
+    assert "sizes/f1/arms/real+pseudo@1/seed0" in given and "sizes/f1/arms/real+unlabelled-synth@1/seed0" in given
     assert "sizes/f0.5/arms/real/seed1" in plan["sizes/f0.5/arms/real+pseudo@1/seed1"].deps
-    assert not any(name.startswith("sizes/f1/arms/real+pseudo@1") for name in plan)   # rest: nothing outside f1
-    labelled_only = {j.name: j for j in build_plan(_config(unlabelled=None, arms=("real", "real+synth@1")), [70, 230])}
-    assert labelled_only["sizes/f0.5/gan/cgan/g0"].deps == ("data",)
+    assert not any(name.startswith(("sizes/f1/arms/real+pseudo@1", "sizes/f1/arms/real+unlabelled")) for name in plan)
+    only_pool = {j.name for j in build_plan(_config(arms=("real", "real+unlabelled-synth@1")), [70, 230])}
+    assert "sizes/f0.5/gan/cgan-unlabelled/g0" in only_pool and "sizes/f0.5/gan/cgan/g0" not in only_pool
+    assert "sizes/f1/gan/cgan/g0" in only_pool                                      # audited where no arm draws
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(unlabelled=None), "labels an unlabelled pool with the real-only classifier; pass --unlabelled"),
-    (dict(train_sizes=(1.0,), arms=("real", "real+synth@1")), "--unlabelled rest gives each learning-curve size"),
-    (dict(arms=("real+aug", "real+aug+synth")), "labelled by each replicate's real-only classifier (arm real)"),
+    (dict(unlabelled=None), "learns from an unlabelled pool labelled by the real-only classifier; pass --unlabelled"),
+    (dict(arms=("real", "real+unlabelled-synth@1"), unlabelled=None), "real+unlabelled-synth@1 learns from an"),
+    (dict(arms=("real", "real+synth@1")), "no arm uses the pool; add real+pseudo@1"),
+    (dict(train_sizes=(1.0,)), "--unlabelled rest gives each learning-curve size"),
+    (dict(arms=("real+aug", "real+aug+pseudo")), "labelled by each replicate's real-only classifier (arm real)"),
 ])
 def test_refused_before_anything_is_written(changes, message):
-    with pytest.raises(MedsynError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(MedsynError, match=re.escape(message)):
         validate(_config(**changes))
 
 
@@ -124,14 +134,15 @@ def test_each_generator_records_what_it_learned_from(twin_runs):
     run = twin_runs[0]
     results = _json(run / "results.json")
     half, whole = results["curve"]
-    record = _json(run / "sizes" / "f0.5" / "gan" / "cgan" / "g0" / "config.json")["learned_from"]
+    record = _json(run / "sizes" / "f0.5" / "gan" / "cgan-unlabelled" / "g0" / "config.json")["learned_from"]
+    labelled_only = _json(run / "sizes" / "f0.5" / "gan" / "cgan" / "g0" / "config.json")["learned_from"]
+    assert labelled_only["unlabelled_images"] is None and labelled_only["labelled_train_images"] == half["n_train"]
     pool = record["unlabelled_images"]
     assert record["labelled_train_images"] == half["n_train"] and record["starting_weights"] == "none"
     assert pool["n_pool"] == whole["n_train"] - half["n_train"] and pool["source"].startswith("rest: ")
     assert 0 < pool["n_kept"] == sum(pool["kept_per_class"]) and pool["labeller"] == "real seed0"
-    assert half["generators_learned_from"] == {"cgan/g0": record}
-    full_record = whole["generators_learned_from"]["cgan/g0"]
-    assert full_record["unlabelled_images"] is None                             # nothing lies outside f1
+    assert half["generators_learned_from"] == {"cgan/g0": labelled_only, "cgan-unlabelled/g0": record}
+    assert list(whole["generators_learned_from"]) == ["cgan/g0"]                # nothing lies outside f1
     assert results["generators_learned_from"] == whole["generators_learned_from"]
     assert "Learned from: 300 labelled train images" in (run / "report.html").read_text()
 
@@ -149,26 +160,38 @@ def test_the_pseudo_arm_draws_what_the_rule_kept_at_the_dose(twin_runs):
     assert record["pool"]["n_pool"] == whole["n_train"] - half["n_train"]
     assert any(c["arm"] == "real+pseudo@1" and c["control"] == "real" for c in half["comparisons"])
     beyond = [c for c in half["comparisons"] if c.get("versus") == "baseline"]
-    assert {(c["arm"], c["control"]) for c in beyond} == {("real+synth@1", "real+pseudo@1")}
+    assert {(c["arm"], c["control"]) for c in beyond} == {("real+unlabelled-synth@1", "real+pseudo@1")}
     said = headline(half, "auc")
     assert "No arm with synthetic images beat the pseudo-labelled pool at the same dose" in said
-    assert "real+pseudo@1 vs real " in said and "real+synth@1 vs real+pseudo@1 " in said
+    assert "real+pseudo@1 vs real " in said and "real+unlabelled-synth@1 vs real+pseudo@1 " in said
 
 
 def test_each_synthetic_arm_meets_the_pseudo_label_arm_of_its_dose_and_control():
-    arms = ("real", "real+aug", "real+pseudo@1", "real+aug+pseudo@1", "real+synth@1", "real+synth@2",
-            "real+aug+synth@1", "real+filtered-synth@1", "real+balance", "synth")
-    assert pseudo_baselines(arms) == {"real+synth@1": "real+pseudo@1", "real+filtered-synth@1": "real+pseudo@1",
-                                      "real+aug+synth@1": "real+aug+pseudo@1"}
+    arms = ("real", "real+aug", "real+pseudo@1", "real+aug+pseudo@1", "real+synth@1", "real+unlabelled-synth@1",
+            "real+unlabelled-synth@2", "real+aug+unlabelled-synth@1", "real+filtered-unlabelled-synth@1",
+            "real+balance", "synth")
+    assert pseudo_baselines(arms) == {"real+unlabelled-synth@1": "real+pseudo@1",
+                                      "real+filtered-unlabelled-synth@1": "real+pseudo@1",
+                                      "real+aug+unlabelled-synth@1": "real+aug+pseudo@1"}      # labelled-only: none
+
+
+def test_with_a_pool_a_presets_arms_gain_their_twins_and_the_pseudo_baseline_of_each_dose():
+    assert with_unlabelled_arms(("real", "real+heldout@1", "real+synth@0.5", "real+pretrain-synth@1", "real+aug",
+                                 "real+aug+synth", "real+balance")) == (
+        "real", "real+heldout@1", "real+synth@0.5", "real+pretrain-synth@1", "real+aug", "real+aug+synth",
+        "real+balance", "real+pseudo@0.5", "real+pseudo@1", "real+aug+pseudo",
+        "real+unlabelled-synth@0.5", "real+pretrain-unlabelled-synth@1", "real+aug+unlabelled-synth")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size", ["f0.5", "f1"])
 def test_the_pool_its_labels_and_the_generator_never_see_the_test_split(twin_runs, size):
-    a, b = (torch.load(run / "sizes" / size / "gan" / "cgan" / "g0" / "final.pt", map_location="cpu",
+    generator = "cgan-unlabelled" if size == "f0.5" else "cgan"
+    a, b = (torch.load(run / "sizes" / size / "gan" / generator / "g0" / "final.pt", map_location="cpu",
                        weights_only=True) for run in twin_runs)
     assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
-    records = [_json(run / "sizes" / size / "gan" / "cgan" / "g0" / "config.json")["learned_from"] for run in twin_runs]
+    records = [_json(run / "sizes" / size / "gan" / generator / "g0" / "config.json")["learned_from"]
+               for run in twin_runs]
     assert _but_source(records[0]["unlabelled_images"]) == _but_source(records[1]["unlabelled_images"])
     for arm in ARMS if size == "f0.5" else ("real", "real+synth@1"):
         folders = [run / "sizes" / size / "arms" / arm / "seed0" for run in twin_runs]

@@ -11,7 +11,9 @@ train images from outside a learning-curve subset per image inside it, at the sa
 pipeline as synth@R: what a perfect generator would give) and `pseudo@R` (with `real`: R unlabelled pool images per real
 one, labelled by the replicate's real-only classifier and kept where it is confident enough, classify/pseudo.py:
 the honest baseline for a generator that saw the same pool; drawn as filtered-synth@R draws, what the rule kept).
-Examples: `real+aug`, `real+synth@0.5`, `real+heldout@1`, `real+pseudo@1`.
+`unlabelled-synth@R` (also `pretrain-unlabelled-synth@R`, `filtered-unlabelled-synth@R`) takes its synthetic images
+from generators that learned from the unlabelled pool too, beside the labelled-only generators that feed `synth@R`.
+Examples: `real+aug`, `real+synth@0.5`, `real+heldout@1`, `real+pseudo@1`, `real+unlabelled-synth@1`.
 
 Dose: an arm with R extra images per real one sees R of them per real image seen, at every size and steps per
 epoch (`classify.train`'s batch stream).
@@ -34,7 +36,7 @@ from medsyn.errors import MedsynError
 
 ARMS = ("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
         "real+aug+synth")
-_SYNTH = re.compile(r"^(filtered-|pretrain-)?(synth|heldout|pseudo)(?:@(\d+(?:\.\d+)?))?$")
+_SYNTH = re.compile(r"^(filtered-|pretrain-)?(unlabelled-)?(synth|heldout|pseudo)(?:@(\d+(?:\.\d+)?))?$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Arm:
     pretrain: bool = False  # pretrain on the synthetic images, then fine-tune on real (same real exposure as real)
     heldout: bool = False   # the extra images are real train images outside the subset (the positive control)
     pseudo: bool = False    # the extra images are unlabelled pool images with the real-only classifier's labels
+    unlabelled: bool = False  # its synthetic images come from generators that also learned from the unlabelled pool
 
     @property
     def uses_pool(self) -> bool:
@@ -81,7 +84,7 @@ class Arm:
 def parse_arm(name: str) -> Arm:
     """`real+synth@2` -> Arm(real=True, synth_ratio=2.0, ...); a MedsynError names what is wrong."""
     parts = name.strip().split("+")
-    real = augment = balance = filtered = pretrain = heldout = pseudo = False
+    real = augment = balance = filtered = pretrain = heldout = pseudo = unlabelled = False
     ratio = 0.0
     for part in parts:
         if part == "real" and not real:
@@ -91,9 +94,10 @@ def parse_arm(name: str) -> Arm:
         elif part == "balance" and not balance:
             balance = True
         elif (match := _SYNTH.match(part)) and ratio == 0:
-            ratio = float(match.group(3) or 1.0)
+            ratio = float(match.group(4) or 1.0)
             filtered, pretrain = match.group(1) == "filtered-", match.group(1) == "pretrain-"
-            heldout, pseudo = match.group(2) == "heldout", match.group(2) == "pseudo"
+            unlabelled = match.group(2) == "unlabelled-"
+            heldout, pseudo = match.group(3) == "heldout", match.group(3) == "pseudo"
             if ratio <= 0:
                 raise MedsynError(f"arm {name!r}: the synthetic ratio must be positive.")
         else:
@@ -113,8 +117,21 @@ def parse_arm(name: str) -> Arm:
     if pseudo and (not real or filtered or pretrain):
         raise MedsynError(f"arm {name!r}: the pseudo-label baseline is real+pseudo@R (optionally +aug): pseudo-labelled "
                           f"pool images ride along with the real train split exactly as synth@R does.")
+    if unlabelled and (not real or heldout or pseudo):
+        raise MedsynError(f"arm {name!r}: unlabelled-synth@R takes synthetic images from generators that also saw the "
+                          f"unlabelled pool and rides along with the real train split, e.g. real+unlabelled-synth@1.")
     return Arm(name=name.strip(), real=real, augment=augment, synth_ratio=ratio, balance=balance,
-               filtered=filtered, pretrain=pretrain, heldout=heldout, pseudo=pseudo)
+               filtered=filtered, pretrain=pretrain, heldout=heldout, pseudo=pseudo, unlabelled=unlabelled)
+
+
+def unlabelled_twin(name: str) -> str | None:
+    """The arm that takes the same synthetic images from generators that also saw the unlabelled pool
+    (real+synth@1 -> real+unlabelled-synth@1); None for an arm without synthetic images riding with real."""
+    arm = parse_arm(name)
+    if not (arm.uses_synthetic and arm.real and not arm.balance and not arm.unlabelled):
+        return None
+    return "+".join(re.sub(r"synth(?=@|$)", "unlabelled-synth", part) if _SYNTH.match(part) else part
+                    for part in arm.name.split("+"))
 
 
 EXPOSURES = ("real-passes", "equal-steps")

@@ -12,6 +12,7 @@ Public API:
     load_generator(checkpoint, device="cpu") -> (generator, info)           EMA generator in eval mode
     generate_images(generator, info, labels, seed) -> uint8 (N, H, W, C)    seeded, deterministic
     image_grid(images, rows) -> uint8 (H', W', C); save_png(image, path)
+    generator_folder(model, unlabelled) -> str                              `cgan` or `cgan-unlabelled` (a run's)
 """
 
 import importlib
@@ -24,7 +25,13 @@ _API = {"train": ("trainer", "train"), "read_log": ("trainer", "read_log"),
         "load_generator": ("checkpoint", "load_generator"), "generate_images": ("sample", "generate"),
         "class_grid": ("sample", "class_grid"), "image_grid": ("sample", "grid"), "save_png": ("sample", "save_png"),
         "read_init": ("transfer", "read_init")}
-__all__ = sorted(_API)
+__all__ = sorted([*_API, "generator_folder"])
+
+
+def generator_folder(model: str, unlabelled: bool) -> str:
+    """The folder name of a run's generators of `model` (gan/, synthetic/, audit/): `cgan` learned from the labelled
+    train split only, `cgan-unlabelled` from the unlabelled pool too (what unlabelled-synth arms draw from)."""
+    return f"{model}-unlabelled" if unlabelled else model
 
 
 def __getattr__(name: str):

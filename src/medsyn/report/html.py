@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medsyn.fileio import read_json, write_text
+from medsyn.generators import generator_folder
 from medsyn.report import figures
 from medsyn.report.verdict import comparisons, headline, sentence
 
@@ -60,7 +61,8 @@ class _RunFiles:
             "ci_level": (int, float)})
         self.timings = read_json(root / "timings.json") if (root / "timings.json").exists() else {}
         self.point = root / self.results.get("folder", ".")  # the largest learning-curve point: the main verdict
-        self.generators = [f"{g}/{k.name}" for g in self.config.get("gans", []) if (self.point / "gan" / g).is_dir()
+        folders = [generator_folder(g, pool) for g in self.config.get("gans", []) for pool in (False, True)]
+        self.generators = [f"{g}/{k.name}" for g in folders if (self.point / "gan" / g).is_dir()
                            for k in sorted((self.point / "gan" / g).glob("g*")) if k.is_dir()]
         self.class_names = self.data["class_names"]
 

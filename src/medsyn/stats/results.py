@@ -69,7 +69,7 @@ def _summarize(point: Point, config: RunConfig, results: dict) -> dict:
     controls = {arm: parse_arm(arm).control for arm in arms if parse_arm(arm).control}
     clusters = {arm: {seed: config.generator_of(r) for r, seed in enumerate(config.seeds)}
                 for arm in arms if parse_arm(arm).uses_synthetic}
-    baselines = pseudo_baselines(arms) if config.unlabelled is not None else {}
+    baselines = pseudo_baselines(arms)
     summary = summarize_arms(results, controls, n_bootstrap=config.n_bootstrap, seed=0, min_effect=config.min_effect,
                              clusters=clusters, positive_controls=positive_controls(arms), baselines=baselines)
     summary["generators"] = {str(seed): f"{config.gans[0]} g{config.generator_of(r)}"
@@ -115,9 +115,11 @@ def positive_controls(arms: tuple[str, ...]) -> dict[str, str]:
 
 
 def pseudo_baselines(arms: tuple[str, ...]) -> dict[str, str]:
-    """Where the generators saw an unlabelled pool: each synthetic arm's pseudo-label baseline, the real+pseudo arm
-    with the same control and dose (did the generator add anything beyond what the pool gives directly?)."""
-    return _same_dose(arms, lambda arm: arm.pseudo)
+    """Each synthetic arm whose generators saw the unlabelled pool (unlabelled-synth) -> its pseudo-label baseline,
+    the real+pseudo arm with the same control and dose (did the generator add anything beyond what the pool gives
+    directly?)."""
+    return {arm: baseline for arm, baseline in _same_dose(arms, lambda arm: arm.pseudo).items()
+            if parse_arm(arm).unlabelled}
 
 
 def _same_dose(arms: tuple[str, ...], kind) -> dict[str, str]:

@@ -137,20 +137,15 @@ def _generator(job: Job, study: Study) -> None:
     p = job.params
     real = development_data(study, p)
     generators.train(real, study.config.gan_config(p["model"], p["seed"]),
-                     _folder(study, p, "gan", p["model"], f"g{p['generator']}"), resume=True, progress=False,
-                     pseudo=generator_pool(study, p, real.subset("val")))
+                     _folder(study, p, "gan", p["folder"], f"g{p['generator']}"), resume=True, progress=False,
+                     pseudo=generator_pool(study, p, real.subset("val")) if p["unlabelled"] else None)
 
 
 def generator_pool(study: Study, params: dict, val):
-    """Where the point has an unlabelled pool: the pool, labelled by the real-only classifier of the replicate whose
-    seed the generator has (the rule of real+pseudo@R, classify/pseudo.py), for the generator to learn from; else
-    None."""
+    """The point's unlabelled pool, labelled by the real-only classifier of the replicate whose seed the generator
+    has (the rule of real+pseudo@R, classify/pseudo.py), for a generator to learn from."""
     from medsyn.classify import pseudo_label_with
-    from medsyn.study.plan import has_unlabelled_pool
 
-    n_train = int((dataset(study.src, study.config.data).split == "train").sum())
-    if not has_unlabelled_pool(study.config, params.get("size", 1.0), n_train):
-        return None
     return pseudo_label_with(unlabelled_pool(study, params), labeller_folder(study, params), val)
 
 
@@ -168,7 +163,7 @@ def _synthesize(job: Job, study: Study) -> None:
     real = development_data(study, p)
     train = real.subset("train")
     counts = pool_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
-    checkpoint = _folder(study, p, "gan", p["model"], f"g{p['generator']}") / "final.pt"
+    checkpoint = _folder(study, p, "gan", p["folder"], f"g{p['generator']}") / "final.pt"
     device = study.config.gan_config(p["model"], p["seed"]).device
     sampler, choice = guidance.sampler_for(checkpoint, study.config.guidance_scales if p["model"] == "ddpm" else (), real,
                                            p["seed"], audit_config=study.config.audit, device=device)
@@ -182,20 +177,23 @@ def _audit(job: Job, study: Study) -> None:
 
     p = job.params
     real = development_data(study, p)
-    pool = synth.load_synthetic(_folder(study, p, "synthetic", p["model"], f"g{p['generator']}"), real)
-    run_audit(real, pool, study.run_dir / job.name, study.config.audit, generator_name=f"{p['model']} g{p['generator']}")
+    pool = synth.load_synthetic(_folder(study, p, "synthetic", p["folder"], f"g{p['generator']}"), real)
+    run_audit(real, pool, study.run_dir / job.name, study.config.audit, generator_name=f"{p['folder']} g{p['generator']}")
 
 
 def _classify(job: Job, study: Study) -> None:
     from medsyn import synth
     from medsyn.classify import filter_pool, parse_arm, pseudo_label_with, train_arm
+    from medsyn.generators import generator_folder
 
     p = job.params
     real = point_dataset(study, p)
     arm = parse_arm(p["arm"])
     labeller = _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}")
+    generated = _folder(study, p, "synthetic", generator_folder(study.config.gans[0], arm.unlabelled),
+                        f"g{p['generator']}")
     pool = heldout_pool(study, p) if arm.heldout else None if p["generator"] is None else \
-        synth.load_synthetic(_folder(study, p, "synthetic", study.config.gans[0], f"g{p['generator']}"), real)
+        synth.load_synthetic(generated, real)
     record = None
     if arm.filtered:
         pool = filter_pool(pool, labeller, real.subset("val"))

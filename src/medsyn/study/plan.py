@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from medsyn.config import GAN_SIZES, RunConfig, fixed_or_chosen
+from medsyn.generators import generator_folder
 
 KINDS = ("data", "generator", "synthesize", "audit", "classify", "evaluate", "report")
 
@@ -70,7 +71,7 @@ def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
 
     def runs(arm) -> bool:
         return not (arm.heldout and is_whole_split(size, n_train)) and \
-            not (arm.pseudo and not has_unlabelled_pool(config, size, n_train))
+            not ((arm.pseudo or arm.unlabelled) and not has_unlabelled_pool(config, size, n_train))
 
     return tuple(a for a in config.arms if runs(parse_arm(a)))
 
@@ -82,6 +83,18 @@ def has_unlabelled_pool(config: RunConfig, size: float, n_train: int) -> bool:
     from medsyn.data.unlabelled import REST
 
     return config.unlabelled is not None and not (config.unlabelled == REST and is_whole_split(size, n_train))
+
+
+def generator_kinds(config: RunConfig, arms: tuple[str, ...], model: str) -> tuple[bool, ...]:
+    """Which generators a point trains of `model` (False: labelled-only, True: also from the unlabelled pool): the
+    primary model's that the point's arms draw from (labelled-only where no arm draws synthetic images, for the
+    audit); the other models' labelled-only, audited."""
+    from medsyn.classify import parse_arm
+
+    synthetic = [parse_arm(a) for a in arms if parse_arm(a).uses_synthetic]
+    if model != config.gans[0] or not synthetic:
+        return (False,)
+    return tuple(kind for kind in (False, True) if any(a.unlabelled == kind for a in synthetic))
 
 
 def build_plan(config: RunConfig, n_train: int | Sequence[int], speeds=None) -> list[Job]:
@@ -110,17 +123,18 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, train_counts, speeds
     n_size = int(size_counts.sum())
     point = {"prefix": prefix, "size": size}
     jobs: list[Job] = []
+    arms = arms_at(config, size, n_train)
     for model in config.gans:  # the primary model feeds the arms, one generator per seed; the others are audited
         seeds = generator_seeds(config) if model == config.gans[0] else generator_seeds(config)[:1]
-        for k, seed in enumerate(seeds):
-            jobs += _generator_jobs(config, model, k, seed, point, size_counts, speeds,
-                                   after=_last_audit(jobs) or after,
-                                   pool=has_unlabelled_pool(config, size, n_train))
-    primary = config.gans[0]
+        for unlabelled in generator_kinds(config, arms, model):
+            for k, seed in enumerate(seeds):
+                jobs += _generator_jobs(config, model, k, seed, point, size_counts, speeds,
+                                       after=_last_audit(jobs) or after, pool=unlabelled)
     for r, seed in enumerate(config.seeds):
-        for arm in arms_at(config, size, n_train):
+        for arm in arms:
             parsed = parse_arm(arm)
-            needs = (f"{prefix}synthetic/{primary}/g{config.generator_of(r)}",) if parsed.uses_synthetic else ()
+            folder = generator_folder(config.gans[0], parsed.unlabelled)
+            needs = (f"{prefix}synthetic/{folder}/g{config.generator_of(r)}",) if parsed.uses_synthetic else ()
             if parsed.labelled_by_model:
                 needs += (f"{prefix}arms/{parsed.filter_model}/seed{seed}",)
             jobs.append(Job(f"{prefix}arms/{arm}/seed{seed}", "classify",
@@ -142,9 +156,10 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
                     speeds, after: tuple[str, ...], pool: bool) -> list[Job]:
     p = point["prefix"]
     n_size = int(size_counts.sum())
-    base = f"{model}/g{k}"
+    folder = generator_folder(model, pool)
+    base = f"{folder}/g{k}"
     gan = config.gan_config(model, seed)
-    params = {**point, "model": model, "generator": k, "seed": seed}
+    params = {**point, "model": model, "folder": folder, "unlabelled": pool, "generator": k, "seed": seed}
     labeller = (f"{p}arms/real/seed{seed}",) if pool else ()  # it labels the generator's unlabelled pool
     return [
         Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data", *labeller),

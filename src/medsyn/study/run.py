@@ -126,11 +126,14 @@ def _validate_unlabelled(config: configs.RunConfig) -> None:
     from medsyn import classify
     from medsyn.data.unlabelled import REST
 
-    pseudo = [a for a in config.arms if classify.parse_arm(a).pseudo]
-    if pseudo and config.unlabelled is None:
-        raise MedsynError(f"arm {pseudo[0]} labels an unlabelled pool with the real-only classifier; pass --unlabelled "
-                          f"SRC (a folder or an .npz) or --unlabelled {REST} (a learning curve's train images outside "
-                          "each subset), or drop the arm.")
+    users = [a for a in config.arms if classify.parse_arm(a).pseudo or classify.parse_arm(a).unlabelled]
+    if users and config.unlabelled is None:
+        raise MedsynError(f"arm {users[0]} learns from an unlabelled pool labelled by the real-only classifier; pass "
+                          f"--unlabelled SRC (a folder or an .npz) or --unlabelled {REST} (a learning curve's train "
+                          "images outside each subset), or drop the arm.")
+    if config.unlabelled is not None and not users:
+        raise MedsynError("--unlabelled: no arm uses the pool; add real+pseudo@1 (the pool with pseudo-labels) and/or "
+                          "real+unlabelled-synth@1 (synthetic images from generators that also saw the pool).")
     if config.unlabelled == REST and all(s == 1.0 for s in config.train_sizes):
         raise MedsynError(f"--unlabelled {REST} gives each learning-curve size the train images outside its subset, "
                           "and this run trains on the whole train split; add sizes (--fractions 0.02,0.1,1) or give "
