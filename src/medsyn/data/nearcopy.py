@@ -98,18 +98,24 @@ def _view(maps):
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
-def _warp(maps, flip, params):
-    """Map each query back: flip, then sample at zoom * rotation * x + shift. params: (N, 4) log-zoom, degrees,
-    shift x, shift y (zoom > 1 shrinks the content: undoes a zoom-crop)."""
+def _flipped(maps, flip):
+    """Each map mirrored left-right where `flip` (N,) says so."""
+    import torch
+
+    return torch.where(flip[:, None, None, None], maps.flip(-1), maps)
+
+
+def _warp(maps, params):
+    """Map each query back: sample at zoom * rotation * x + shift. params: (N, 4), or (1, 4) for one warp of every
+    map (its sampling grid is made once), log-zoom, degrees, shift x, shift y (zoom > 1 shrinks the content: undoes
+    a zoom-crop)."""
     import torch
     import torch.nn.functional as F
 
-    if flip is not None:
-        maps = torch.where(flip[:, None, None, None], maps.flip(-1), maps)
     zoom, angle = params[:, 0].exp(), params[:, 1] * (math.pi / 180)
     cos, sin = zoom * angle.cos(), zoom * angle.sin()
     theta = torch.stack([torch.stack([cos, -sin, params[:, 2]], 1), torch.stack([sin, cos, params[:, 3]], 1)], 1)
-    grid = F.affine_grid(theta, maps.shape, align_corners=False)
+    grid = F.affine_grid(theta, (len(params), *maps.shape[1:]), align_corners=False).expand(len(maps), -1, -1, -1)
     return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -135,12 +141,13 @@ def best_matches(query_thumbs: np.ndarray, reference_thumbs: np.ndarray, candida
     for start in range(0, len(queries), batch_size):
         block = queries[start:start + batch_size]
         n = len(block)
+        mirrored = {False: block, True: block.flip(-1)}
         best = torch.full((n, len(references)), -2.0)
         which = torch.zeros((n, len(references)), dtype=torch.int16)
         for g in range(len(grid)):
-            scores = _view(_warp(block, flips[g].expand(n), grid[g].expand(n, 4))) @ ref_view.T
+            scores = _view(_warp(mirrored[bool(flips[g])], grid[g][None])) @ ref_view.T
             better = scores > best
-            best = torch.where(better, scores, best)
+            best = torch.maximum(scores, best)
             which[better] = g
         if exclude_self:
             rows = torch.arange(n)
@@ -175,11 +182,11 @@ def _refine(queries, ref_rows, flips, params, batch_size: int = 4096):
     values, found = [], []
     steps0 = torch.tensor(REFINE_STEPS)
     for start in range(0, len(queries), batch_size):
-        q, r = queries[start:start + batch_size], ref_rows[start:start + batch_size]
-        f, p = flips[start:start + batch_size], params[start:start + batch_size]
+        q = _flipped(queries[start:start + batch_size], flips[start:start + batch_size])
+        r, p = ref_rows[start:start + batch_size], params[start:start + batch_size]
 
         def score(candidate):
-            return (_view(_warp(q, f, candidate)) * r).sum(1)
+            return (_view(_warp(q, candidate)) * r).sum(1)
 
         best = score(p)
         for level in range(REFINE_LEVELS):
