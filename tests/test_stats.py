@@ -117,12 +117,13 @@ def test_generator_efficiency_recovers_a_known_share_of_the_perfect_gain():
                 for r in range(6) for p in [1 / (1 + np.exp(-((quality + rng.normal(0, sd)) * y + case
                                                               + rng.normal(0, 0.3, 600))))]}
 
-    results = {"real": arm(0.5), "real+heldout@1": arm(1.5), "real+synth@1": arm(1.0)}
-    summary = summarize_arms(results, {"real+heldout@1": "real", "real+synth@1": "real"}, n_bootstrap=300,
-                             clusters={"real+synth@1": {r: r for r in range(6)}},
-                             positive_controls={"real+synth@1": "real+heldout@1"})
+    results = {"real": arm(0.5), "real+heldout@1": arm(1.5), "real+synth@1": arm(1.0), "real+pseudo@1": arm(0.8)}
+    summary = summarize_arms(results, {"real+heldout@1": "real", "real+synth@1": "real", "real+pseudo@1": "real"},
+                             n_bootstrap=300, clusters={"real+synth@1": {r: r for r in range(6)}},
+                             positive_controls={"real+synth@1": "real+heldout@1"},
+                             baselines={"real+synth@1": "real+pseudo@1"})  # a second comparison of the arm
     auc = next(e for e in summary["efficiency"] if e["metric"] == "auc")
-    diffs = {c["arm"]: c["diff"] for c in summary["comparisons"] if c["metric"] == "auc"}
+    diffs = {c["arm"]: c["diff"] for c in summary["comparisons"] if c["metric"] == "auc" and c["control"] == "real"}
     assert auc["efficiency"] == pytest.approx(diffs["real+synth@1"] / diffs["real+heldout@1"])
     assert 0.3 < auc["efficiency"] < 0.7 and auc["ci_low"] < auc["efficiency"] < auc["ci_high"]
     useless = summarize_arms({"real": results["real"], "real+heldout@1": results["real"],

@@ -310,7 +310,7 @@ def _efficiency(arm: str, positive: str, control: str, metric: str, per_rep: dic
     same dose), with a 95% interval by the delta method through the same two-level estimator: the linearised
     per-replicate values d_arm - e d_positive have mean 0, and their standard error over |gain of the positive
     control| is e's. Given only where the positive control improved significantly (after the adjustment)."""
-    record = {r["arm"]: r for r in records if r["metric"] == metric}
+    record = {r["arm"]: r for r in records if r["metric"] == metric and r["control"] == control}  # not a baseline's
     verdict = record[positive]["verdict"]
     out = {"arm": arm, "positive_control": positive, "control": control, "metric": metric, "efficiency": None,
            "ci_low": None, "ci_high": None, "se": None, "df": None, "note": None}
