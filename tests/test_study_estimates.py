@@ -5,6 +5,7 @@ run is measured by benchmarks/plan_accuracy.py (its results file), not here: a t
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 import pytest
@@ -13,14 +14,21 @@ from medsyn import config as configs
 from medsyn.cli import main
 from medsyn.data.cache import cache_root
 from medsyn.study import budget_advice, build_plan
-from medsyn.study.calibrate import cached_speeds
-from medsyn.study.plan import reference_speeds, simulate
+from medsyn.study.calibrate import BUSY_LOAD_PER_CORE, cached_speeds
+from medsyn.study.plan import estimate_line, reference_speeds, simulate
 
 TIMED_KINDS = ("generator", "synthesize", "audit", "classify")
 
 
+@pytest.fixture
+def idle_machine(monkeypatch):
+    """The system's load average as an idle machine's (the measuring thread alone), so that a measurement is kept
+    however loaded the test machine is."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+
+
 @pytest.mark.slow
-def test_this_machine_is_measured_once_per_settings_and_read_back_after():
+def test_this_machine_is_measured_once_per_settings_and_read_back_after(idle_machine):
     smoke = configs.preset("smoke")  # at a width no other test plans with, so this test measures it first
     config = dataclasses.replace(smoke, gan=dataclasses.replace(smoke.gan, base_width=smoke.gan.base_width + 3))
     folder = cache_root() / "calibration"
@@ -36,6 +44,24 @@ def test_this_machine_is_measured_once_per_settings_and_read_back_after():
     wider = dataclasses.replace(config, gan=dataclasses.replace(config.gan, base_width=config.gan.base_width * 2))
     cached_speeds(wider, reference_speeds(wider))
     assert len(set(folder.glob("*.json")) - before) == 2  # other settings: measured for themselves
+
+
+@pytest.mark.slow
+def test_a_measurement_on_a_busy_machine_is_used_once_and_said_but_not_kept(monkeypatch):
+    smoke = configs.preset("smoke")  # at a width no other test plans with
+    config = dataclasses.replace(smoke, gan=dataclasses.replace(smoke.gan, base_width=smoke.gan.base_width + 5))
+    folder = cache_root() / "calibration"
+    before = set(folder.glob("*.json")) if folder.exists() else set()
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (1 + cores * BUSY_LOAD_PER_CORE, 0.0, 0.0))  # 1: the measuring thread
+    busy = cached_speeds(config, reference_speeds(config))
+    assert busy.busy and busy.load_per_core == pytest.approx(BUSY_LOAD_PER_CORE)
+    assert (set(folder.glob("*.json")) if folder.exists() else set()) == before     # nothing kept
+    assert "measured while busy, load 0.50 per core" in estimate_line(build_plan(config, 300, busy), 2, busy)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1 + cores * BUSY_LOAD_PER_CORE * 0.9, 0.0, 0.0))
+    idle = cached_speeds(config, reference_speeds(config))                            # measured again, and kept
+    assert not idle.busy and len(set(folder.glob("*.json")) - before) == 1
+    assert "busy" not in estimate_line(build_plan(config, 300, idle), 2, idle)
 
 
 def test_every_timed_job_takes_as_long_as_its_measured_speed_says():
@@ -70,6 +96,6 @@ def test_a_plan_over_its_budget_says_so_and_offers_only_what_fits(size, speed, e
 
 
 @pytest.mark.slow
-def test_dry_run_names_the_speeds_its_estimate_comes_from(capsys):
+def test_dry_run_names_the_speeds_its_estimate_comes_from(capsys, idle_machine):
     assert main(["run", "--preset", "smoke", "--dry-run"]) == 0
     assert re.search(r"this machine's speeds \(measured .+; [\d.]+x the reference's time\)", capsys.readouterr().out)

@@ -31,6 +31,9 @@ CALIBRATION_VERSION = 1
 WARM_UP, TIMED = 2, 6           # steps: the first ones pay for allocation and one-off set-up
 CLASSIFY_STEPS = (2, 8)         # two short fits; their difference is the cost of 6 steps without the fixed costs
 MEASURE_LIMIT_S = 30.0          # a piece the reference machine would take longer to time is scaled instead
+BUSY_LOAD_PER_CORE = 0.5        # a measurement taken at this load of other work per core or above is used for the plan at
+                                # hand but not cached: one made beside a test run put a study at 1.19x the reference's
+                                # time and estimated 126 min; it took 79 (0.68x measured idle the same day)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,12 @@ class Speeds:
     ddpm_pass_s: float | None
     machine_factor: float
     measured: str = "reference"   # "reference": the plan's constants (no calibration); else where it was measured
+    load_per_core: float | None = None  # other work's 1-minute load average per core while measuring (None: unknown)
+
+    @property
+    def busy(self) -> bool:
+        """Measured while other work loaded the machine: the times are likely too long."""
+        return self.load_per_core is not None and self.load_per_core >= BUSY_LOAD_PER_CORE
 
     def scaled(self, gan: float = 1.0, classify: float = 1.0, machine: float = 1.0) -> "Speeds":
         """These speeds with every generator and ddpm time times `gan`, every classifier time times `classify`
@@ -63,9 +72,19 @@ def cached_speeds(config: RunConfig, reference: Speeds) -> Speeds:
         except (TypeError, ValueError):
             pass  # an older or damaged file: measure again
     speeds = measure(config, reference)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, dataclasses.asdict(speeds))
+    if not speeds.busy:  # a busy machine's times would skew every later plan of these settings
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, dataclasses.asdict(speeds))
     return speeds
+
+
+def load_per_core() -> float | None:
+    """Other work's share of the cores: the 1-minute load average less the measuring thread itself, over the cores
+    (None where the system does not say)."""
+    try:
+        return max(0.0, os.getloadavg()[0] - 1) / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
 
 
 def _key(config: RunConfig) -> str:
@@ -102,6 +121,7 @@ def _classify_settings(config: RunConfig) -> dict:
 def measure(config: RunConfig, reference: Speeds) -> Speeds:
     import torch
 
+    load_before = load_per_core()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     progress = logging.getLogger("medsyn")
@@ -129,7 +149,8 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
         progress.setLevel(level)
     return Speeds(gan_step_s=gan_step, classify_image_s=plain, classify_aug_image_s=augmented, ddpm_pass_s=ddpm,
                   machine_factor=plain / reference.classify_image_s,
-                  measured=f"{machine()['host']} at {time.strftime('%Y-%m-%d %H:%M')}")
+                  measured=f"{machine()['host']} at {time.strftime('%Y-%m-%d %H:%M')}",
+                  load_per_core=None if load_before is None else max(load_before, load_per_core()))
 
 
 def _small_factor() -> float:

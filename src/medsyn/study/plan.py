@@ -270,7 +270,9 @@ def describe(plan: list[Job], workers: int, speeds=None) -> str:
 def estimate_line(plan: list[Job], workers: int, speeds=None) -> str:
     """The plan's estimated wall time, and where its speeds come from: what `run` prints before it starts."""
     source = "the reference CPU's speeds" if speeds is None or speeds.measured == "reference" else \
-        f"this machine's speeds (measured {speeds.measured}; {speeds.machine_factor:.2f}x the reference's time)"
+        f"this machine's speeds (measured {speeds.measured}; {speeds.machine_factor:.2f}x the reference's time" + \
+        (f"; measured while busy, load {speeds.load_per_core:.2f} per core: likely too long, not kept for later "
+         f"plans)" if speeds.busy else ")")
     return (f"estimated wall time with {workers} worker(s): about {simulate(plan, workers) / 60:.1f} min "
             f"(from job sizes and {source}; serial work {sum(j.estimate_s for j in plan) / 60:.1f} min)")
 
