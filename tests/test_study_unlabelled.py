@@ -15,7 +15,7 @@ import torch
 
 from medsyn import data
 from medsyn.cli import main
-from medsyn.cli.run import with_unlabelled_arms
+from medsyn.classify.arms import with_unlabelled_arms
 from medsyn.config import preset
 from medsyn.data.export import save_npz
 from medsyn.errors import MedsynError

@@ -62,6 +62,11 @@ class Arm:
         return self.uses_pool and not self.heldout and not self.pseudo
 
     @property
+    def uses_unlabelled_pool(self) -> bool:
+        """Needs --unlabelled: its pool images are pseudo-labelled, or its generators also learned from them."""
+        return self.pseudo or self.unlabelled
+
+    @property
     def labelled_by_model(self) -> bool:
         """Its pool passes through the replicate's real-only classifier (`filter_model`): filtered or pseudo."""
         return self.filtered or self.pseudo
@@ -132,6 +137,14 @@ def unlabelled_twin(name: str) -> str | None:
         return None
     return "+".join(re.sub(r"synth(?=@|$)", "unlabelled-synth", part) if _SYNTH.match(part) else part
                     for part in arm.name.split("+"))
+
+
+def with_unlabelled_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
+    """A preset's arms when an unlabelled pool is given: beside each synthetic arm riding with real, its twin from
+    generators that also saw the pool, and the pseudo-label baseline at the twin's dose (real+pseudo@R)."""
+    twins = [t for t in map(unlabelled_twin, arms) if t]
+    baselines = [re.sub(r"(filtered-|pretrain-)?unlabelled-synth", "pseudo", t) for t in twins]
+    return tuple(dict.fromkeys([*arms, *baselines, *twins]))
 
 
 EXPOSURES = ("real-passes", "equal-steps")

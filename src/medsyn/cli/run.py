@@ -122,17 +122,7 @@ def run_config(args) -> configs.RunConfig:
             config = dataclasses.replace(config, gan=dataclasses.replace(primary, size=config.gan.size))
     config = apply_flags(config, args, RUN_FLAGS)
     if config.unlabelled is not None and args.arms is None:
+        from medsyn.classify.arms import with_unlabelled_arms
+
         config = dataclasses.replace(config, arms=with_unlabelled_arms(config.arms))
     return config
-
-
-def with_unlabelled_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
-    """A preset's arms when an unlabelled pool is given: beside each synthetic arm riding with real, its twin from
-    generators that also saw the pool, and the pseudo-label baseline at the twin's dose (real+pseudo@R)."""
-    import re
-
-    from medsyn.classify.arms import unlabelled_twin
-
-    twins = [t for t in map(unlabelled_twin, arms) if t]
-    baselines = [re.sub(r"(filtered-|pretrain-)?unlabelled-synth", "pseudo", t) for t in twins]
-    return tuple(dict.fromkeys([*arms, *baselines, *twins]))

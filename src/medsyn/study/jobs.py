@@ -137,7 +137,7 @@ def _generator(job: Job, study: Study) -> None:
     p = job.params
     real = development_data(study, p)
     generators.train(real, study.config.gan_config(p["model"], p["seed"]),
-                     _folder(study, p, "gan", p["folder"], f"g{p['generator']}"), resume=True, progress=False,
+                     _generated(study, p, "gan"), resume=True, progress=False,
                      pseudo=generator_pool(study, p, real.subset("val")) if p["unlabelled"] else None)
 
 
@@ -163,7 +163,7 @@ def _synthesize(job: Job, study: Study) -> None:
     real = development_data(study, p)
     train = real.subset("train")
     counts = pool_counts(np.bincount(train.labels, minlength=train.n_classes), study.config.arms)
-    checkpoint = _folder(study, p, "gan", p["folder"], f"g{p['generator']}") / "final.pt"
+    checkpoint = _generated(study, p, "gan") / "final.pt"
     device = study.config.gan_config(p["model"], p["seed"]).device
     sampler, choice = guidance.sampler_for(checkpoint, study.config.guidance_scales if p["model"] == "ddpm" else (), real,
                                            p["seed"], audit_config=study.config.audit, device=device)
@@ -177,23 +177,21 @@ def _audit(job: Job, study: Study) -> None:
 
     p = job.params
     real = development_data(study, p)
-    pool = synth.load_synthetic(_folder(study, p, "synthetic", p["folder"], f"g{p['generator']}"), real)
-    run_audit(real, pool, study.run_dir / job.name, study.config.audit, generator_name=f"{p['folder']} g{p['generator']}")
+    generated = _generated(study, p, "synthetic")
+    pool = synth.load_synthetic(generated, real)
+    run_audit(real, pool, study.run_dir / job.name, study.config.audit,
+              generator_name=f"{generated.parent.name} {generated.name}")
 
 
 def _classify(job: Job, study: Study) -> None:
     from medsyn import synth
     from medsyn.classify import filter_pool, parse_arm, pseudo_label_with, train_arm
-    from medsyn.generators import generator_folder
-
     p = job.params
     real = point_dataset(study, p)
     arm = parse_arm(p["arm"])
     labeller = _folder(study, p, "arms", arm.filter_model, f"seed{p['seed']}")
-    generated = _folder(study, p, "synthetic", generator_folder(study.config.gans[0], arm.unlabelled),
-                        f"g{p['generator']}")
     pool = heldout_pool(study, p) if arm.heldout else None if p["generator"] is None else \
-        synth.load_synthetic(generated, real)
+        synth.load_synthetic(_generated(study, p, "synthetic", study.config.gans[0], arm.unlabelled), real)
     record = None
     if arm.filtered:
         pool = filter_pool(pool, labeller, real.subset("val"))
@@ -206,6 +204,15 @@ def _classify(job: Job, study: Study) -> None:
 
 def _folder(study: Study, params: dict, *parts: str) -> Path:
     return study.run_dir / params.get("prefix", "") / Path(*parts)
+
+
+def _generated(study: Study, params: dict, stage: str, model: str | None = None, unlabelled: bool | None = None) -> Path:
+    """A generator's folder of `stage` (gan, synthetic, audit): the job's own generator, or with `model` and
+    `unlabelled` given, generator params["generator"] of that model and kind."""
+    from medsyn.generators import generator_folder
+
+    folder = generator_folder(model or params["model"], params["unlabelled"] if unlabelled is None else unlabelled)
+    return _folder(study, params, stage, folder, f"g{params['generator']}")
 
 
 def _evaluate(job: Job, study: Study) -> None:

@@ -71,7 +71,7 @@ def arms_at(config: RunConfig, size: float, n_train: int) -> tuple[str, ...]:
 
     def runs(arm) -> bool:
         return not (arm.heldout and is_whole_split(size, n_train)) and \
-            not ((arm.pseudo or arm.unlabelled) and not has_unlabelled_pool(config, size, n_train))
+            not (arm.uses_unlabelled_pool and not has_unlabelled_pool(config, size, n_train))
 
     return tuple(a for a in config.arms if runs(parse_arm(a)))
 
@@ -159,7 +159,7 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
     folder = generator_folder(model, pool)
     base = f"{folder}/g{k}"
     gan = config.gan_config(model, seed)
-    params = {**point, "model": model, "folder": folder, "unlabelled": pool, "generator": k, "seed": seed}
+    params = {**point, "model": model, "unlabelled": pool, "generator": k, "seed": seed}
     labeller = (f"{p}arms/real/seed{seed}",) if pool else ()  # it labels the generator's unlabelled pool
     return [
         Job(f"{p}gan/{base}", "generator", params, f"{p}gan/{base}/final.pt", ("data", *labeller),

@@ -126,7 +126,7 @@ def _validate_unlabelled(config: configs.RunConfig) -> None:
     from medsyn import classify
     from medsyn.data.unlabelled import REST
 
-    users = [a for a in config.arms if classify.parse_arm(a).pseudo or classify.parse_arm(a).unlabelled]
+    users = [a for a in config.arms if classify.parse_arm(a).uses_unlabelled_pool]
     if users and config.unlabelled is None:
         raise MedsynError(f"arm {users[0]} learns from an unlabelled pool labelled by the real-only classifier; pass "
                           f"--unlabelled SRC (a folder or an .npz) or --unlabelled {REST} (a learning curve's train "
