@@ -48,11 +48,14 @@ def add_pool_arguments(parser: argparse.ArgumentParser, curve: bool) -> None:
     """What a generator learns from beyond the labelled train split: an unlabelled pool and starting weights
     (`gan train` and `run`; `curve`: the verb runs learning curves, so the pool `rest` exists)."""
     rest = "; rest: each learning-curve size's train images outside its subset, without their labels" if curve else ""
+    arms = (" In a run, the generators of the unlabelled-synth arms (real+unlabelled-synth@R) learn from them beside "
+            "labelled-only generators, and real+pseudo@R adds them directly; without --arms, the preset's arms gain "
+            "both.") if curve else ""
     parser.add_argument("--unlabelled", metavar="SRC", default=None,
                         help="unlabelled images: a folder or an .npz (labels in it are ignored)" + rest + ". The "
                              "real-only classifier labels them where it is confident (a per-class threshold chosen "
                              "on val) and the generator learns from those too; refused if it holds a val or test "
-                             "image")
+                             "image." + arms)
     parser.add_argument("--generator-init", metavar="CKPT", default=None,
                         help="start the generator from this checkpoint of another source (RUN/final.pt of `medsyn "
                              "gan train`, same model, size and channels) and fine-tune it: classes mapped by name "
