@@ -32,8 +32,8 @@ WARM_UP, TIMED = 2, 6           # steps: the first ones pay for allocation and o
 CLASSIFY_STEPS = (2, 8)         # two short fits; their difference is the cost of 6 steps without the fixed costs
 MEASURE_LIMIT_S = 30.0          # a piece the reference machine would take longer to time is scaled instead
 BUSY_LOAD_PER_CORE = 0.5        # a measurement taken at this load of other work per core or above is used for the plan at
-                                # hand but not cached: one made beside a test run put a study at 1.19x the reference's
-                                # time and estimated 126 min; it took 79 (0.68x measured idle the same day)
+                                # hand but not cached: one made beside a test run overestimated a study by half
+                                # (benchmarks/results/study_unlabelled_2026-12-01.json, its note)
 
 
 @dataclasses.dataclass(frozen=True)
