@@ -23,7 +23,7 @@ def padded_preset(monkeypatch):
     smoke = configs.preset("smoke")
     padded = dataclasses.replace(smoke, data=dataclasses.replace(smoke.data, aspect="pad", val_fraction=0.2,
                                                                  split_seed=7))
-    monkeypatch.setattr(configs, "preset", lambda name="quick": padded)
+    monkeypatch.setattr(configs, "preset", lambda name="quick", size=None: padded)
     return padded
 
 
@@ -54,3 +54,17 @@ def test_every_run_flag_reaches_its_fields():
 def test_each_table_names_only_flags_its_verb_has(verb, table):
     assert set(table) <= set(vars(_parse(*verb)))
     assert all(value is None for name, value in vars(_parse(*verb)).items() if name in table)
+
+
+def test_the_quick_generators_take_half_their_steps_at_64_px_unless_the_run_sets_them():
+    quick_steps = configs.preset("quick").gan.steps
+    assert run_config(_parse("run", "--size", "32")).gan.steps == quick_steps
+    at_64 = run_config(_parse("run", "--size", "64"))
+    assert (at_64.gan.size, at_64.data.size, at_64.gan.steps) == (64, 64, quick_steps // 2)
+    assert run_config(_parse("run", "--size", "64", "--gan-steps", "700")).gan.steps == 700
+    assert run_config(_parse("run", "--preset", "study", "--size", "64")).gan.steps == \
+        configs.preset("study").gan.steps  # the study preset's own shorter schedule stands
+    other = run_config(_parse("run", "--size", "64", "--gan", "acgan"))
+    assert (other.gan.model, other.gan.steps) == ("acgan", configs.gan_preset("quick", "acgan").steps)
+    trained = _parse("gan", "train", "--out", "x", "--size", "64")
+    assert configs.gan_preset(trained.preset, trained.model, trained.size).steps == quick_steps // 2

@@ -95,6 +95,17 @@ def test_a_plan_over_its_budget_says_so_and_offers_only_what_fits(size, speed, e
     assert expected in advice and "GPU" in advice
 
 
+def test_a_smaller_size_offered_is_estimated_with_that_sizes_generator_steps():
+    at_64, at_32 = configs.preset("quick", 64), configs.preset("quick", 32)
+    assert at_64.gan.steps < at_32.gan.steps  # the quick cgan's 64 px schedule is shorter
+    slow = reference_speeds(at_64).scaled(0.9, 0.9, 0.9)
+    at_32_speeds = slow.scaled(gan=(32 / 64) ** 2, classify=(32 / 64) ** 2)
+    expected = simulate(build_plan(at_32, 4708, at_32_speeds), 2) / 60
+    plan = build_plan(at_64, 4708, slow)
+    between = dataclasses.replace(at_64, budget_minutes=(expected + simulate(plan, 2) / 60) / 2)
+    assert f"--size 32 (about {expected:.0f} min)" in budget_advice(between, plan, 4708, slow, workers=2)
+
+
 @pytest.mark.slow
 def test_dry_run_names_the_speeds_its_estimate_comes_from(capsys, idle_machine):
     assert main(["run", "--preset", "smoke", "--dry-run"]) == 0

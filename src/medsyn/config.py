@@ -60,9 +60,9 @@ class GanConfig:
                                        # (generators/transfer.py); None: fresh weights
 
 
-def gan_preset(name: str, model: str = "cgan") -> GanConfig:
-    """GAN settings per preset and model. acgan keeps the original optimiser settings (RMSprop 1e-4 / 5e-5,
-    no augmentation, no EMA); only its width and resolution are scaled."""
+def gan_preset(name: str, model: str = "cgan", size: int | None = None) -> GanConfig:
+    """GAN settings per preset and model, at `size` px (default: the preset's). acgan keeps the original optimiser
+    settings (RMSprop 1e-4 / 5e-5, no augmentation, no EMA); only its width and resolution are scaled."""
     if model not in GAN_MODELS:
         raise MedsynError(f"unknown GAN model {model!r}; choose one of {', '.join(GAN_MODELS)}.")
     if name not in PRESETS:
@@ -80,15 +80,23 @@ def gan_preset(name: str, model: str = "cgan") -> GanConfig:
         return GanConfig(model=model, **{**sizes[name], "base_width": widths[name], **schedule.get(name, {})},
                          **original)
     # cgan quick: width 12 was chosen with benchmarks/gan_quality.py over width 8 and 16 (more steps beat more
-    # width). At 28 px cutout (half the side) hides most of the chest, so only colour and translation are applied.
+    # width). At 28 px cutout (half the side) hides most of the chest; colour augmentation cost label fidelity and
+    # FID at equal time (benchmarks/results/gan_quality_sweep_2026-12-01.json), so only translation is applied.
     # A quick run trains two generators side by side on one thread each: 1000 steps each keep the whole run within
     # the quick preset's budget_minutes on 2 cores (at 2800 steps the audit measured FID 0.34).
     # The auxiliary class head with Adam at 5e-4 for both networks was chosen on train/val at these 1000 steps for
     # its label fidelity (the head alone at lr 2e-4 moved little): benchmarks/results/gan_quality_tuning_2026-12-01.json;
     # at equal time beside the older cgan and acgan: benchmarks/results/gan_quality_2026-12-01.json.
-    tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="color,translation",
+    tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="translation",
                            ema_decay=0.995, aux_weight=0.3, lr_g=5e-4, lr_d=5e-4)}
-    return GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
+    config = GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
+    if size is None:
+        return config
+    if (name, model) == ("quick", "cgan") and size >= 64:
+        # A step at 64 px costs about 5x one at 28 px: half the steps keep a 64 px quick run within issue 20's time
+        # plan, chosen on train/val: benchmarks/results/gan_quality_chest_xray_224_64px_half_2026-12-01.json.
+        config = replace(config, steps=config.steps // 2, snapshot_every=config.snapshot_every // 2)
+    return replace(config, size=size)
 
 
 def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
@@ -206,19 +214,19 @@ class RunConfig:
         """The GAN settings of `model` with `seed`: the run's own for the primary model, else that model's preset
         at the run's size and device."""
         base = self.gan if model == self.gan.model else \
-            replace(gan_preset(self.preset, model), size=self.gan.size, device=self.gan.device)
+            replace(gan_preset(self.preset, model, self.gan.size), device=self.gan.device)
         return replace(base, seed=seed)
 
 
-def preset(name: str = "quick") -> RunConfig:
-    """The named preset. `smoke` is for tests, `quick` a real answer on 2 CPU cores, `study` the small-data learning
-    curve on a CPU (each within its `budget_minutes`), `full` the GPU-sized study at the original's width and
-    resolution."""
+def preset(name: str = "quick", size: int | None = None) -> RunConfig:
+    """The named preset, at `size` px (default: the preset's). `smoke` is for tests, `quick` a real answer on 2 CPU
+    cores, `study` the small-data learning curve on a CPU (each within its `budget_minutes`), `full` the GPU-sized
+    study at the original's width and resolution."""
     if name == "smoke":
         return RunConfig(
             preset=name,
-            data=DataConfig(size=28),
-            gan=gan_preset("smoke"),
+            data=DataConfig(size=size or 28),
+            gan=gan_preset("smoke", size=size),
             classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),  # one tiny epoch
             audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
                               max_samples=1000, n_memorization=1000, inception="off"),
@@ -231,10 +239,12 @@ def preset(name: str = "quick") -> RunConfig:
     if name == "quick":
         # Sized for budget_minutes on 2 CPU cores: two generators of 1000 steps side by side, then 5 arms x 4
         # replicates on both cores; a measured run: benchmarks/results/plan_accuracy_bundled-quick_2026-11-30.json.
-        # Inception-v3 at 299 px is minutes of CPU: the quick preset measures with the domain encoder.
-        return RunConfig(preset=name, data=DataConfig(size=28), gan=gan_preset("quick"),
+        # Inception-v3 at 299 px is minutes of CPU: the quick preset measures with the domain encoder, which at
+        # 32 px scored better on real val than at 64 px (benchmarks/results/audit_encoder_size_2026-12-01.json)
+        # in a quarter of the pixels.
+        return RunConfig(preset=name, data=DataConfig(size=size or 28), gan=gan_preset("quick", size=size),
                          classify=ClassifyConfig(epochs=6, patience=2),
-                         audit=AuditConfig(inception="off", kid_subsets=50),
+                         audit=AuditConfig(inception="off", kid_subsets=50, encoder_max_size=32),
                          arms=("real", "real+aug", "synth", "real+synth@1", "real+balance"),
                          seeds=(0, 1, 2, 3), n_generators=2, budget_minutes=15)
     if name == "study":
@@ -247,7 +257,8 @@ def preset(name: str = "quick") -> RunConfig:
         # early stopping on the 13-52 val images of the small sizes made `real` noisy and its curve flat; training
         # 10 epochs and keeping the last weights (round 4) gave a curve that rises with the data, 2-4x less seed
         # noise than 20 epochs with patience 5 (round 1), the same positive-control gain, at half the steps.
-        return RunConfig(preset=name, data=DataConfig(size=28), gan=replace(gan_preset("quick"), steps=400),
+        return RunConfig(preset=name, data=DataConfig(size=size or 28), gan=replace(gan_preset("quick", size=size),
+                                                                                   steps=400),
                          classify=ClassifyConfig(epochs=10, selection="last", min_epoch_steps=20),
                          audit=AuditConfig(inception="off", kid_subsets=20),
                          arms=("real", "real+heldout@1", "real+synth@1", "real+pretrain-synth@1",
@@ -257,8 +268,8 @@ def preset(name: str = "quick") -> RunConfig:
     if name == "full":
         return RunConfig(
             preset=name,
-            data=DataConfig(size=128),
-            gan=gan_preset("full"),
+            data=DataConfig(size=size or 128),
+            gan=gan_preset("full", size=size),
             classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4, threads=0),  # a GPU
             audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
                               n_memorization=20_000),

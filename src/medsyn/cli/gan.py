@@ -66,7 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
     from medsyn.errors import MedsynError
     from medsyn.fileio import check_out_dir, claim_out_dir
 
-    config = gan_preset(args.preset, args.model)
+    config = gan_preset(args.preset, args.model, args.size)
     if args.model != "ddpm" and (args.guidance is not None or args.sampling_steps is not None):
         raise MedsynError(f"--guidance and --sampling-steps apply to --model ddpm, not {args.model}.")
     config = apply_flags(config, args, GAN_FLAGS)

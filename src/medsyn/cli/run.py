@@ -113,13 +113,12 @@ def _run_cli(args) -> int:
 def run_config(args) -> configs.RunConfig:
     """The run's configuration from its flags: the preset, then every flag given on top of it (cli/flags.py's
     table)."""
-    config = configs.preset(args.preset)
+    config = configs.preset(args.preset, args.size)
     if args.gans is not None:  # an empty list too: the run's checks then refuse it
         config = dataclasses.replace(config, gans=args.gans)
         if args.gans and args.gans[0] in configs.GAN_MODELS and args.gans[0] != config.gan.model:
             # the run's own GAN settings are the primary model's, so --gan-steps, --size and --device reach it
-            primary = configs.gan_preset(args.preset, args.gans[0])
-            config = dataclasses.replace(config, gan=dataclasses.replace(primary, size=config.gan.size))
+            config = dataclasses.replace(config, gan=configs.gan_preset(args.preset, args.gans[0], config.gan.size))
     config = apply_flags(config, args, RUN_FLAGS)
     if config.unlabelled is not None and args.arms is None:
         from medsyn.classify.arms import with_unlabelled_arms

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medsyn.config import GAN_SIZES, RunConfig, fixed_or_chosen
+from medsyn.config import GAN_SIZES, RunConfig, fixed_or_chosen, gan_preset
 from medsyn.generators import generator_folder
 
 KINDS = ("data", "generator", "synthesize", "audit", "classify", "evaluate", "report")
@@ -294,7 +294,7 @@ def budget_advice(config: RunConfig, plan: list[Job], n_train: int | Sequence[in
                            "min)")
             break
     for size in sorted((s for s in GAN_SIZES if s < config.gan.size), reverse=True):
-        smaller = replace(config, gan=replace(config.gan, size=size), data=replace(config.data, size=size))
+        smaller = _at_size(config, size)
         if minutes(smaller, _scaled(speeds, config.gan.size, size)) <= budget:
             options.append(f"--size {size} (about {minutes(smaller, _scaled(speeds, config.gan.size, size)):.0f} "
                            "min)")
@@ -302,6 +302,14 @@ def budget_advice(config: RunConfig, plan: list[Job], n_train: int | Sequence[in
     options.append("a CUDA GPU (every job uses one when torch sees it)")
     return (f"this exceeds the {config.preset} preset's budget of {budget:g} min on this machine; what would fit: "
             + "; or ".join(options) + ".")
+
+
+def _at_size(config: RunConfig, size: int) -> RunConfig:
+    """`config` at another image size: generator steps become the preset's at that size unless the run set its
+    own (the quick cgan takes fewer steps at 64 px and above)."""
+    preset_steps = {s: gan_preset(config.preset, config.gan.model, s).steps for s in (config.gan.size, size)}
+    steps = preset_steps[size] if config.gan.steps == preset_steps[config.gan.size] else config.gan.steps
+    return replace(config, gan=replace(config.gan, size=size, steps=steps), data=replace(config.data, size=size))
 
 
 def _scaled(speeds, size: int, new_size: int):
