@@ -61,7 +61,7 @@ def parse(spec: str, base: GanConfig, preset_name: str) -> tuple[str, GanConfig,
     budgets = [float(b) for b in items.pop("budgets").split("+")] if "budgets" in items else None
     model = items.get("model")
     if model and model != base.model:
-        base = dataclasses.replace(gan_preset(preset_name, model), size=base.size)
+        base = gan_preset(preset_name, model, base.size)
     types = {f.name: f.type for f in dataclasses.fields(GanConfig)}
     changes = {}
     for key, value in items.items():
@@ -122,7 +122,8 @@ def acgan_baseline(cgan: GanConfig, preset_name: str, measure_one) -> list[dict]
     """cgan; acgan at the cgan's images seen; acgan for the cgan's training time (quiet seconds, so the other
     load on the machine during either run does not tilt it)."""
     cgan_row = measure_one("cgan", cgan)
-    acgan = dataclasses.replace(gan_preset(preset_name, "acgan"), steps=cgan.steps, batch_size=cgan.batch_size)
+    acgan = dataclasses.replace(gan_preset(preset_name, "acgan", cgan.size), steps=cgan.steps,
+                                batch_size=cgan.batch_size)
     same_images = measure_one("acgan=images", acgan)
     steps = max(1, round(cgan_row["quiet_s"] * same_images["steps_per_s"]))
     return [cgan_row, same_images, measure_one("acgan=time", dataclasses.replace(acgan, steps=steps))]
@@ -194,11 +195,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="medsyn-ganq-"))
-    data_config = preset(args.preset).data
-    data_config = dataclasses.replace(data_config, size=args.size or data_config.size)
+    data_config = preset(args.preset, args.size).data
     real = data.load(args.data, data_config)
-    audit_config = preset(args.preset).audit
-    base = dataclasses.replace(gan_preset(args.preset, args.model), size=data_config.size)
+    audit_config = preset(args.preset, args.size).audit
+    base = gan_preset(args.preset, args.model, data_config.size)
     rows = []
 
     def measure_one(name: str, config: GanConfig) -> dict:
@@ -229,7 +229,7 @@ def main() -> None:
     print(f"label accuracy of the same classifier on real val: {rows[0]['real_val_acc']:.3f}")
     print_per_class(rows)
     for r in rows:
-        own_preset = dataclasses.asdict(gan_preset(args.preset, r["config"]["model"]))
+        own_preset = dataclasses.asdict(gan_preset(args.preset, r["config"]["model"], data_config.size))
         changed = {k: v for k, v in r["config"].items() if own_preset.get(k) != v}
         print(f"  {r['name']}: {changed or 'preset'}")
     name = "gan_quality" if args.data is None else f"gan_quality_{Path(args.data).name}_{data_config.size}px"
