@@ -180,6 +180,23 @@ def test_an_arm_on_one_generator_gets_no_interval_only_its_spread():
     assert real["n_clusters"] == 6 and real["ci_low"] < real["mean"] < real["ci_high"]
 
 
+def test_an_arms_interval_stays_within_the_metrics_range():
+    """Two generators far apart (one near-perfect): a t interval at 1 df would reach past 1; every metric is a
+    share, so the shown interval is clipped to [0, 1]."""
+    rng = np.random.default_rng(5)
+    y = (rng.random(300) < 0.5).astype(int)
+    def replicate(quality):
+        p = 1 / (1 + np.exp(-(rng.normal(size=300) + quality * (2 * y - 1))))
+        return {"y_true": y, "proba": np.column_stack([1 - p, p]), "threshold": 0.5}
+    results = {"real": {r: replicate(1.0) for r in range(4)},
+               "synth": {r: replicate(6.0 if r < 2 else 0.5) for r in range(4)}}
+    summary = summarize_arms(results, {"synth": "real"}, n_bootstrap=200,
+                             clusters={"synth": {0: 0, 1: 0, 2: 1, 3: 1}})
+    bounds = [(m["ci_low"], m["ci_high"]) for m in summary["arms"]["synth"].values()]
+    assert all(0.0 <= low <= high <= 1.0 for low, high in bounds)
+    assert any(high == 1.0 for _, high in bounds) and any(low == 0.0 for low, _ in bounds)  # clipped, not narrow
+
+
 def test_a_synthetic_arm_is_also_compared_with_its_pseudo_label_baseline():
     from sklearn.metrics import roc_auc_score
 

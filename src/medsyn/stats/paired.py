@@ -233,6 +233,8 @@ def _shared_variance(boot: np.ndarray) -> float:
 def _arm_estimate(per_replicate: np.ndarray, bootstrap: np.ndarray, clusters: np.ndarray) -> dict:
     out = _estimate(per_replicate, bootstrap, clusters, with_p=False)
     out.pop("p_value")
+    if out["ci_low"] is not None:  # every metric is a share: a t interval on few generators can reach past [0, 1]
+        out["ci_low"], out["ci_high"] = max(0.0, out["ci_low"]), min(1.0, out["ci_high"])
     return {"mean": out.pop("mean"), "std": out["between_replicate_sd"], **out}
 
 
