@@ -4,9 +4,12 @@ in fixtures_app.py; both are loaded here as plugins, so every test file can ask 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from once import built_once
 
 pytest_plugins = ["tiny", "fixtures_app"]
 
@@ -19,6 +22,15 @@ DICOM_REFERENCE = FIXTURES / "dicom_reference"
 # it are skipped where it is absent.
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 CHEST_XRAY_224 = SHARED_DATA / "chest_xray_224"
+
+
+def pytest_configure(config):
+    """Test processes share the cores instead of each taking all of them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -36,6 +48,14 @@ def smoke_run(tmp_path_factory):
     the other executors are compared with."""
     from medsyn.cli import main
 
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    assert main(["run", "--preset", "smoke", "--executor", "sequential", "--out", str(out)]) == 0
-    return out
+    def build(out):
+        assert main(["run", "--preset", "smoke", "--executor", "sequential", "--out", str(out)]) == 0
+
+    return built_once(tmp_path_factory, "smoke", build)
+
+
+@pytest.fixture
+def idle_machine(monkeypatch):
+    """The system's load average as an idle machine's (the measuring thread alone), so that a measurement of this
+    machine's speed is kept, and read back by the next plan, however loaded the test machine is."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))

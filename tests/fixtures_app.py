@@ -16,6 +16,7 @@ from medsyn import classify
 from medsyn.app import export_model
 from medsyn.fileio import write_json
 from medsyn.stats.paired import summarize_arms
+from once import built_once
 from tiny import TINY_CLASSIFY
 
 APP_SEEDS = (0, 1)
@@ -35,14 +36,15 @@ def app_run(app_dataset, tmp_path_factory):
     """A run folder as `medsyn run` lays it out: arms/real/seed{0,1}/ from the real `train_arm` (the tiny classifier
     for two epochs of 64 images a step: after one epoch, seed 1 was still at chance on val, AUC 0.47) and
     results.json from `summarize_arms` over their test predictions."""
-    run = tmp_path_factory.mktemp("app-run")
-    config = dataclasses.replace(TINY_CLASSIFY, epochs=2, batch_size=64)
-    seed_dirs = {seed: run / "arms" / "real" / f"seed{seed}" for seed in APP_SEEDS}
-    for seed, folder in seed_dirs.items():
-        classify.train_arm(app_dataset, "real", seed, config, folder)
-    predictions = {"real": {seed: classify.read_predictions(folder) for seed, folder in seed_dirs.items()}}
-    write_json(run / "results.json", summarize_arms(predictions, {}, n_bootstrap=200, seed=0))
-    return run
+    def build(run):
+        config = dataclasses.replace(TINY_CLASSIFY, epochs=2, batch_size=64)
+        seed_dirs = {seed: run / "arms" / "real" / f"seed{seed}" for seed in APP_SEEDS}
+        for seed, folder in seed_dirs.items():
+            classify.train_arm(app_dataset, "real", seed, config, folder)
+        predictions = {"real": {seed: classify.read_predictions(folder) for seed, folder in seed_dirs.items()}}
+        write_json(run / "results.json", summarize_arms(predictions, {}, n_bootstrap=200, seed=0))
+
+    return built_once(tmp_path_factory, "app-run", build)
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def test_export_picks_the_best_seed_on_validation_and_writes_the_card(app_run, m
 
 
 @pytest.mark.slow
-def test_exported_model_reproduces_the_run_test_metrics_exactly(model_file, app_dataset):
+def test_exported_model_reproduces_the_run_test_metrics_to_the_last_bits(model_file, app_dataset):
     test = app_dataset.subset("test")
     from medsyn.app.predict import predict_arrays
 
@@ -79,8 +79,13 @@ def test_exported_model_reproduces_the_run_test_metrics_exactly(model_file, app_
     threshold = model_file.card["threshold"]["value"]
     saved = model_file.card["test_metrics"]
     recomputed = classification_metrics(test.labels, proba, threshold)
-    assert recomputed == {k: saved[k] for k in recomputed}
-    assert recomputed["n"] == 624
+    # The app's numpy softmax and the run's torch one may differ in the last bit of a probability, and so the AUC's
+    # trapezoid sum; every count must match exactly.
+    rates = {k for k, v in recomputed.items() if isinstance(v, float)}
+    assert {k: recomputed[k] for k in rates} == pytest.approx({k: saved[k] for k in rates}, rel=1e-12, abs=0)
+    counts = recomputed.keys() - rates
+    assert {k: recomputed[k] for k in counts} == {k: saved[k] for k in counts}
+    assert recomputed["n"] == 624 and {"auc", "sensitivity", "specificity"} <= rates
 
 
 @pytest.mark.slow

@@ -17,11 +17,12 @@ from medsyn import data
 from medsyn.cli import main
 from medsyn.config import AuditConfig, DataConfig, preset
 from medsyn.errors import MedsynError
-from medsyn.audit import features, fidelity
+from medsyn.audit import features, fidelity, memorization
 from medsyn.audit.run import FLOOR_SET, NEW_REAL_SET, _halves, as_synthetic, run_audit, table_rows
 
-# The smoke preset's settings, so `medsyn audit --preset smoke` in the CLI tests reuses the encoder trained here.
-CONFIG = preset("smoke").audit
+# The smoke preset's settings, so `medsyn audit --preset smoke` in the CLI tests reuses the encoder trained here;
+# every planted image is checked for near-copies.
+CONFIG = dataclasses.replace(preset("smoke").audit, n_memorization=600)
 
 
 # --- metrics against closed forms ---------------------------------------------------------------------------------
@@ -270,6 +271,30 @@ def test_encoder_is_cached_per_data_seed_and_training(real, audits, caplog, monk
     monkeypatch.setattr(features, "ENCODER_VERSION", features.ENCODER_VERSION + 1)  # another way of training
     other_training = features.encoder_cache_dir(real, CONFIG)
     assert len({first.info["cache"], str(other_seed), str(other_data), str(other_training)}) == 4
+
+
+def test_the_val_baseline_is_searched_once_per_dataset_and_a_damaged_copy_is_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    train = rng.integers(0, 256, (30, 28, 28, 1), dtype=np.uint8)
+    val = np.concatenate([train[:2, :, ::-1], rng.integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)])
+    vectors = rng.normal(size=(36, 4)).astype(np.float32)
+    args = (tmp_path, val, vectors[:6], train, vectors[6:])
+    first = memorization.cached_baseline(*args)
+    assert first.correlation_index[:2].tolist() == [0, 1] and first.transform[0].startswith("flip")
+    [saved] = tmp_path.glob("memorization-baseline-v*.npz")
+    with np.load(saved) as archive:
+        arrays = dict(archive)
+    arrays["correlation"] = np.full(6, 0.5)   # what the file says is what a second audit gets
+    np.savez(saved, **arrays)
+    again = memorization.cached_baseline(*args)
+    assert again.correlation.tolist() == [0.5] * 6 and again.transform == first.transform
+    assert np.array_equal(again.feature_index, first.feature_index)
+    np.savez(saved, **{**arrays, "pixel_index": np.full(6, 30)})  # a row past the training images
+    with pytest.raises(MedsynError, match="not the neighbours of 6 val images among 30 training images.*remove"):
+        memorization.cached_baseline(*args)
+    saved.write_bytes(b"not an npz")
+    with pytest.raises(MedsynError, match=f"{saved.name}.*damaged or not written by medsyn"):
+        memorization.cached_baseline(*args)
 
 
 @pytest.mark.slow

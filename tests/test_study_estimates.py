@@ -20,13 +20,6 @@ from medsyn.study.plan import estimate_line, reference_speeds, simulate
 TIMED_KINDS = ("generator", "synthesize", "audit", "classify")
 
 
-@pytest.fixture
-def idle_machine(monkeypatch):
-    """The system's load average as an idle machine's (the measuring thread alone), so that a measurement is kept
-    however loaded the test machine is."""
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
-
-
 @pytest.mark.slow
 def test_this_machine_is_measured_once_per_settings_and_read_back_after(idle_machine):
     smoke = configs.preset("smoke")  # at a width no other test plans with, so this test measures it first

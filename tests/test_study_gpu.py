@@ -58,7 +58,7 @@ def _estimates(capsys, *flags: str) -> dict[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("gan", ["cgan", "ddpm"])
-def test_gan_steps_and_epochs_shrink_the_primary_generator_and_the_classifiers(capsys, gan):
+def test_gan_steps_and_epochs_shrink_the_primary_generator_and_the_classifiers(capsys, gan, idle_machine):
     base = _estimates(capsys, "--preset", "full", "--gan", gan, "--gan-steps", "400", "--epochs", "4")
     half = _estimates(capsys, "--preset", "full", "--gan", gan, "--gan-steps", "200", "--epochs", "2")
     generator = next(name for name in base if name.endswith(f"gan/{gan}/g0"))

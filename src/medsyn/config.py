@@ -229,7 +229,7 @@ def preset(name: str = "quick", size: int | None = None) -> RunConfig:
             gan=gan_preset("smoke", size=size),
             classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),  # one tiny epoch
             audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
-                              max_samples=1000, n_memorization=1000, inception="off"),
+                              max_samples=1000, n_memorization=200, inception="off"),
             arms=("real", "real+aug", "synth", "real+synth@1"),
             seeds=(0, 1),
             n_generators=2,

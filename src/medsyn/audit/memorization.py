@@ -10,7 +10,8 @@ test, which only the final evaluation reads) with the training images. A synthet
 best correlation is above the (100 - `near_copy_percentile`)-th percentile of the val correlations (by default the
 99th: only 1 in 100 new real images matches a training image that well), or above `exact_copy_correlation`
 (an exact copy). Val images that duplicate a training image (above `exact_copy_correlation`) are counted and left
-out of the percentile: they are the data's own duplicates, not new images.
+out of the percentile: they are the data's own duplicates, not new images. The yardstick is the same for every
+audit of one dataset: it is searched once and cached beside the label-trained CNN.
 
 Also reported, as before: the nearest training image in raw pixel space (RMS difference on a 0..1 scale) and in
 the label-trained CNN's feature space.
@@ -18,9 +19,14 @@ the label-trained CNN's feature space.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from medsyn.errors import MedsynError
+from medsyn.fileio import atomic_path
 
 @dataclass
 class Neighbours:
@@ -72,6 +78,44 @@ def neighbours(query_images: np.ndarray, query_features: np.ndarray, train_image
     rms = np.sqrt(query_pixels.shape[1])  # L2 over D pixels -> RMS difference per pixel
     return Neighbours(correlation, correlation_index, transform, pixel_distance / rms, pixel_index,
                       feature_distance, feature_index)
+
+
+BASELINE_FILE = "memorization-baseline-v{version}.npz"
+NEIGHBOUR_ARRAYS = ("correlation", "correlation_index", "transform", "pixel_distance", "pixel_index",
+                    "feature_distance", "feature_index")
+
+
+def cached_baseline(folder: Path, val_images: np.ndarray, val_features: np.ndarray, train_images: np.ndarray,
+                    train_features: np.ndarray) -> Neighbours:
+    """The val images' neighbours among the training images: the same for every audit of one dataset, so kept in
+    `folder` (the label-trained CNN's cache folder, keyed by the train and val content and the encoder's settings)
+    and searched once per dataset and detector version."""
+    from medsyn.data.leaks import DETECTOR_VERSION
+
+    path = Path(folder) / BASELINE_FILE.format(version=DETECTOR_VERSION)
+    if path.is_file():
+        return _read_neighbours(path, len(val_images), len(train_images))
+    found = neighbours(val_images, val_features, train_images, train_features)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **{name: np.asarray(getattr(found, name)) for name in NEIGHBOUR_ARRAYS})
+    return found
+
+
+def _read_neighbours(path: Path, n_queries: int, n_references: int) -> Neighbours:
+    fix = f"it is medsyn's cache, damaged or not written by medsyn: remove the file {path} (the search runs again)"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in NEIGHBOUR_ARRAYS}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise MedsynError(f"{path}: {type(err).__name__}: {str(err)[:120]}; {fix}.") from None
+    indices = [arrays[name] for name in NEIGHBOUR_ARRAYS if name.endswith("_index")]
+    if any(a.shape != (n_queries,) for a in arrays.values()) or \
+            any(i.dtype.kind not in "iu" or (n_queries and not 0 <= i.min() <= i.max() < n_references) for i in indices):
+        raise MedsynError(f"{path}: not the neighbours of {n_queries} val images among {n_references} training "
+                          f"images; {fix}.")
+    arrays["transform"] = arrays["transform"].tolist()
+    return Neighbours(**arrays)
 
 
 def _ratio(a: float, b: float) -> float | None:

@@ -73,7 +73,8 @@ def run_audit(real: ImageSet, synthetic: ImageSet, out_dir: Path, config: AuditC
     val_features, val_probs = features.encode(classifier, val.images)
     found = memorization.neighbours(synthetic.images[checked], synthetic_features[checked], train.images,
                                     train_features)
-    baseline = memorization.neighbours(val.images, val_features, train.images, train_features)
+    baseline = memorization.cached_baseline(features.encoder_cache_dir(real, config), val.images, val_features,
+                                            train.images, train_features)
     memo, near_copy = memorization.summarize(found, baseline, synthetic.labels[checked], real.class_names,
                                              config.near_copy_percentile, config.exact_copy_correlation)
     memo["features"] = "label-trained-cnn (feature-space distances); flip/zoom/rotation/shift-tolerant correlation (near-copy rule)"

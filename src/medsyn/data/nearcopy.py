@@ -146,9 +146,8 @@ def best_matches(query_thumbs: np.ndarray, reference_thumbs: np.ndarray, candida
         which = torch.zeros((n, len(references)), dtype=torch.int16)
         for g in range(len(grid)):
             scores = _view(_warp(mirrored[bool(flips[g])], grid[g][None])) @ ref_view.T
-            better = scores > best
-            best = torch.maximum(scores, best)
-            which[better] = g
+            which.masked_fill_(scores > best, g)
+            torch.maximum(scores, best, out=best)
         if exclude_self:
             rows = torch.arange(n)
             best[rows, rows + start] = -3.0
