@@ -30,7 +30,9 @@ def pytest_configure(config):
     if workers > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        from medsyn.study.execute import default_workers  # the cores this process may use
+
+        torch.set_num_threads(max(1, default_workers() // workers))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -44,8 +46,8 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """`medsyn run --preset smoke` on the bundled data, in this process (the sequential executor): the reference
-    the other executors are compared with."""
+    """`medsyn run --preset smoke` on the bundled data, in the first test process that asks (the sequential
+    executor): the reference the other executors are compared with."""
     from medsyn.cli import main
 
     def build(out):
