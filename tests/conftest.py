@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from once import built_once
@@ -61,3 +62,16 @@ def idle_machine(monkeypatch):
     """The system's load average as an idle machine's (the measuring thread alone), so that a measurement of this
     machine's speed is kept, and read back by the next plan, however loaded the test machine is."""
     monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+
+
+def npz_with_damaged_member(path, **arrays):
+    """An npz whose first member's data has one byte changed: its CRC-32 fails when the data is read (and when the
+    header is, for a member smaller than zipfile's first read of 4 KiB)."""
+    np.savez(path, **arrays)
+    raw = bytearray(path.read_bytes())
+    first = next(iter(arrays.values()))
+    offset = raw.index(first.tobytes()[:64]) + 32
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+

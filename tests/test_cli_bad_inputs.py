@@ -784,9 +784,9 @@ def test_numeric_labels_are_one_class_and_patient_ids_ignore_case(tmp_path):
 
 def test_an_npz_over_the_memory_budget_is_refused_from_its_headers(tmp_path, monkeypatch, capsys):
     """Under the per-array limit, but more than this machine can hold (the budget set to 1 GiB here)."""
-    from medsyn.data import sources
+    from medsyn import fileio
 
-    monkeypatch.setattr(sources, "npz_budget", lambda: 1 << 30)
+    monkeypatch.setattr(fileio, "npz_budget", lambda: 1 << 30)
     path = _huge_header_npz(tmp_path / "big.npz", shape=(2048, 1024, 1024))
     assert main(["data", "info", str(path)]) == 2
     err = capsys.readouterr().err

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CHEST_XRAY_3CLASS, CHEST_XRAY_SMALL, DICOM_DIR, DICOM_REFERENCE
+from conftest import CHEST_XRAY_3CLASS, CHEST_XRAY_SMALL, DICOM_DIR, DICOM_REFERENCE, npz_with_damaged_member
 from medsyn import data
 from medsyn.cli import main
 from medsyn.config import DataConfig
@@ -262,3 +262,11 @@ def test_cli_error_has_no_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith("medsyn: error:") and "Traceback" not in result.stderr
+
+
+def test_an_npz_with_a_damaged_member_is_refused_with_the_fix(tmp_path, capsys):
+    images = np.random.default_rng(0).integers(0, 255, (40, 28, 28), dtype=np.uint8)
+    labels = np.arange(40) % 2
+    path = npz_with_damaged_member(tmp_path / "d.npz", train_images=images, train_labels=labels, val_images=images[:0],
+                                val_labels=labels[:0], test_images=images[:0], test_labels=labels[:0])
+    _fails(["data", "info", str(path)], capsys, "train_images cannot be read (BadZipFile")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import npz_with_damaged_member
 from medsyn import data
 from medsyn.data.unlabelled import UnlabelledPool, check_no_held_out, load_unlabelled
 from medsyn.errors import MedsynError
@@ -65,3 +66,13 @@ def test_a_source_that_is_neither_folder_nor_npz_is_refused(tmp_path):
     np.savez(tmp_path / "labels_only.npz", train_labels=np.zeros(3))
     with pytest.raises(MedsynError, match="no array named `images`"):
         load_unlabelled(tmp_path / "labels_only.npz", 28, 1, "center-crop")
+
+
+def test_an_npz_pool_with_a_damaged_member_is_refused_with_the_fix(small, tmp_path):
+    images = small.subset("train").images[:40, ..., 0]
+    path = npz_with_damaged_member(tmp_path / "pool.npz", images=images)
+    with pytest.raises(MedsynError, match=r"--unlabelled .*pool.npz: images cannot be read \(BadZipFile.*numpy.savez"):
+        load_unlabelled(path, 28, 1, "center-crop")
+    small_member = npz_with_damaged_member(tmp_path / "small.npz", images=images[:4])
+    with pytest.raises(MedsynError, match=r"small.npz: images has a damaged header \(BadZipFile"):
+        load_unlabelled(small_member, 28, 1, "center-crop")

@@ -60,6 +60,9 @@ class GanConfig:
                                        # (generators/transfer.py); None: fresh weights
 
 
+STUDY_GAN_STEPS = 400
+
+
 def gan_preset(name: str, model: str = "cgan", size: int | None = None) -> GanConfig:
     """GAN settings per preset and model, at `size` px (default: the preset's). acgan keeps the original optimiser
     settings (RMSprop 1e-4 / 5e-5, no augmentation, no EMA); only its width and resolution are scaled."""
@@ -67,7 +70,7 @@ def gan_preset(name: str, model: str = "cgan", size: int | None = None) -> GanCo
         raise MedsynError(f"unknown GAN model {model!r}; choose one of {', '.join(GAN_MODELS)}.")
     if name not in PRESETS:
         raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
-    name = {"study": "quick"}.get(name, name)  # the study preset's generators start from the quick ones
+    study, name = name == "study", {"study": "quick"}.get(name, name)  # the study's generators are the quick ones
     sizes = {"smoke": dict(size=28, steps=20, batch_size=16, base_width=8, snapshot_every=10, log_every=5),
              "quick": dict(size=28, steps=800, batch_size=32, base_width=8, snapshot_every=200),
              "full": dict(size=128, steps=50_000, batch_size=64, base_width=64, snapshot_every=2000, log_every=50)}
@@ -90,13 +93,13 @@ def gan_preset(name: str, model: str = "cgan", size: int | None = None) -> GanCo
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="translation",
                            ema_decay=0.995, aux_weight=0.3, lr_g=5e-4, lr_d=5e-4)}
     config = GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
-    if size is None:
-        return config
-    if (name, model) == ("quick", "cgan") and size >= 64:
+    if size is not None and name == "quick" and size >= 64:
         # A step at 64 px costs about 5x one at 28 px: half the steps keep a 64 px quick run within issue 20's time
         # plan, chosen on train/val: benchmarks/results/gan_quality_chest_xray_224_64px_half_2026-12-01.json.
         config = replace(config, steps=config.steps // 2, snapshot_every=config.snapshot_every // 2)
-    return replace(config, size=size)
+    if study:  # a generator per replicate and curve point (32 of them): each trains 400 steps at every size
+        config = replace(config, steps=STUDY_GAN_STEPS)
+    return replace(config, size=size or config.size)
 
 
 def _ddpm_preset(name: str, schedule: dict) -> GanConfig:
@@ -218,69 +221,54 @@ class RunConfig:
         return replace(base, seed=seed)
 
 
+# Every preset's run settings but its data size and generator (preset() adds those, at the run's size).
+RUN_PRESETS = {
+    # for tests
+    "smoke": dict(classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),  # one tiny epoch
+                  audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
+                                    max_samples=1000, n_memorization=200, inception="off"),
+                  arms=("real", "real+aug", "synth", "real+synth@1"), seeds=(0, 1), n_generators=2, n_bootstrap=200,
+                  budget_minutes=3),
+    # Sized for budget_minutes on 2 CPU cores: two generators of 1000 steps side by side, then 5 arms x 4
+    # replicates on both cores; a measured run: benchmarks/results/plan_accuracy_bundled-quick_2026-11-30.json.
+    # Inception-v3 at 299 px is minutes of CPU: the quick preset measures with the domain encoder, which at
+    # 32 px scored better on real val than at 64 px (benchmarks/results/audit_encoder_size_2026-12-01.json)
+    # in a quarter of the pixels.
+    "quick": dict(classify=ClassifyConfig(epochs=6, patience=2),
+                  audit=AuditConfig(inception="off", kid_subsets=50, encoder_max_size=32),
+                  arms=("real", "real+aug", "synth", "real+synth@1", "real+balance"),
+                  seeds=(0, 1, 2, 3), n_generators=2, budget_minutes=15),
+    # The small-data question on a CPU: a learning curve over 4 nested sizes of the real train split (2-25%; the
+    # whole split is the quick preset's question, and has no held-out images for a positive control), the
+    # strategies known to work (mixing, synthetic pretraining, filtering), the positive control (held-out real
+    # images at the same dose), 8 replicates with a generator each (generator randomness is replicated too):
+    # with 5, a gain of one paired sd could not pass Bonferroni over 4 comparisons (t at 4 df).
+    # Classifier recipe chosen on validation data only (benchmarks/small_data_recipe.py, its results files):
+    # early stopping on the 13-52 val images of the small sizes made `real` noisy and its curve flat; training
+    # 10 epochs and keeping the last weights (round 4) gave a curve that rises with the data, 2-4x less seed
+    # noise than 20 epochs with patience 5 (round 1), the same positive-control gain, at half the steps.
+    "study": dict(classify=ClassifyConfig(epochs=10, selection="last", min_epoch_steps=20),
+                  audit=AuditConfig(inception="off", kid_subsets=20),
+                  arms=("real", "real+heldout@1", "real+synth@1", "real+pretrain-synth@1", "real+filtered-synth@1"),
+                  seeds=tuple(range(8)), n_generators=8, train_sizes=(0.02, 0.05, 0.1, 0.25), budget_minutes=60),
+    # the GPU-sized study at the original's width and resolution
+    "full": dict(classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4, threads=0),
+                 audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
+                                   n_memorization=20_000),
+                 arms=("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
+                       "real+aug+synth", "real+pretrain-synth@1", "real+filtered-synth@1"),
+                 seeds=tuple(range(10)), n_generators=3, train_sizes=(0.02, 0.05, 0.1, 0.25, 1.0), n_bootstrap=10_000),
+}
+
+
 def preset(name: str = "quick", size: int | None = None) -> RunConfig:
     """The named preset, at `size` px (default: the preset's). `smoke` is for tests, `quick` a real answer on 2 CPU
     cores, `study` the small-data learning curve on a CPU (each within its `budget_minutes`), `full` the GPU-sized
     study at the original's width and resolution."""
-    if name == "smoke":
-        return RunConfig(
-            preset=name,
-            data=DataConfig(size=size or 28),
-            gan=gan_preset("smoke", size=size),
-            classify=ClassifyConfig(width=0.0625, epochs=1, batch_size=64),  # one tiny epoch
-            audit=AuditConfig(encoder_width=8, encoder_epochs=3, kid_subsets=10, kid_subset_size=200,
-                              max_samples=1000, n_memorization=200, inception="off"),
-            arms=("real", "real+aug", "synth", "real+synth@1"),
-            seeds=(0, 1),
-            n_generators=2,
-            n_bootstrap=200,
-            budget_minutes=3,
-        )
-    if name == "quick":
-        # Sized for budget_minutes on 2 CPU cores: two generators of 1000 steps side by side, then 5 arms x 4
-        # replicates on both cores; a measured run: benchmarks/results/plan_accuracy_bundled-quick_2026-11-30.json.
-        # Inception-v3 at 299 px is minutes of CPU: the quick preset measures with the domain encoder, which at
-        # 32 px scored better on real val than at 64 px (benchmarks/results/audit_encoder_size_2026-12-01.json)
-        # in a quarter of the pixels.
-        return RunConfig(preset=name, data=DataConfig(size=size or 28), gan=gan_preset("quick", size=size),
-                         classify=ClassifyConfig(epochs=6, patience=2),
-                         audit=AuditConfig(inception="off", kid_subsets=50, encoder_max_size=32),
-                         arms=("real", "real+aug", "synth", "real+synth@1", "real+balance"),
-                         seeds=(0, 1, 2, 3), n_generators=2, budget_minutes=15)
-    if name == "study":
-        # The small-data question on a CPU: a learning curve over 4 nested sizes of the real train split (2-25%; the
-        # whole split is the quick preset's question, and has no held-out images for a positive control), the
-        # strategies known to work (mixing, synthetic pretraining, filtering), the positive control (held-out real
-        # images at the same dose), 8 replicates with a generator each (generator randomness is replicated too):
-        # with 5, a gain of one paired sd could not pass Bonferroni over 4 comparisons (t at 4 df).
-        # Classifier recipe chosen on validation data only (benchmarks/small_data_recipe.py, its results files):
-        # early stopping on the 13-52 val images of the small sizes made `real` noisy and its curve flat; training
-        # 10 epochs and keeping the last weights (round 4) gave a curve that rises with the data, 2-4x less seed
-        # noise than 20 epochs with patience 5 (round 1), the same positive-control gain, at half the steps.
-        return RunConfig(preset=name, data=DataConfig(size=size or 28), gan=replace(gan_preset("quick", size=size),
-                                                                                   steps=400),
-                         classify=ClassifyConfig(epochs=10, selection="last", min_epoch_steps=20),
-                         audit=AuditConfig(inception="off", kid_subsets=20),
-                         arms=("real", "real+heldout@1", "real+synth@1", "real+pretrain-synth@1",
-                               "real+filtered-synth@1"),
-                         seeds=tuple(range(8)), n_generators=8, train_sizes=(0.02, 0.05, 0.1, 0.25),
-                         budget_minutes=60)
-    if name == "full":
-        return RunConfig(
-            preset=name,
-            data=DataConfig(size=size or 128),
-            gan=gan_preset("full", size=size),
-            classify=ClassifyConfig(width=1.0, epochs=60, patience=4, batch_size=64, lr=1e-4, threads=0),  # a GPU
-            audit=AuditConfig(encoder_width=32, encoder_epochs=30, encoder_patience=4, max_samples=10_000,
-                              n_memorization=20_000),
-            arms=("real", "real+aug", "synth", "real+synth@0.5", "real+synth@1", "real+synth@2", "real+balance",
-                  "real+aug+synth", "real+pretrain-synth@1", "real+filtered-synth@1"),
-            seeds=tuple(range(10)),
-            n_generators=3,
-            train_sizes=(0.02, 0.05, 0.1, 0.25, 1.0),
-            n_bootstrap=10_000,
-        )
-    raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    if name not in RUN_PRESETS:
+        raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    gan = gan_preset(name, size=size)
+    return RunConfig(preset=name, data=DataConfig(size=gan.size), gan=gan, **RUN_PRESETS[name])
 
 
 SEED_MAX = 2 ** 32 - 1      # seeds are numpy's: 0..2^32-1

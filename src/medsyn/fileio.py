@@ -15,6 +15,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -450,6 +451,70 @@ def load_tensors(path: str | os.PathLike, what: str, fix: str = "") -> dict:
     if not isinstance(state, dict):
         raise MedsynError(f"{what} {path}: holds a {type(state).__name__}, not a state dict of weights.{hint}")
     return state
+
+
+MAX_NPZ_ARRAY_BYTES = 16 << 30  # a header may declare any size; refuse before numpy tries to allocate it
+NPZ_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def open_npz(path: str | os.PathLike, where: str, fix: str):
+    """numpy's .npz archive at `path`, opened with allow_pickle=False (an object array cannot run code), for a
+    `with` block whose members are read with `read_npz_member`. The one way medsyn opens an npz: `where` starts
+    every message (the file, or the flag that named it) and `fix` ends it."""
+    import numpy as np
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except NPZ_READ_ERRORS as err:
+        raise MedsynError(f"{where}: not a readable .npz file ({type(err).__name__}: {str(err)[:120]}); "
+                          f"{fix}.") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise MedsynError(f"{where}: holds a single array, not an .npz archive; {fix}.")
+    return archive
+
+
+def npz_member_bytes(archive, key: str, where: str) -> int:
+    """The size an npz member decodes to, from its header alone; a header declaring Python objects is refused."""
+    import numpy as np
+
+    try:
+        with archive.zip.open(key + ".npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+    except NPZ_READ_ERRORS as err:  # a small member is read whole, so its CRC-32 is checked here
+        raise MedsynError(f"{where}: {key} has a damaged header ({type(err).__name__}: {str(err)[:120]}); the "
+                          "file is damaged.") from None
+    if dtype.hasobject:
+        raise MedsynError(f"{where}: {key} holds Python objects (dtype object), which medsyn never unpickles; "
+                          "save it as a numeric (or, for class_names, string) array.")
+    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if declared > MAX_NPZ_ARRAY_BYTES:
+        raise MedsynError(f"{where}: {key} declares shape {shape} ({declared / 2**30:,.0f} GiB), over the "
+                          f"{MAX_NPZ_ARRAY_BYTES >> 30} GiB limit; the file is damaged or far too large.")
+    return declared
+
+
+def read_npz_member(archive, key: str, where: str, fix: str):
+    """One array of an open npz, refused before loading when its header declares Python objects or a huge size."""
+    if key not in archive.files:
+        raise MedsynError(f"{where}: no array {key!r} (it holds {', '.join(archive.files) or 'nothing'}); {fix}.")
+    npz_member_bytes(archive, key, where)
+    try:
+        return archive[key]
+    except NPZ_READ_ERRORS as err:
+        raise MedsynError(f"{where}: {key} cannot be read ({type(err).__name__}: {str(err)[:120]}); {fix}.") from None
+
+
+def npz_budget() -> int:
+    """Bytes all members of an npz may decode to together: a quarter of this machine's memory (at most
+    MAX_NPZ_ARRAY_BYTES), checked from the members' headers before any is loaded; conversion needs more again."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        physical = 16 << 30
+    return min(MAX_NPZ_ARRAY_BYTES, physical // 4)
 
 
 def tensors_buffer(state: dict):

@@ -19,14 +19,14 @@ the label-trained CNN's feature space.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medsyn.data import nearcopy
 from medsyn.errors import MedsynError
-from medsyn.fileio import atomic_path
+from medsyn.fileio import atomic_path, open_npz, read_npz_member
 
 @dataclass
 class Neighbours:
@@ -63,9 +63,7 @@ def nearest(queries: np.ndarray, references: np.ndarray, batch_size: int = 1024)
 def best_matches(queries: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
     """For each query image, its best-matching training image by the near-copy detector: (correlation, training
     index, transform)."""
-    from medsyn.data.nearcopy import best_matches as search, thumbnails
-
-    found = search(thumbnails(queries), thumbnails(train))
+    found = nearcopy.best_matches(nearcopy.thumbnails(queries), nearcopy.thumbnails(train))
     return found.best, found.best_index, found.transform
 
 
@@ -90,9 +88,7 @@ def cached_baseline(folder: Path, val_images: np.ndarray, val_features: np.ndarr
     """The val images' neighbours among the training images: the same for every audit of one dataset, so kept in
     `folder` (the label-trained CNN's cache folder, keyed by the train and val content and the encoder's settings)
     and searched once per dataset and detector version."""
-    from medsyn.data.leaks import DETECTOR_VERSION
-
-    path = Path(folder) / BASELINE_FILE.format(version=DETECTOR_VERSION)
+    path = Path(folder) / BASELINE_FILE.format(version=nearcopy.DETECTOR_VERSION)
     if path.is_file():
         return _read_neighbours(path, len(val_images), len(train_images))
     found = neighbours(val_images, val_features, train_images, train_features)
@@ -104,11 +100,8 @@ def cached_baseline(folder: Path, val_images: np.ndarray, val_features: np.ndarr
 
 def _read_neighbours(path: Path, n_queries: int, n_references: int) -> Neighbours:
     fix = f"it is medsyn's cache, damaged or not written by medsyn: remove the file {path} (the search runs again)"
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in NEIGHBOUR_ARRAYS}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
-        raise MedsynError(f"{path}: {type(err).__name__}: {str(err)[:120]}; {fix}.") from None
+    with open_npz(path, str(path), fix) as archive:
+        arrays = {name: read_npz_member(archive, name, str(path), fix) for name in NEIGHBOUR_ARRAYS}
     indices = [arrays[name] for name in NEIGHBOUR_ARRAYS if name.endswith("_index")]
     if any(a.shape != (n_queries,) for a in arrays.values()) or \
             any(i.dtype.kind not in "iu" or (n_queries and not 0 <= i.min() <= i.max() < n_references) for i in indices):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +33,13 @@ def load_entry(folder: Path) -> tuple[dict[str, np.ndarray], dict] | None:
     if not (arrays.is_file() and meta.is_file()):
         return None
     from medsyn.errors import MedsynError
-    from medsyn.fileio import Field, read_json
+    from medsyn.fileio import Field, open_npz, read_json, read_npz_member
 
     fix = f"medsyn's decode cache entry {folder} is damaged or was not written by medsyn: remove that folder"
     info = read_json(meta, {"class_names": Field(list, items=str), "skipped": Field(list, items=str),
                             "ignored": Field(int, low=0), "notes": Field(list, items=str)}, fix)
-    try:
-        with np.load(arrays, allow_pickle=False) as archive:
-            data = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
-        raise MedsynError(f"{arrays}: {type(err).__name__}: {str(err)[:120]}; {fix}.") from err
+    with open_npz(arrays, str(arrays), fix) as archive:
+        data = {k: read_npz_member(archive, k, str(arrays), fix) for k in archive.files}
     lengths = {len(data[k]) if k in data and data[k].ndim else None for k in ENTRY_ARRAYS}
     if len(lengths) != 1 or None in lengths:
         raise MedsynError(f"{arrays}: not the arrays {', '.join(ENTRY_ARRAYS)} of one length; {fix}.")

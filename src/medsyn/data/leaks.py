@@ -15,7 +15,6 @@ from medsyn.data import nearcopy
 from medsyn.errors import MedsynError
 
 LEAK_POLICIES = ("error", "resplit", "allow")
-DETECTOR_VERSION = 2       # bump when the detector or its threshold changes: cached results are then recomputed
 HELD_OUT = (("val", ("train",)), ("test", ("train", "val")))
 MAX_RESPLIT_ROUNDS = 5
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medsyn.config import ASPECT_POLICIES, DataConfig
-from medsyn.data import cache
+from medsyn.data import cache, nearcopy
 from medsyn.data.dataset import SPLITS, ImageSet
 from medsyn.data import leaks as leak_guard
 from medsyn.data.images import BadImage, load_image, native_size, resize_square, to_channels
@@ -81,8 +81,8 @@ def _leak_guard(path: Path, config: DataConfig, decoded: dict) -> tuple[np.ndarr
     if len({s for s in given.tolist() if s}) < 2:
         return given, None, []
     key = {k: v for k, v in _cache_key(path, config).items() if k not in ("size", "channels", "aspect")}
-    folder = cache.entry_dir(f"{path.stem or path.name}-leaks", {**key, "detector": leak_guard.DETECTOR_VERSION,
-                                                                    "threshold": leak_guard.nearcopy.SAME_IMAGE_CORRELATION})
+    folder = cache.entry_dir(f"{path.stem or path.name}-leaks", {**key, "detector": nearcopy.DETECTOR_VERSION,
+                                                                    "threshold": nearcopy.SAME_IMAGE_CORRELATION})
     fix = f"medsyn's leak-guard cache {folder} is damaged or was not written by medsyn: remove that folder"
     found = read_json(folder / "leaks.json", LEAKS, fix) if (folder / "leaks.json").is_file() else None
     if found is None:

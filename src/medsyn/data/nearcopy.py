@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DETECTOR_VERSION = 2  # bump when the detector or its threshold changes: cached results (leaks, audit yardstick) are
+                      # then recomputed
 THUMB = 32            # thumbnail side (pixels), stretched from the source image
 BLUR_SIGMA = 1.0      # Gaussian blur of the equalised thumbnail, in thumbnail pixels
 VIEW_CROP = 2         # border (at half resolution, 16 px) left out of the comparison: what a warp fills in

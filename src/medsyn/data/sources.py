@@ -8,9 +8,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import os
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +15,9 @@ import numpy as np
 
 from medsyn.data.images import CONVERSIONS, BadImage, conversion_rule, image_format, is_image_file, to_uint8
 from medsyn.data.splits import patient_from_filename
+from medsyn import fileio
 from medsyn.errors import MedsynError
+from medsyn.fileio import npz_member_bytes, open_npz, read_npz_member
 
 NPZ_KEYS = tuple(f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels"))
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -56,50 +55,34 @@ def fingerprint_files(paths) -> str:
 
 # ---------------------------------------------------------------- npz
 
-MAX_NPZ_ARRAY_BYTES = 16 << 30  # a header may declare any size; refuse before numpy tries to allocate it
+NPZ_FIX = "save the splits with numpy.savez in the MedMNIST layout (train_images, train_labels, ...)"
 MAX_CLASSES = 10_000            # labels are checked against this (or the class list) before anything is sized by them
 
 
-def npz_budget() -> int:
-    """Bytes all members of an npz may decode to together: a quarter of this machine's memory (at most
-    MAX_NPZ_ARRAY_BYTES), checked from the members' headers before any is loaded; conversion needs more again."""
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        physical = 16 << 30
-    return min(MAX_NPZ_ARRAY_BYTES, physical // 4)
-
-
 def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise MedsynError(f"{path}: not a readable .npz file ({err}); expected numpy's savez format.") from err
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise MedsynError(f"{path}: holds a single array, not an .npz archive; save the splits with numpy.savez.")
-    with archive:
+    with open_npz(path, str(path), NPZ_FIX) as archive:
         missing = [k for k in NPZ_KEYS if k not in archive.files]
         if missing:
             raise MedsynError(f"{path}: missing key(s) {', '.join(missing)}; a MedMNIST-layout npz needs "
                               f"{', '.join(NPZ_KEYS)} (a split may have 0 rows).")
         keys = list(NPZ_KEYS) + (["class_names"] if "class_names" in archive.files else [])
-        declared = {key: _declared_bytes(archive, key, path) for key in keys}
-        budget = npz_budget()
+        declared = {key: npz_member_bytes(archive, key, str(path)) for key in keys}
+        budget = fileio.npz_budget()
         if sum(declared.values()) > budget:
             raise MedsynError(f"{path}: its arrays decode to {sum(declared.values()) / 2**30:,.1f} GiB together, "
                               f"over the memory budget of {budget / 2**30:,.1f} GiB (a quarter of this machine's "
                               "memory); use a smaller file (fewer or smaller images).")
         images, labels, split = [], [], []
         for s in ("train", "val", "test"):
-            x = _read_array(archive, f"{s}_images", path)
-            y = normalise_labels(_read_array(archive, f"{s}_labels", path), f"{path}: {s}_labels")
+            x = read_npz_member(archive, f"{s}_images", str(path), NPZ_FIX)
+            y = normalise_labels(read_npz_member(archive, f"{s}_labels", str(path), NPZ_FIX), f"{path}: {s}_labels")
             if len(x) != len(y):
                 raise MedsynError(f"{path}: {s}_images has {len(x)} rows but {s}_labels has {len(y)}; "
                                   "each image needs exactly one label.")
             images.append(x)
             labels.append(y)
             split += [s] * len(x)
-        names = _npz_class_names(_read_array(archive, "class_names", path), path) \
+        names = _npz_class_names(read_npz_member(archive, "class_names", str(path), NPZ_FIX), path) \
             if "class_names" in archive.files else None
     if not sum(map(len, images)):
         raise MedsynError(f"{path}: every split has 0 images; the file holds no data.")
@@ -138,35 +121,6 @@ def _npz_class_names(values: np.ndarray, path: Path) -> tuple[str, ...]:
     names = tuple(str(n) for n in values)
     check_class_names(names, f"{path}: class_names")
     return names
-
-
-def _declared_bytes(archive, key: str, path: Path) -> int:
-    """The size an npz member decodes to, from its header alone; a header declaring Python objects is refused."""
-    with archive.zip.open(key + ".npy") as member:
-        try:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(member)
-        except ValueError as err:
-            raise MedsynError(f"{path}: {key} has a damaged header ({err}).") from err
-    if dtype.hasobject:
-        raise MedsynError(f"{path}: {key} holds Python objects (dtype object), which medsyn never unpickles; "
-                          "save it as a numeric (or, for class_names, string) array.")
-    declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    if declared > MAX_NPZ_ARRAY_BYTES:
-        raise MedsynError(f"{path}: {key} declares shape {shape} ({declared / 2**30:,.0f} GiB), over the "
-                          f"{MAX_NPZ_ARRAY_BYTES >> 30} GiB limit; the file is damaged or far too large.")
-    return declared
-
-
-def _read_array(archive, key: str, path: Path) -> np.ndarray:
-    """One array of an npz, refused before loading when its header declares Python objects or a huge size."""
-    _declared_bytes(archive, key, path)
-    try:
-        return archive[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise MedsynError(f"{path}: {key} cannot be read ({err}); the file is damaged.") from err
 
 
 def medmnist_class_names(path: Path) -> tuple[str, ...] | None:

@@ -9,7 +9,6 @@ control's pool. A pool never holds a val or test image: `check_no_held_out` refu
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from medsyn.data import nearcopy
 from medsyn.data.dataset import ImageSet
 from medsyn.data.images import BadImage, is_image_file, load_image, resize_square, to_channels, to_uint8
 from medsyn.data.info import pixel_digest
-from medsyn.data.sources import _declared_bytes, npz_budget
 from medsyn.errors import MedsynError
+from medsyn.fileio import npz_budget, npz_member_bytes, open_npz, read_npz_member
 
 REST = "rest"  # --unlabelled rest: a learning-curve point's train images outside its subset, without labels
 
@@ -110,21 +109,16 @@ def _read_folder(root: Path) -> tuple[list[np.ndarray], list[str]]:
 
 def _read_npz(path: Path) -> tuple[list[np.ndarray], list[str]]:
     """Every `*images` array of the file; any other array (labels included) is never read."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise MedsynError(f"--unlabelled {path}: not a readable .npz file ({err}).") from err
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise MedsynError(f"--unlabelled {path}: holds a single array; save the images with numpy.savez(images=...).")
-    with archive:
+    where, fix = f"--unlabelled {path}", "save the images with numpy.savez(images=...)"
+    with open_npz(path, where, fix) as archive:
         keys = sorted(k for k in archive.files if k.endswith("images"))
         if not keys:
             raise MedsynError(f"--unlabelled {path}: no array named `images` or `<split>_images` (it holds "
                               f"{', '.join(archive.files) or 'nothing'}).")
-        if sum(_declared_bytes(archive, k, path) for k in keys) > npz_budget():
+        if sum(npz_member_bytes(archive, k, where) for k in keys) > npz_budget():
             raise MedsynError(f"--unlabelled {path}: its images exceed the memory budget (a quarter of this "
                               "machine's memory); use a smaller file.")
-        arrays = {k: archive[k] for k in keys}
+        arrays = {k: read_npz_member(archive, k, where, fix) for k in keys}
     images, paths = [], []
     for key, array in arrays.items():
         if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[3] not in (1, 3)):
