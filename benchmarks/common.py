@@ -2,7 +2,7 @@
 
 A timing alone says little: the same run takes 1x or 2x as long on one machine as on another, or on one shared
 machine from one hour to the next. So every results file records, measured in the same invocation, the
-**reference speed**: the quick preset's cgan (training steps/s) and the quick preset's classifier (training
+**reference speed**: a fixed cgan (`REFERENCE_GAN`, training steps/s) and the quick preset's classifier (training
 images/s), each on ONE torch thread in one process (the first layout of benchmarks/threads.py). A figure from
 another machine compares through it: a machine at half the reference speed takes about twice the time.
 
@@ -28,18 +28,22 @@ HEADER_FIELDS = ("benchmark", "date", "machine", "python", "torch", "command", "
 # building, the final checkpoint) stays in the time, as benchmarks/threads.py measures it.
 REFERENCE_GAN_STEPS = 60
 REFERENCE_CLASSIFY_STEPS = 40
+# The reference cgan: the quick preset's cgan of 2026-12-01 before its minibatch standard deviation layer, fixed here
+# so that the reference speeds of older and newer results files measure the same work.
+REFERENCE_GAN = dict(model="cgan", size=28, batch_size=32, base_width=12, diffaugment="translation", ema_decay=0.995,
+                     aux_weight=0.3, lr_g=5e-4, lr_d=5e-4)
 
 
 def gan_rate(threads: int, steps: int) -> float:
-    """Training steps/s of the quick preset's cgan on `threads` torch threads (start-up included)."""
+    """Training steps/s of the reference cgan on `threads` torch threads (start-up included)."""
     import torch
 
     from medsyn import data, generators
-    from medsyn.config import gan_preset, preset
+    from medsyn.config import GanConfig, preset
 
     torch.set_num_threads(threads)
     dataset = data.load(None, preset("quick").data)
-    config = dataclasses.replace(gan_preset("quick"), steps=steps, snapshot_every=10 ** 6)
+    config = GanConfig(**REFERENCE_GAN, steps=steps, snapshot_every=10 ** 6)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         generators.train(dataset, config, tmp, progress=False)

@@ -1,7 +1,7 @@
 """Threads per process on this machine: one process with 1 thread, one with 2 threads, and two 1-thread processes
-side by side, for the quick cgan (training steps/s) and the quick classifier (training images/s). Prints the
-throughput of each layout and its ratio to one 1-thread process, which is how `medsyn run` chooses its default
-(one thread per job, as many workers as cores).
+side by side, for the reference cgan (training steps/s; benchmarks/common.py) and the quick classifier (training
+images/s). Prints the throughput of each layout and its ratio to one 1-thread process, which is how `medsyn run`
+chooses its default (one thread per job, as many workers as cores).
 
     python benchmarks/threads.py [--gan-steps 150] [--classify-steps 60] [--note TEXT]
 

@@ -123,12 +123,13 @@ def test_run_folder_is_never_silently_reused(bundled, checkpoint):
         generators.train(bundled, tiny("cgan", base_width=8), run, resume=True, progress=False)
 
 
-def test_a_cgan_with_a_class_head_trains_logs_and_checkpoints_its_head(tmp_path):
+def test_a_cgan_with_a_class_head_and_minibatch_std_trains_logs_and_checkpoints_them(tmp_path):
     xrays = data.load(CHEST_XRAY_SMALL, DataConfig(size=64))
-    config = tiny("cgan", size=64, batch_size=4, aux_weight=0.5)
+    config = tiny("cgan", size=64, batch_size=4, aux_weight=0.5, mbstd_group=2)
     generators.train(xrays, config, tmp_path / "run", progress=False)
     state = torch.load(tmp_path / "run" / "final.pt", weights_only=True)
     assert any(key.startswith("classify.") for key in state["discriminator"])
+    assert any(key.startswith("mbstd_conv.") for key in state["discriminator"])
     assert {"d_aux", "g_aux"} <= set(generators.read_log(tmp_path / "run")[-1])
     generators.load_generator(tmp_path / "run" / "final.pt")  # sampling needs nothing of the head
 
@@ -138,6 +139,12 @@ def test_a_cgan_with_a_class_head_trains_logs_and_checkpoints_its_head(tmp_path)
 def test_the_class_head_is_a_cgan_option(model, option):
     with pytest.raises(MedsynError, match="cgan option"):
         generators.check_config(dataclasses.replace(tiny(model), **option))
+
+
+@pytest.mark.parametrize("model, group", [("acgan", 4), ("ddpm", 4), ("cgan", 1), ("cgan", -2)])
+def test_minibatch_std_is_a_cgan_option_over_groups_of_two_or_more(model, group):
+    with pytest.raises(MedsynError, match="minibatch standard deviation layer is a cgan option"):
+        generators.check_config(dataclasses.replace(tiny(model), mbstd_group=group))
 
 
 def test_the_family_registry_and_the_settings_name_the_same_families():

@@ -106,6 +106,36 @@ def test_cgan_auxiliary_cross_entropy_reaches_the_generator_and_trains_the_head_
     assert head.grad is not None and float(head.grad.abs().sum()) > 0
 
 
+def test_minibatch_std_is_the_spread_of_each_group_of_consecutive_images():
+    h = torch.zeros(6, 3, 2, 2)
+    h[1] = 2.0                    # group (0, 1): every feature 0 and 2, standard deviation 1
+    h[2:4] = 5.0                  # group (2, 3): two identical images, 0
+    h[4], h[5] = -1.0, 3.0        # group (4, 5): 2
+    std = cgan.minibatch_std(h, 2)
+    assert std.shape == (6, 1, 2, 2) and bool((std == std[:, :, :1, :1]).all())  # one value per image
+    assert std[:, 0, 0, 0].tolist() == pytest.approx([1, 1, 0, 0, 2, 2], abs=1e-3)
+    # 6 images do not divide into groups of 4: groups of 3, (0, 2, 5) and (5, -1, 3)
+    assert cgan.minibatch_std(h, 4)[:, 0, 0, 0].tolist() == pytest.approx(
+        [math.sqrt(38 / 9)] * 3 + [math.sqrt(56 / 9)] * 3, abs=1e-3)
+
+
+def test_a_discriminator_with_minibatch_std_scores_an_image_with_its_group_only():
+    torch.manual_seed(0)
+    _, plain = cgan.networks(28, 1, 2, latent_dim=16, width=4)
+    torch.manual_seed(0)
+    _, with_std = cgan.networks(28, 1, 2, latent_dim=16, width=4, mbstd_group=4)
+    assert not any("mbstd" in key for key in plain.state_dict()), "old checkpoints' D still loads"
+    shared = {k: v for k, v in with_std.state_dict().items() if "mbstd" not in k}
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in shared.items()), "the layer is drawn last"
+    plain.eval(), with_std.eval()  # no power iteration, so every call sees the same weights
+    x, y = torch.randn(8, 1, 28, 28), torch.tensor([0, 1] * 4)
+    changed = x.clone()
+    changed[3] += 1.0
+    moved = with_std(changed, y) != with_std(x, y)
+    assert moved.tolist() == [True] * 4 + [False] * 4   # image 3's group (0-3) sees it, the next group does not
+    assert (plain(changed, y) != plain(x, y)).tolist() == [False] * 3 + [True] + [False] * 4
+
+
 def test_least_squares_and_class_losses_of_acgan_on_hand_computed_scores():
     real, fake = images([1.0, 0.5]), images([0.0, 0.25])
     y_real, y_fake = torch.tensor([0, 1]), torch.tensor([1, 0])

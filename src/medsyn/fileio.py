@@ -473,7 +473,7 @@ def open_npz(path: str | os.PathLike, where: str, fix: str):
     return archive
 
 
-def npz_member_bytes(archive, key: str, where: str) -> int:
+def npz_member_bytes(archive, key: str, where: str, fix: str) -> int:
     """The size an npz member decodes to, from its header alone; a header declaring Python objects is refused."""
     import numpy as np
 
@@ -484,11 +484,11 @@ def npz_member_bytes(archive, key: str, where: str) -> int:
                 np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(member)
     except NPZ_READ_ERRORS as err:  # a small member is read whole, so its CRC-32 is checked here
-        raise MedsynError(f"{where}: {key} has a damaged header ({type(err).__name__}: {str(err)[:120]}); the "
-                          "file is damaged.") from None
+        raise MedsynError(f"{where}: {key} has a damaged header ({type(err).__name__}: {str(err)[:120]}); "
+                          f"{fix}.") from None
     if dtype.hasobject:
-        raise MedsynError(f"{where}: {key} holds Python objects (dtype object), which medsyn never unpickles; "
-                          "save it as a numeric (or, for class_names, string) array.")
+        raise MedsynError(f"{where}: {key} holds Python objects (dtype object), which medsyn never unpickles (numbers "
+                          f"and strings only); {fix}.")
     declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if declared > MAX_NPZ_ARRAY_BYTES:
         raise MedsynError(f"{where}: {key} declares shape {shape} ({declared / 2**30:,.0f} GiB), over the "
@@ -500,7 +500,7 @@ def read_npz_member(archive, key: str, where: str, fix: str):
     """One array of an open npz, refused before loading when its header declares Python objects or a huge size."""
     if key not in archive.files:
         raise MedsynError(f"{where}: no array {key!r} (it holds {', '.join(archive.files) or 'nothing'}); {fix}.")
-    npz_member_bytes(archive, key, where)
+    npz_member_bytes(archive, key, where, fix)
     try:
         return archive[key]
     except NPZ_READ_ERRORS as err:

@@ -66,7 +66,7 @@ def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
             raise MedsynError(f"{path}: missing key(s) {', '.join(missing)}; a MedMNIST-layout npz needs "
                               f"{', '.join(NPZ_KEYS)} (a split may have 0 rows).")
         keys = list(NPZ_KEYS) + (["class_names"] if "class_names" in archive.files else [])
-        declared = {key: npz_member_bytes(archive, key, str(path)) for key in keys}
+        declared = {key: npz_member_bytes(archive, key, str(path), NPZ_FIX) for key in keys}
         budget = fileio.npz_budget()
         if sum(declared.values()) > budget:
             raise MedsynError(f"{path}: its arrays decode to {sum(declared.values()) / 2**30:,.1f} GiB together, "

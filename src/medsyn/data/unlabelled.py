@@ -115,7 +115,7 @@ def _read_npz(path: Path) -> tuple[list[np.ndarray], list[str]]:
         if not keys:
             raise MedsynError(f"--unlabelled {path}: no array named `images` or `<split>_images` (it holds "
                               f"{', '.join(archive.files) or 'nothing'}).")
-        if sum(npz_member_bytes(archive, k, where) for k in keys) > npz_budget():
+        if sum(npz_member_bytes(archive, k, where, fix) for k in keys) > npz_budget():
             raise MedsynError(f"--unlabelled {path}: its images exceed the memory budget (a quarter of this "
                               "machine's memory); use a smaller file.")
         arrays = {k: read_npz_member(archive, k, where, fix) for k in keys}

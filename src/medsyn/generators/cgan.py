@@ -3,10 +3,11 @@
 Generator: BigGAN-style residual up-blocks with class-conditional batch norm (the class picks each block's gain
 and bias), tanh output in [-1, 1]. Discriminator: residual down-blocks, spectral norm on every layer, projection
 conditioning (score = linear(h) + <embed(y), h>), optionally an auxiliary class head on the same features
-(GanConfig.aux_weight). Hinge loss, Adam(0, 0.99); the training loop adds DiffAugment on
-real and fake images, an EMA copy of the generator and optional lazy R1. Works for any channel and class count;
-`base_width` sets the cost: 12 at 28 px (quick) is 0.26 M + 0.04 M parameters for a CPU; 64 at 128 px (full) is
-13 M + 15 M parameters for a GPU.
+(GanConfig.aux_weight) and a minibatch standard deviation layer before one last convolution (GanConfig.mbstd_group).
+Hinge loss, Adam(0, 0.99); the training loop adds DiffAugment on real and fake images, an EMA copy of the generator
+and optional lazy R1. Works for any channel and class count; `base_width` sets the cost: 12 at 28 px (quick, with
+the minibatch std layer) is 0.26 M + 0.06 M parameters for a CPU; 64 at 128 px (full) is 13 M + 15 M parameters for
+a GPU.
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ class DownBlock(nn.Module):
 
 class Discriminator(nn.Module):
     """Projection discriminator; with aux_weight > 0 also an auxiliary class head on the same pooled features
-    (ACGAN-style), whose cross-entropy the losses add with that weight. The head exists only when used, so a
-    discriminator without it has the parameters (and the initial random draws) it always had."""
+    (ACGAN-style), whose cross-entropy the losses add with that weight; with mbstd_group > 0 a minibatch standard
+    deviation layer. Each exists only when used, so a discriminator without them has the parameters (and the initial
+    random draws) it always had."""
 
-    def __init__(self, size: int, channels: int, n_classes: int, width: int = 16, aux_weight: float = 0.0):
+    def __init__(self, size: int, channels: int, n_classes: int, width: int = 16, aux_weight: float = 0.0,
+                 mbstd_group: int = 0):
         super().__init__()
         _, steps = pyramid(size)
         widths = [width * min(2 ** i, MAX_MULTIPLIER) for i in range(steps + 1)]
@@ -99,9 +102,14 @@ class Discriminator(nn.Module):
         self.embed = spectral_norm(nn.Embedding(n_classes, widths[-1]))
         self.aux_weight = aux_weight
         self.classify = spectral_norm(nn.Linear(widths[-1], n_classes)) if aux_weight > 0 else None
+        self.mbstd_group = mbstd_group
+        self.mbstd_conv = spectral_norm(nn.Conv2d(widths[-1] + 1, widths[-1], 3, padding=1)) if mbstd_group else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.blocks(self.stem(x)), 0.2).sum(dim=(2, 3))
+        h = self.blocks(self.stem(x))
+        if self.mbstd_conv is not None:
+            h = self.mbstd_conv(F.leaky_relu(torch.cat([h, minibatch_std(h, self.mbstd_group)], dim=1), 0.2))
+        return F.leaky_relu(h, 0.2).sum(dim=(2, 3))
 
     def score(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
@@ -110,10 +118,21 @@ class Discriminator(nn.Module):
         return self.score(self.features(x), y)
 
 
+def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+    """A feature map of one channel: per group of `group` consecutive images (fewer where the batch does not
+    divide), the standard deviation of each feature over the group, averaged over features. D then sees how varied
+    a group is, so G cannot win with one good image per class (StyleGAN's minibatch standard deviation layer).
+    Groups are consecutive, so the real and the fake halves of a discriminator batch never share one."""
+    n, c, height, width = h.shape
+    g = max(d for d in range(1, min(group, n) + 1) if n % d == 0)
+    std = h.float().view(n // g, g, c, height, width).var(dim=1, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    return std.repeat_interleave(g).view(n, 1, 1, 1).expand(n, 1, height, width).to(h.dtype)
+
+
 def networks(size: int, channels: int, n_classes: int, latent_dim: int, width: int,
-             aux_weight: float = 0.0) -> tuple[nn.Module, nn.Module]:
+             aux_weight: float = 0.0, mbstd_group: int = 0) -> tuple[nn.Module, nn.Module]:
     return (Generator(size, channels, n_classes, latent_dim, width),
-            Discriminator(size, channels, n_classes, width, aux_weight))
+            Discriminator(size, channels, n_classes, width, aux_weight, mbstd_group))
 
 
 def optimizers(generator: nn.Module, discriminator: nn.Module, lr_g: float, lr_d: float):

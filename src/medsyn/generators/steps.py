@@ -50,9 +50,10 @@ class StepContext:
 
 def gan_parts(ctx: StepContext, info: dict) -> dict:
     config = ctx.config
-    aux = {"aux_weight": config.aux_weight} if config.aux_weight else {}  # cgan only (check_config)
+    options = {"aux_weight": config.aux_weight, "mbstd_group": config.mbstd_group}  # cgan only (check_config)
     generator, discriminator = (net.to(ctx.rt.device) for net in ctx.family.module.networks(
-        config.size, info["channels"], ctx.n_classes, config.latent_dim, config.base_width, **aux))
+        config.size, info["channels"], ctx.n_classes, config.latent_dim, config.base_width,
+        **{name: value for name, value in options.items() if value}))
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
     if ctx.rt.world > 1:  # not the EMA copy: rank 0 alone recalibrates and samples it
         for net in (generator, discriminator):

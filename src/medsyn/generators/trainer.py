@@ -175,6 +175,9 @@ def check_config(config: GanConfig) -> None:
     if config.aux_weight < 0 or (config.aux_weight > 0 and config.model != "cgan"):
         raise MedsynError(f"aux_weight {config.aux_weight}: the auxiliary class head is a cgan option (>= 0); "
                           "acgan has its own class head and ddpm none.")
+    if config.mbstd_group < 0 or config.mbstd_group == 1 or (config.mbstd_group > 1 and config.model != "cgan"):
+        raise MedsynError(f"mbstd_group {config.mbstd_group}: the minibatch standard deviation layer is a cgan option "
+                          "(a group size >= 2, or 0 for none).")
     FAMILIES[config.model].check(config)
     parse_policy(config.diffaugment)
     check_device(config.device)

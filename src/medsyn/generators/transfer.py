@@ -6,8 +6,9 @@ with a MedsynError before anything is written. Its classes are mapped to this da
 tensor (the class embeddings: cgan's conditional batch norm, projection and class head, acgan's one-hot inputs and class head,
 ddpm's class embedding and its null class) takes the source's row of the class of the same name, and keeps its own
 fresh initialisation for a class the source does not have (all of them where no name matches: the class embedding
-re-initialised). Every other tensor is copied, but for a cgan class head (aux_weight) the source was trained
-without, which starts fresh. The generator (and its EMA copy) start from the source's EMA weights.
+re-initialised). Every other tensor is copied, but for a cgan class head (aux_weight) or minibatch standard
+deviation layer (mbstd_group) the source was trained without, which starts fresh. The generator (and its EMA copy)
+start from the source's EMA weights.
 
 GANs fine-tune with the discriminator's early layers frozen (FreezeD, Mo et al. 2020): they keep the source's
 low-level features while the later layers adapt to the small labelled set. ddpm fine-tunes every weight.
@@ -91,7 +92,7 @@ def start_from(parts: dict, state: dict, model: str, class_names, info: dict) ->
             continue
         rules = CLASS_TENSORS[model].get("generator" if part == "generator_ema" else part, [])
         target = parts[part].state_dict()
-        # a tensor the source lacks (a cgan class head the source was trained without) keeps its fresh value
+        # a tensor the source lacks (a cgan class head or mbstd layer the source was trained without) stays fresh
         loaded = {key: _mapped(key, value, source[key], rules, mapping, info) if key in source else value
                   for key, value in target.items()}
         parts[part].load_state_dict(loaded)

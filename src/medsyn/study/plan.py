@@ -175,7 +175,9 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
 # benchmarks/gan_speed.py and benchmarks/classify_quick.py before the benchmarks wrote results files, so no file
 # holds them: the plan's estimates where no calibration was made (tests, a GPU run), and the yardstick of
 # `Speeds.machine_factor`. A calibrated plan measures the costly ones on this machine (study/calibrate.py).
-GAN_SECONDS_PER_STEP = 0.30          # cgan, width 12, batch 32, 28 px
+GAN_SECONDS_PER_STEP = 0.30          # cgan, width 12, batch 32, 28 px, no minibatch std layer
+MBSTD_STEP_COST = 1.11               # a cgan step with the minibatch std layer over one without (measured side by
+                                     # side: benchmarks/results/gan_quality_mbstd_2026-12-01.json)
 DDPM_SECONDS_PER_STEP = 0.26         # ddpm, width 8, batch 32, 28 px
 DDPM_SECONDS_PER_UNET_PASS = 3.3e-3  # ddpm sampling, width 8, 28 px, per image and solver step (guided: 2 passes)
 GUIDANCE_SAMPLES = 400               # images sampled per candidate scale when the guidance is chosen on val
@@ -212,7 +214,8 @@ def reference_speeds(config: RunConfig):
 def _reference_gan_step(gan) -> float:
     if gan.model == "ddpm":
         return DDPM_SECONDS_PER_STEP * (gan.batch_size / 32) * _ddpm_scale(gan)
-    return GAN_SECONDS_PER_STEP * (gan.batch_size / 32) * (gan.base_width / 12) ** 2 * (gan.size / 28) ** 2
+    return GAN_SECONDS_PER_STEP * (gan.batch_size / 32) * (gan.base_width / 12) ** 2 * (gan.size / 28) ** 2 * \
+        (MBSTD_STEP_COST if gan.mbstd_group else 1.0)
 
 
 def _ddpm_scale(gan) -> float:
