@@ -95,8 +95,9 @@ def gan_preset(name: str, model: str = "cgan", size: int | None = None) -> GanCo
     # The minibatch standard deviation layer (groups of 8, over 4 and 2) was chosen on train/val for the normal
     # class's recall, which no schedule, EMA or head weight moved:
     # benchmarks/results/gan_quality_mbstd_sweep_2026-12-01.json.
-    # It makes a step about a tenth dearer; at 900 steps (the time 1000 took without it) one of two seeds fell short
-    # of issue 19's recall target, at 1000 neither did (benchmarks/results/gan_quality_mbstd_2026-12-01.json).
+    # It makes a step dearer (study/plan.py's MBSTD_STEP_COST); at 900 steps (the time 1000 took without it) one of
+    # two seeds fell short of issue 19's recall target, at 1000 neither did
+    # (benchmarks/results/gan_quality_mbstd_2026-12-01.json).
     # ema_decay 0.995 stays above the EMA's warm-up, (1 + step) / (10 + step), for all 1000 steps: the warm-up sets
     # the average (0.999 gave the same generator).
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="translation",
