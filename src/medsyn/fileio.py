@@ -507,6 +507,17 @@ def read_npz_member(archive, key: str, where: str, fix: str):
         raise MedsynError(f"{where}: {key} cannot be read ({type(err).__name__}: {str(err)[:120]}); {fix}.") from None
 
 
+def check_npz_budget(archive, keys, where: str, fix: str) -> None:
+    """Refuse an npz whose members `keys` would together decode to more than `npz_budget()`, from their headers
+    alone, before any of them is loaded."""
+    declared = sum(npz_member_bytes(archive, key, where, fix) for key in keys)
+    budget = npz_budget()
+    if declared > budget:
+        raise MedsynError(f"{where}: its arrays decode to {declared / 2**30:,.1f} GiB together, over the memory "
+                          f"budget of {budget / 2**30:,.1f} GiB (a quarter of this machine's memory); use a smaller "
+                          "file (fewer or smaller images).")
+
+
 def npz_budget() -> int:
     """Bytes all members of an npz may decode to together: a quarter of this machine's memory (at most
     MAX_NPZ_ARRAY_BYTES), checked from the members' headers before any is loaded; conversion needs more again."""

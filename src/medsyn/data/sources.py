@@ -15,9 +15,8 @@ import numpy as np
 
 from medsyn.data.images import CONVERSIONS, BadImage, conversion_rule, image_format, is_image_file, to_uint8
 from medsyn.data.splits import patient_from_filename
-from medsyn import fileio
 from medsyn.errors import MedsynError
-from medsyn.fileio import npz_member_bytes, open_npz, read_npz_member
+from medsyn.fileio import check_npz_budget, open_npz, read_npz_member
 
 NPZ_KEYS = tuple(f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels"))
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -66,12 +65,7 @@ def read_npz(path: Path, min_classes: int = 2) -> NpzArrays:
             raise MedsynError(f"{path}: missing key(s) {', '.join(missing)}; a MedMNIST-layout npz needs "
                               f"{', '.join(NPZ_KEYS)} (a split may have 0 rows).")
         keys = list(NPZ_KEYS) + (["class_names"] if "class_names" in archive.files else [])
-        declared = {key: npz_member_bytes(archive, key, str(path), NPZ_FIX) for key in keys}
-        budget = fileio.npz_budget()
-        if sum(declared.values()) > budget:
-            raise MedsynError(f"{path}: its arrays decode to {sum(declared.values()) / 2**30:,.1f} GiB together, "
-                              f"over the memory budget of {budget / 2**30:,.1f} GiB (a quarter of this machine's "
-                              "memory); use a smaller file (fewer or smaller images).")
+        check_npz_budget(archive, keys, str(path), NPZ_FIX)
         images, labels, split = [], [], []
         for s in ("train", "val", "test"):
             x = read_npz_member(archive, f"{s}_images", str(path), NPZ_FIX)

@@ -19,7 +19,7 @@ from medsyn.data.dataset import ImageSet
 from medsyn.data.images import BadImage, is_image_file, load_image, resize_square, to_channels, to_uint8
 from medsyn.data.info import pixel_digest
 from medsyn.errors import MedsynError
-from medsyn.fileio import npz_budget, npz_member_bytes, open_npz, read_npz_member
+from medsyn.fileio import check_npz_budget, open_npz, read_npz_member
 
 REST = "rest"  # --unlabelled rest: a learning-curve point's train images outside its subset, without labels
 
@@ -115,9 +115,7 @@ def _read_npz(path: Path) -> tuple[list[np.ndarray], list[str]]:
         if not keys:
             raise MedsynError(f"--unlabelled {path}: no array named `images` or `<split>_images` (it holds "
                               f"{', '.join(archive.files) or 'nothing'}).")
-        if sum(npz_member_bytes(archive, k, where, fix) for k in keys) > npz_budget():
-            raise MedsynError(f"--unlabelled {path}: its images exceed the memory budget (a quarter of this "
-                              "machine's memory); use a smaller file.")
+        check_npz_budget(archive, keys, where, fix)
         arrays = {k: read_npz_member(archive, k, where, fix) for k in keys}
     images, paths = [], []
     for key, array in arrays.items():
