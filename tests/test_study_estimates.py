@@ -90,7 +90,8 @@ def test_a_plan_over_its_budget_says_so_and_offers_only_what_fits(size, speed, e
 
 def test_a_smaller_size_offered_is_estimated_with_that_sizes_generator_steps():
     at_64, at_32 = configs.preset("quick", 64), configs.preset("quick", 32)
-    assert at_64.gan.steps < at_32.gan.steps  # the quick cgan's 64 px schedule is shorter
+    assert at_64.gan.steps < at_32.gan.steps  # the quick cgan's 64 px schedule is shorter, and cheaper a step:
+    assert (at_64.gan.mbstd_group, at_32.gan.mbstd_group) == (0, 8)  # no minibatch std layer at 64 px
     slow = reference_speeds(at_64).scaled(0.9, 0.9, 0.9)
     at_32_speeds = slow.scaled(gan=(32 / 64) ** 2, classify=(32 / 64) ** 2)
     expected = simulate(build_plan(at_32, 4708, at_32_speeds), 2) / 60
