@@ -57,6 +57,25 @@ def test_a_measurement_on_a_busy_machine_is_used_once_and_said_but_not_kept(monk
     assert "busy" not in estimate_line(build_plan(config, 300, idle), 2, idle)
 
 
+def test_the_classifier_is_timed_without_its_one_off_costs_and_one_slow_moment(monkeypatch):
+    """A fake clock: every fit costs 0.2 s plus 10 ms a step, the first one 1 s more (kernels chosen, buffers
+    allocated), and one timed long fit 5 s more (another process took the core). The cost of a step comes out."""
+    from medsyn.classify import train
+    from medsyn.study import calibrate
+
+    clock, calls = [0.0], []
+
+    def fake_fit(*args, steps_per_epoch, **kwargs):
+        calls.append(steps_per_epoch)
+        clock[0] += 0.2 + 0.01 * steps_per_epoch + (1.0 if len(calls) == 1 else 0) + (5.0 if len(calls) == 3 else 0)
+
+    monkeypatch.setattr(train, "fit", fake_fit)
+    monkeypatch.setattr(calibrate.time, "perf_counter", lambda: clock[0])
+    config = configs.preset("smoke")
+    seconds = calibrate._classify_image_seconds(config, calibrate._random_images(config), augment=False)
+    assert seconds == pytest.approx(0.01 / config.classify.batch_size)
+
+
 def test_every_timed_job_takes_as_long_as_its_measured_speed_says():
     config = configs.preset("quick")
     reference = reference_speeds(config)

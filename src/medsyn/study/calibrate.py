@@ -27,9 +27,11 @@ from medsyn.config import RunConfig
 from medsyn.data.cache import cache_root
 from medsyn.fileio import read_json, write_json
 
-CALIBRATION_VERSION = 1
-WARM_UP, TIMED = 2, 6           # steps: the first ones pay for allocation and one-off set-up
-CLASSIFY_STEPS = (2, 8)         # two short fits; their difference is the cost of 6 steps without the fixed costs
+CALIBRATION_VERSION = 2         # 2: an untimed warm-up fit and medians (version 1's first fit carried one-off costs,
+                                # so the difference of its two fits could even come out negative)
+WARM_UP, TIMED = 3, 8           # steps: the first ones pay for allocation and one-off set-up; the median step is kept
+CLASSIFY_STEPS = (2, 8)         # pairs of short fits; their difference is the cost of 6 steps without the fixed costs
+CLASSIFY_REPEATS = 3            # pairs timed, after one untimed fit; the median difference is kept
 MEASURE_LIMIT_S = 30.0          # a piece the reference machine would take longer to time is scaled instead
 BUSY_LOAD_PER_CORE = 0.5        # a measurement taken at this load of other work per core or above is used for the plan at
                                 # hand but not cached: one made beside a test run overestimated a study by half
@@ -138,7 +140,7 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
         data = _random_images(config)
         gan_step = {m: timed(reference.gan_step_s[m], WARM_UP + TIMED,
                              lambda m=m: _gan_step_seconds(config.gan_config(m, 0), data)) for m in config.gans}
-        images = sum(CLASSIFY_STEPS) * config.classify.batch_size
+        images = (CLASSIFY_STEPS[0] + CLASSIFY_REPEATS * sum(CLASSIFY_STEPS)) * config.classify.batch_size
         plain, augmented = (timed(reference_image, images, lambda a=augment: _classify_image_seconds(config, data, a))
                             for augment, reference_image in ((False, reference.classify_image_s),
                                                              (True, reference.classify_aug_image_s)))
@@ -188,7 +190,7 @@ def _gan_step_seconds(gan_config, data) -> float:
     with tempfile.TemporaryDirectory() as folder:
         generators.train(data, settings, Path(folder) / "gan", progress=False)
         rows = generators.read_log(Path(folder) / "gan")[WARM_UP:]
-    return float(np.mean([settings.batch_size / r["images_per_s"] for r in rows]))
+    return float(np.median([settings.batch_size / r["images_per_s"] for r in rows]))
 
 
 def _classify_image_seconds(config: RunConfig, data, augment: bool) -> float:
@@ -199,13 +201,20 @@ def _classify_image_seconds(config: RunConfig, data, augment: bool) -> float:
     settings = dataclasses.replace(config.classify, epochs=1, threads=1, device="cpu", ema_decay=0.0)
     train, val = data.subset("train"), data.subset("val")
     streamed = training_data(parse_arm("real"), train, None, 0)
-    seconds = []
-    for steps in CLASSIFY_STEPS:
+
+    def seconds(steps: int) -> float:
         start = time.perf_counter()
         fit(streamed, val, 2, settings, seed=0, augment=augment, steps_per_epoch=steps)
-        seconds.append(time.perf_counter() - start)
-    images = (CLASSIFY_STEPS[1] - CLASSIFY_STEPS[0]) * min(settings.batch_size, len(train))
-    return max(seconds[1] - seconds[0], 1e-6) / images
+        return time.perf_counter() - start
+
+    seconds(CLASSIFY_STEPS[0])  # pays the one-off costs (kernels chosen, buffers allocated) outside the timing
+    short, long = CLASSIFY_STEPS
+    differences = []
+    for _ in range(CLASSIFY_REPEATS):
+        before = seconds(short)
+        differences.append(seconds(long) - before)
+    images = (long - short) * min(settings.batch_size, len(train))
+    return max(float(np.median(differences)), 1e-6) / images
 
 
 def _ddpm_pass_seconds(config: RunConfig, data) -> float:
