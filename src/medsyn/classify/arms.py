@@ -129,22 +129,38 @@ def parse_arm(name: str) -> Arm:
                filtered=filtered, pretrain=pretrain, heldout=heldout, pseudo=pseudo, unlabelled=unlabelled)
 
 
+def arm_name(arm: Arm) -> str:
+    """The name `parse_arm` reads back as `arm`: real, aug, the extra images with their dose, balance."""
+    extra = ""
+    if arm.synth_ratio:
+        kind = "heldout" if arm.heldout else "pseudo" if arm.pseudo else "synth"
+        use = "filtered-" if arm.filtered else "pretrain-" if arm.pretrain else ""
+        extra = f"{use}{'unlabelled-' if arm.unlabelled else ''}{kind}@{arm.synth_ratio:g}"
+    return "+".join(part for part, on in (("real", arm.real), ("aug", arm.augment), (extra, extra),
+                                          ("balance", arm.balance)) if on)
+
+
 def unlabelled_twin(name: str) -> str | None:
     """The arm that takes the same synthetic images from generators that also saw the unlabelled pool
     (real+synth@1 -> real+unlabelled-synth@1); None for an arm without synthetic images riding with real."""
     arm = parse_arm(name)
     if not (arm.uses_synthetic and arm.real and not arm.balance and not arm.unlabelled):
         return None
-    return "+".join(re.sub(r"synth(?=@|$)", "unlabelled-synth", part) if _SYNTH.match(part) else part
-                    for part in arm.name.split("+"))
+    return arm_name(dataclasses.replace(arm, unlabelled=True))
+
+
+def pseudo_baseline(name: str) -> str:
+    """The pseudo-label baseline at a synthetic arm's dose: the same pool size from the unlabelled images, labelled
+    by the real-only classifier (real+pretrain-unlabelled-synth@1 -> real+pseudo@1)."""
+    arm = parse_arm(name)
+    return arm_name(dataclasses.replace(arm, pseudo=True, unlabelled=False, filtered=False, pretrain=False))
 
 
 def with_unlabelled_arms(arms: tuple[str, ...]) -> tuple[str, ...]:
     """A preset's arms when an unlabelled pool is given: beside each synthetic arm riding with real, its twin from
     generators that also saw the pool, and the pseudo-label baseline at the twin's dose (real+pseudo@R)."""
     twins = [t for t in map(unlabelled_twin, arms) if t]
-    baselines = [re.sub(r"(filtered-|pretrain-)?unlabelled-synth", "pseudo", t) for t in twins]
-    return tuple(dict.fromkeys([*arms, *baselines, *twins]))
+    return tuple(dict.fromkeys([*arms, *map(pseudo_baseline, twins), *twins]))
 
 
 EXPOSURES = ("real-passes", "equal-steps")
