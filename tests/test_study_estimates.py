@@ -107,12 +107,13 @@ def test_a_plan_over_its_budget_says_so_and_offers_only_what_fits(size, speed, e
     assert expected in advice and "GPU" in advice
 
 
-def test_a_smaller_size_offered_is_estimated_with_that_sizes_generator_steps():
+def test_a_smaller_size_offered_is_estimated_with_that_sizes_generator_and_classifier():
     at_64, at_32 = configs.preset("quick", 64), configs.preset("quick", 32)
     assert at_64.gan.steps < at_32.gan.steps  # the quick cgan's 64 px schedule is shorter, and cheaper a step:
-    assert (at_64.gan.mbstd_group, at_32.gan.mbstd_group) == (0, 8)  # no minibatch std layer at 64 px
+    assert (at_64.gan.mbstd_group, at_32.gan.mbstd_group) == (0, 8)  # no minibatch std layer at 64 px,
+    assert at_64.classify.width == at_32.classify.width / 2            # and a narrower classifier
     slow = reference_speeds(at_64).scaled(0.9, 0.9, 0.9)
-    at_32_speeds = slow.scaled(gan=(32 / 64) ** 2, classify=(32 / 64) ** 2)
+    at_32_speeds = reference_speeds(at_32).scaled(0.9, 0.9, 0.9)  # the same machine, 0.9x the reference's time
     expected = simulate(build_plan(at_32, 4708, at_32_speeds), 2) / 60
     plan = build_plan(at_64, 4708, slow)
     between = dataclasses.replace(at_64, budget_minutes=(expected + simulate(plan, 2) / 60) / 2)

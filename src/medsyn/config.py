@@ -63,6 +63,8 @@ class GanConfig:
 
 
 STUDY_GAN_STEPS = 400
+QUICK_LARGE_SIZE = 64  # px: from this size up the quick preset's generator and classifier are cheaper (issue 20's time
+                       # plan for a folder at 64 px on a 2-core CPU)
 
 
 def gan_preset(name: str, model: str = "cgan", size: int | None = None) -> GanConfig:
@@ -103,7 +105,7 @@ def gan_preset(name: str, model: str = "cgan", size: int | None = None) -> GanCo
     tuned = {"quick": dict(steps=1000, base_width=12, snapshot_every=500, diffaugment="translation",
                            ema_decay=0.995, aux_weight=0.3, lr_g=5e-4, lr_d=5e-4, mbstd_group=8)}
     config = GanConfig(model=model, **{**sizes[name], **tuned.get(name, {})})
-    if size is not None and name == "quick" and size >= 64:
+    if size is not None and name == "quick" and size >= QUICK_LARGE_SIZE:
         # A step at 64 px costs about 5x one at 28 px: half the steps keep a 64 px quick run within issue 20's time
         # plan, chosen on train/val: benchmarks/results/gan_quality_chest_xray_224_64px_half_2026-12-01.json.
         # There the minibatch std layer raised recall but mislabelled the normal class (label fidelity 0.96 -> 0.91,
@@ -280,7 +282,12 @@ def preset(name: str = "quick", size: int | None = None) -> RunConfig:
     if name not in RUN_PRESETS:
         raise MedsynError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
     gan = gan_preset(name, size=size)
-    return RunConfig(preset=name, data=DataConfig(size=gan.size), gan=gan, **RUN_PRESETS[name])
+    settings = RUN_PRESETS[name]
+    if name == "quick" and gan.size >= QUICK_LARGE_SIZE:
+        # Half the classifier's width halves its time at 64 px for about 0.002 of val AUC (two seeds, chosen on val:
+        # benchmarks/results/classify_width_chest_xray_224_64px_2026-12-01.json).
+        settings = {**settings, "classify": replace(settings["classify"], width=settings["classify"].width / 2)}
+    return RunConfig(preset=name, data=DataConfig(size=gan.size), gan=gan, **settings)
 
 
 SEED_MAX = 2 ** 32 - 1      # seeds are numpy's: 0..2^32-1

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from medsyn.config import GAN_SIZES, RunConfig, fixed_or_chosen, gan_preset
+from medsyn.config import GAN_SIZES, RunConfig, fixed_or_chosen, preset
 from medsyn.generators import generator_folder
 
 KINDS = ("data", "generator", "synthesize", "audit", "classify", "evaluate", "report")
@@ -298,9 +298,9 @@ def budget_advice(config: RunConfig, plan: list[Job], n_train: int | Sequence[in
             break
     for size in sorted((s for s in GAN_SIZES if s < config.gan.size), reverse=True):
         smaller = _at_size(config, size)
-        if minutes(smaller, _scaled(speeds, config.gan.size, size)) <= budget:
-            options.append(f"--size {size} (about {minutes(smaller, _scaled(speeds, config.gan.size, size)):.0f} "
-                           "min)")
+        at_size = minutes(smaller, _scaled(speeds, config, smaller))
+        if at_size <= budget:
+            options.append(f"--size {size} (about {at_size:.0f} min)")
             break
     options.append("a CUDA GPU (every job uses one when torch sees it)")
     return (f"this exceeds the {config.preset} preset's budget of {budget:g} min on this machine; what would fit: "
@@ -308,17 +308,24 @@ def budget_advice(config: RunConfig, plan: list[Job], n_train: int | Sequence[in
 
 
 def _at_size(config: RunConfig, size: int) -> RunConfig:
-    """`config` at another image size: generator steps become the preset's at that size unless the run set its
-    own (the quick cgan takes fewer steps at 64 px and above)."""
-    preset_steps = {s: gan_preset(config.preset, config.gan.model, s).steps for s in (config.gan.size, size)}
-    steps = preset_steps[size] if config.gan.steps == preset_steps[config.gan.size] else config.gan.steps
-    return replace(config, gan=replace(config.gan, size=size, steps=steps), data=replace(config.data, size=size))
+    """`config` at another image size: the generator's steps and layer and the classifier's width become the
+    preset's at that size where the run kept the preset's (the quick preset is cheaper at 64 px and above)."""
+    here, there = preset(config.preset, config.gan.size), preset(config.preset, size)
+    kept = {k: getattr(there.gan, k) for k in ("steps", "mbstd_group") if getattr(config.gan, k) == getattr(here.gan, k)}
+    width = there.classify.width if config.classify.width == here.classify.width else config.classify.width
+    return replace(config, gan=replace(config.gan, size=size, **kept), classify=replace(config.classify, width=width),
+                   data=replace(config.data, size=size))
 
 
-def _scaled(speeds, size: int, new_size: int):
-    """Speeds at another image size: convolution cost goes with the pixels (the classifier's input is at least
-    32 px)."""
-    return speeds.scaled(gan=(new_size / size) ** 2, classify=(max(new_size, 32) / max(size, 32)) ** 2)
+def _scaled(speeds, config: RunConfig, other: RunConfig):
+    """This machine's speeds at `other`'s settings: its measured ones times the reference machine's ratio between
+    the two settings (convolution cost goes with the pixels and the widths)."""
+    here, there = reference_speeds(config), reference_speeds(other)
+    return replace(speeds, gan_step_s={m: s * there.gan_step_s[m] / here.gan_step_s[m]
+                                       for m, s in speeds.gan_step_s.items()},
+                   classify_image_s=speeds.classify_image_s * there.classify_image_s / here.classify_image_s,
+                   classify_aug_image_s=speeds.classify_aug_image_s * there.classify_image_s / here.classify_image_s,
+                   ddpm_pass_s=speeds.ddpm_pass_s and speeds.ddpm_pass_s * there.ddpm_pass_s / here.ddpm_pass_s)
 
 
 def simulate(plan: list[Job], workers: int) -> float:
