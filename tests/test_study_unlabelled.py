@@ -15,7 +15,7 @@ import torch
 
 from medsyn import data
 from medsyn.cli import main
-from medsyn.classify.arms import ARMS, arm_name, parse_arm, with_unlabelled_arms
+from medsyn.classify.arms import ARMS as NAMED_ARMS, arm_name, parse_arm, with_unlabelled_arms
 from medsyn.config import preset
 from medsyn.data.export import save_npz
 from medsyn.errors import MedsynError
@@ -183,7 +183,7 @@ def test_with_a_pool_a_presets_arms_gain_their_twins_and_the_pseudo_baseline_of_
         "real+unlabelled-synth@0.5", "real+pretrain-unlabelled-synth@1", "real+aug+unlabelled-synth@1")
 
 
-@pytest.mark.parametrize("name", [*ARMS, "real+heldout@2", "real+aug+pseudo@0.5", "real+filtered-synth@1",
+@pytest.mark.parametrize("name", [*NAMED_ARMS, "real+heldout@2", "real+aug+pseudo@0.5", "real+filtered-synth@1",
                                   "real+pretrain-unlabelled-synth@3", "real+aug+balance", "synth@2"])
 def test_an_arm_written_back_as_a_name_reads_as_the_same_arm(name):
     arm = parse_arm(name)
