@@ -33,7 +33,6 @@ def test_this_machine_is_measured_once_per_settings_and_read_back_after(idle_mac
     assert cached_speeds(config, reference_speeds(config)) == first  # read back, not measured again
     assert next(iter(written)).stat().st_mtime_ns == stamp
     assert first.gan_step_s["cgan"] > 0 and first.classify_aug_image_s > 0
-    assert first.machine_factor == pytest.approx(first.classify_image_s / reference_speeds(config).classify_image_s)
     wider = dataclasses.replace(config, gan=dataclasses.replace(config.gan, base_width=config.gan.base_width * 2))
     cached_speeds(wider, reference_speeds(wider))
     assert len(set(folder.glob("*.json")) - before) == 2  # other settings: measured for themselves
@@ -74,6 +73,22 @@ def test_the_classifier_is_timed_without_its_one_off_costs_and_one_slow_moment(m
     config = configs.preset("smoke")
     seconds = calibrate._classify_image_seconds(config, calibrate._random_images(config), augment=False)
     assert seconds == pytest.approx(0.01 / config.classify.batch_size)
+
+
+def test_the_machine_factor_is_measured_at_one_setting_whatever_the_runs(monkeypatch):
+    """A fake machine whose classifier time grows with width and pixels unlike the reference's guess: the factor
+    that scales the audit and the small jobs is the same for a 28 px run and a 64 px one at half the width."""
+    from medsyn.study import calibrate
+
+    def fake_classifier(config, data, augment):
+        return 1e-3 * config.classify.width / 0.125 * (max(config.gan.size, 32) / 32) ** 1.5
+
+    monkeypatch.setattr(calibrate, "_classify_image_seconds", fake_classifier)
+    monkeypatch.setattr(calibrate, "_gan_step_seconds", lambda gan, data: 0.1)
+    quick = configs.preset("quick")
+    factors = {size: calibrate.measure(configs.preset("quick", size), reference_speeds(configs.preset("quick", size)))
+               .machine_factor for size in (28, 64)}
+    assert factors[28] == factors[64] == pytest.approx(1e-3 / reference_speeds(quick).classify_image_s)
 
 
 def test_every_timed_job_takes_as_long_as_its_measured_speed_says():

@@ -4,7 +4,10 @@ A few timed steps of each costly inner loop, on one torch thread in this process
 images of the run's size (speed does not depend on what the pixels show): a training step of every generator model
 of the run, a classifier training step with and without augmentation (per image), and for ddpm one UNet pass of
 sampling (per image). The rest of a study (data, synthesis of a GAN pool, the audit, evaluation) is scaled by how
-this machine's classifier compares with the reference machine's (`machine_factor`). The result is cached per
+this machine's classifier compares with the reference machine's at one fixed setting, the quick preset's at 28 px
+(`machine_factor`): at the run's own settings the ratio also carried the reference's guess of how time grows with
+width and pixels (a 64 px run's classifier at half the width gave 2.09 where the same machine's 28 px one gave
+about 1.5). The result is cached per
 machine and settings in medsyn's cache folder, so `--dry-run` measures once (seconds to a minute at 64 px) and every
 later plan of the same settings reads the file.
 """
@@ -27,8 +30,9 @@ from medsyn.config import RunConfig
 from medsyn.data.cache import cache_root
 from medsyn.fileio import read_json, write_json
 
-CALIBRATION_VERSION = 2         # 2: an untimed warm-up fit and medians (version 1's first fit carried one-off costs,
-                                # so the difference of its two fits could even come out negative)
+CALIBRATION_VERSION = 3         # 2: an untimed warm-up fit and medians (version 1's first fit carried one-off costs,
+                                # so the difference of its two fits could even come out negative); 3: the machine
+                                # factor at one fixed setting
 WARM_UP, TIMED = 3, 8           # steps: the first ones pay for allocation and one-off set-up; the median step is kept
 CLASSIFY_STEPS = (2, 8)         # pairs of short fits; their difference is the cost of 6 steps without the fixed costs
 CLASSIFY_REPEATS = 3            # pairs timed, after one untimed fit; the median difference is kept
@@ -150,7 +154,7 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
         torch.set_num_threads(previous)
         progress.setLevel(level)
     return Speeds(gan_step_s=gan_step, classify_image_s=plain, classify_aug_image_s=augmented, ddpm_pass_s=ddpm,
-                  machine_factor=plain / reference.classify_image_s,
+                  machine_factor=factor,
                   measured=f"{machine()['host']} at {time.strftime('%Y-%m-%d %H:%M')}",
                   load_per_core=None if load_before is None else max(load_before, load_per_core()))
 
