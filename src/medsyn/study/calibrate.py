@@ -59,13 +59,15 @@ class Speeds:
         """Measured while other work loaded the machine: the times are likely too long."""
         return self.load_per_core is not None and self.load_per_core >= BUSY_LOAD_PER_CORE
 
-    def scaled(self, gan: float = 1.0, classify: float = 1.0, machine: float = 1.0) -> "Speeds":
-        """These speeds with every generator and ddpm time times `gan`, every classifier time times `classify`
-        and the machine factor times `machine` (another image size, or a slower machine)."""
-        return dataclasses.replace(self, gan_step_s={m: s * gan for m, s in self.gan_step_s.items()},
+    def scaled(self, gan: float | dict = 1.0, classify: float = 1.0, machine: float = 1.0) -> "Speeds":
+        """These speeds with every generator and ddpm time times `gan` (one factor, or one per model), every
+        classifier time times `classify` and the machine factor times `machine` (other settings, or a slower
+        machine)."""
+        per_model = gan if isinstance(gan, dict) else dict.fromkeys(self.gan_step_s, gan)
+        return dataclasses.replace(self, gan_step_s={m: s * per_model[m] for m, s in self.gan_step_s.items()},
                                    classify_image_s=self.classify_image_s * classify,
                                    classify_aug_image_s=self.classify_aug_image_s * classify,
-                                   ddpm_pass_s=self.ddpm_pass_s and self.ddpm_pass_s * gan,
+                                   ddpm_pass_s=self.ddpm_pass_s and self.ddpm_pass_s * per_model["ddpm"],
                                    machine_factor=self.machine_factor * machine)
 
 

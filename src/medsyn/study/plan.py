@@ -321,11 +321,8 @@ def _scaled(speeds, config: RunConfig, other: RunConfig):
     """This machine's speeds at `other`'s settings: its measured ones times the reference machine's ratio between
     the two settings (convolution cost goes with the pixels and the widths)."""
     here, there = reference_speeds(config), reference_speeds(other)
-    return replace(speeds, gan_step_s={m: s * there.gan_step_s[m] / here.gan_step_s[m]
-                                       for m, s in speeds.gan_step_s.items()},
-                   classify_image_s=speeds.classify_image_s * there.classify_image_s / here.classify_image_s,
-                   classify_aug_image_s=speeds.classify_aug_image_s * there.classify_image_s / here.classify_image_s,
-                   ddpm_pass_s=speeds.ddpm_pass_s and speeds.ddpm_pass_s * there.ddpm_pass_s / here.ddpm_pass_s)
+    return speeds.scaled(gan={m: there.gan_step_s[m] / here.gan_step_s[m] for m in speeds.gan_step_s},
+                         classify=there.classify_image_s / here.classify_image_s)
 
 
 def simulate(plan: list[Job], workers: int) -> float:
