@@ -1,6 +1,7 @@
 """How close the plan's estimate comes to a real run on this machine: `medsyn run` with the given flags, its
 estimate (calibrated on this machine, as the run prints it first) against the measured wall time, in total and per
-job kind, with this machine's speeds beside it and the run's peak memory per job kind.
+job kind, with this machine's speeds beside it, the run's peak memory per job kind and the timed parts of each
+audit (what study/plan.py's audit constants are fitted to).
 
     python benchmarks/plan_accuracy.py --tag bundled-quick -- [medsyn run flags]
     python benchmarks/plan_accuracy.py --tag xray64-quick -- --data ../shared/data/chest_xray_224 --size 64
@@ -70,6 +71,8 @@ def _compare(flags: list[str], out: Path, printed: str, wall: float) -> dict:
         kind["peak_rss_mib"] = max(kind["peak_rss_mib"], job["peak_rss_mib"])
     return {"flags": flags, "estimated_min": estimate, "measured_min": measured, "ratio": round(measured / estimate, 3),
             "wall_min_with_start_up": round(wall / 60, 2), "per_kind": kinds, "speeds": dataclasses.asdict(speeds),
+            "audit_parts_s": {name: read_json(out / job.done_file)["timing_s"]
+                              for name, job in plan.items() if job.kind == "audit"},
             "printed_first_lines": printed.splitlines()[:3],
             "verdict": _verdict(out / "summary.md")}
 

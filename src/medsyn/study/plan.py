@@ -129,7 +129,8 @@ def _size_jobs(config: RunConfig, prefix: str, size: float, train_counts, speeds
         for unlabelled in generator_kinds(config, arms, model):
             for k, seed in enumerate(seeds):
                 jobs += _generator_jobs(config, model, k, seed, point, size_counts, speeds,
-                                       after=_last_audit(jobs) or after, pool=unlabelled)
+                                       after=_last_audit(jobs) or after, pool=unlabelled,
+                                       first_audit=not _last_audit(jobs))
     for r, seed in enumerate(config.seeds):
         for arm in arms:
             parsed = parse_arm(arm)
@@ -153,9 +154,8 @@ def _last_audit(jobs: list[Job]) -> tuple[str, ...]:
 
 
 def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dict, size_counts: np.ndarray,
-                    speeds, after: tuple[str, ...], pool: bool) -> list[Job]:
+                    speeds, after: tuple[str, ...], pool: bool, first_audit: bool) -> list[Job]:
     p = point["prefix"]
-    n_size = int(size_counts.sum())
     folder = generator_folder(model, pool)
     base = f"{folder}/g{k}"
     gan = config.gan_config(model, seed)
@@ -167,7 +167,7 @@ def _generator_jobs(config: RunConfig, model: str, k: int, seed: int, point: dic
         Job(f"{p}synthetic/{base}", "synthesize", params, f"{p}synthetic/{base}/manifest.json", (f"{p}gan/{base}",),
             estimate_s=_synthesize_seconds(config, gan, size_counts, speeds)),
         Job(f"{p}audit/{base}", "audit", params, f"{p}audit/{base}/audit.json", (f"{p}synthetic/{base}", *after),
-            estimate_s=_audit_seconds(config, n_size, speeds)),
+            estimate_s=_audit_seconds(config, size_counts, first_audit, speeds)),
     ]
 
 
@@ -183,13 +183,17 @@ DDPM_SECONDS_PER_UNET_PASS = 3.3e-3  # ddpm sampling, width 8, 28 px, per image 
 GUIDANCE_SAMPLES = 400               # images sampled per candidate scale when the guidance is chosen on val
 CLASSIFY_SECONDS_PER_IMAGE = 1.1e-3  # vgg16 width 1/8, 28 px, forward + backward
 AUGMENT_COST = 1.3                   # real+aug's images cost this much more (augmentation on the CPU)
-# Fitted to benchmarks/results/plan_accuracy_{bundled-quick,xray64-quick}_2026-11-30.json (reference seconds =
-# measured / machine_factor): the audit is a fixed part, its CNNs' part per real train image (scaled by pixels) and
-# the near-copy search's part per (checked image x train image) pair (thumbnails: no pixel scaling); a GAN's pool
-# costs per image about pixels^1.35 (the generator's forward and the PNG writes: 1.4 ms at 28 px, 13.5 at 64).
-AUDIT_FIXED_SECONDS = 20.0
+# The audit, fitted to its parts' timings in benchmarks/results/audit_cost_2026-12-01.json (reference seconds =
+# measured / the run's machine factor): a fixed part; its feature CNNs' part per real train image (scaled by the
+# encoder's pixels); the near-copy search's part per (checked synthetic image x train image) pair (thumbnails: no
+# pixel scaling); and, in a point's first audit only, the label-trained encoder's training and the val-vs-train
+# near-copy baseline, which the point's other audits read from the cache. A GAN's pool costs per image about
+# pixels^1.35 (the generator's forward and the PNG writes: 1.4 ms at 28 px, 13.5 at 64; fitted to
+# benchmarks/results/plan_accuracy_{bundled-quick,xray64-quick}_2026-11-30.json).
+AUDIT_FIXED_SECONDS = 10.0
 AUDIT_CNN_SECONDS_PER_IMAGE = 0.0100
-AUDIT_SECONDS_PER_PAIR = 8.4e-6
+AUDIT_SECONDS_PER_PAIR = 4.0e-6
+AUDIT_FIRST_SECONDS_PER_IMAGE = 7.0e-3
 SYNTHESIZE_SECONDS_PER_IMAGE = 1.42e-3
 SYNTHESIZE_PIXEL_EXPONENT = 1.35
 # Early stopping (selection "val-loss") ends classifier runs before their cap: on average after 0.80 of it in the
@@ -243,10 +247,14 @@ def _synthesize_seconds(config: RunConfig, gan, size_counts: np.ndarray, speeds)
     return 10 * speeds.machine_factor + images * gan.sampling_steps * speeds.ddpm_pass_s
 
 
-def _audit_seconds(config: RunConfig, n_size: float, speeds) -> float:
+def _audit_seconds(config: RunConfig, size_counts: np.ndarray, first: bool, speeds) -> float:
+    from medsyn.classify.arms import pool_counts
+
+    n_size = int(size_counts.sum())
     pixels = (min(config.gan.size, config.audit.encoder_max_size) / 28) ** 2
-    pairs = n_size * min(n_size, config.audit.n_memorization)
-    return (AUDIT_FIXED_SECONDS + AUDIT_CNN_SECONDS_PER_IMAGE * n_size * pixels + AUDIT_SECONDS_PER_PAIR * pairs) \
+    checked = min(sum(pool_counts(size_counts, config.arms)), config.audit.n_memorization)
+    per_image = AUDIT_CNN_SECONDS_PER_IMAGE + (AUDIT_FIRST_SECONDS_PER_IMAGE if first else 0.0)
+    return (AUDIT_FIXED_SECONDS + per_image * n_size * pixels + AUDIT_SECONDS_PER_PAIR * checked * n_size) \
         * speeds.machine_factor
 
 
