@@ -8,6 +8,7 @@ k is trained with seed `seeds[k]`, so disjoint `--seeds` give disjoint generator
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -334,18 +335,21 @@ def _scaled(speeds, config: RunConfig, other: RunConfig):
 
 
 def simulate(plan: list[Job], workers: int) -> float:
-    """Wall seconds of the plan under the executors' rule (ready jobs, longest first, on `workers` slots)."""
-    finish: dict[str, float] = {}
-    free = [0.0] * max(1, workers)
-    pending = list(plan)
-    while pending:
-        ready = [j for j in pending if all(d in finish for d in j.deps)]
-        job = max(ready, key=priority)
-        slot = min(range(len(free)), key=free.__getitem__)
-        start = max([free[slot]] + [finish[d] for d in job.deps])
-        finish[job.name] = free[slot] = start + job.estimate_s
-        pending.remove(job)
-    return max(finish.values(), default=0.0)
+    """Wall seconds of the plan under the executors' rule: whenever a slot is free, the ready job (every dependency
+    finished) that `priority` puts first starts on it."""
+    finished: set[str] = set()
+    running: list[tuple[float, str]] = []  # (end, name), a heap
+    pending, now = list(plan), 0.0
+    while pending or running:
+        ready = sorted((j for j in pending if all(d in finished for d in j.deps)), key=priority, reverse=True)
+        for job in ready[:max(1, workers) - len(running)]:
+            pending.remove(job)
+            heapq.heappush(running, (now + job.estimate_s, job.name))
+        if not running:
+            raise ValueError(f"jobs wait for jobs outside the plan: {[j.name for j in pending]}")
+        now, name = heapq.heappop(running)
+        finished.add(name)
+    return now
 
 
 def priority(job: Job) -> tuple:
