@@ -91,6 +91,25 @@ def test_the_machine_factor_is_measured_at_one_setting_whatever_the_runs(monkeyp
     assert factors[28] == factors[64] == pytest.approx(1e-3 / reference_speeds(quick).classify_image_s)
 
 
+def test_a_run_whose_classifier_is_the_machine_factors_times_it_once(monkeypatch):
+    from medsyn.study import calibrate
+
+    timed = []
+
+    def fake_classifier(config, data, augment):
+        timed.append((config.gan.size, config.classify.width, augment))
+        return 1e-3 * (2 if augment else 1)
+
+    monkeypatch.setattr(calibrate, "_classify_image_seconds", fake_classifier)
+    monkeypatch.setattr(calibrate, "_gan_step_seconds", lambda gan, data: 0.1)
+    for size in (28, 64):
+        config = configs.preset("quick", size)
+        speeds = calibrate.measure(config, reference_speeds(config))
+        assert (speeds.classify_image_s, speeds.classify_aug_image_s) == (1e-3, 2e-3)
+    quick, at_64 = configs.preset("quick").classify.width, configs.preset("quick", 64).classify.width
+    assert timed == [(28, quick, False), (28, quick, True), (28, quick, False), (64, at_64, False), (64, at_64, True)]
+
+
 def test_every_timed_job_takes_as_long_as_its_measured_speed_says():
     config = configs.preset("quick")
     reference = reference_speeds(config)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsyn.config import RunConfig
+from medsyn.config import RunConfig, preset
 from medsyn.data.cache import cache_root
 from medsyn.fileio import read_json, write_json
 
@@ -36,6 +36,7 @@ CALIBRATION_VERSION = 3         # 2: an untimed warm-up fit and medians (version
 WARM_UP, TIMED = 3, 8           # steps: the first ones pay for allocation and one-off set-up; the median step is kept
 CLASSIFY_STEPS = (2, 8)         # pairs of short fits; their difference is the cost of 6 steps without the fixed costs
 CLASSIFY_REPEATS = 3            # pairs timed, after one untimed fit; the median difference is kept
+CLASSIFY_FIT_STEPS = CLASSIFY_STEPS[0] + CLASSIFY_REPEATS * sum(CLASSIFY_STEPS)  # all the timing's fits, warm-up too
 MEASURE_LIMIT_S = 30.0          # a piece the reference machine would take longer to time is scaled instead
 BUSY_LOAD_PER_CORE = 0.5        # a measurement taken at this load of other work per core or above is used for the plan at
                                 # hand but not cached: one made beside a test run overestimated a study by half
@@ -127,7 +128,11 @@ def _classify_settings(config: RunConfig) -> dict:
 
 
 def measure(config: RunConfig, reference: Speeds) -> Speeds:
+    """This machine's speeds at `config`'s settings; the machine factor from the quick preset's classifier at 28 px
+    (timed once where the run's classifier is that one)."""
     import torch
+
+    from medsyn.study.plan import reference_speeds
 
     load_before = load_per_core()
     previous = torch.get_num_threads()
@@ -136,7 +141,9 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
     level = progress.level
     progress.setLevel(logging.WARNING)  # the timed fits' epoch lines, on random images, are no study's progress
     try:
-        factor = _small_factor()
+        small = preset("quick")
+        small_image_s = _classify_image_seconds(small, _random_images(small), False)
+        factor = small_image_s / reference_speeds(small).classify_image_s
 
         def timed(reference_s: float, steps: int, measure_it):
             """Measured where the reference machine would take at most MEASURE_LIMIT_S; else scaled by `factor`
@@ -146,10 +153,10 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
         data = _random_images(config)
         gan_step = {m: timed(reference.gan_step_s[m], WARM_UP + TIMED,
                              lambda m=m: _gan_step_seconds(config.gan_config(m, 0), data)) for m in config.gans}
-        images = (CLASSIFY_STEPS[0] + CLASSIFY_REPEATS * sum(CLASSIFY_STEPS)) * config.classify.batch_size
-        plain, augmented = (timed(reference_image, images, lambda a=augment: _classify_image_seconds(config, data, a))
-                            for augment, reference_image in ((False, reference.classify_image_s),
-                                                             (True, reference.classify_aug_image_s)))
+        images = CLASSIFY_FIT_STEPS * config.classify.batch_size
+        plain = small_image_s if _classify_settings(config) == _classify_settings(small) else \
+            timed(reference.classify_image_s, images, lambda: _classify_image_seconds(config, data, False))
+        augmented = timed(reference.classify_aug_image_s, images, lambda: _classify_image_seconds(config, data, True))
         ddpm = timed(reference.ddpm_pass_s, 64, lambda: _ddpm_pass_seconds(config, data)) \
             if "ddpm" in config.gans else None
     finally:
@@ -159,15 +166,6 @@ def measure(config: RunConfig, reference: Speeds) -> Speeds:
                   machine_factor=factor,
                   measured=f"{machine()['host']} at {time.strftime('%Y-%m-%d %H:%M')}",
                   load_per_core=None if load_before is None else max(load_before, load_per_core()))
-
-
-def _small_factor() -> float:
-    """This machine's time over the reference's on the quick preset's classifier at 28 px: a few seconds."""
-    from medsyn.config import preset
-    from medsyn.study.plan import reference_speeds
-
-    small = preset("quick")
-    return _classify_image_seconds(small, _random_images(small), False) / reference_speeds(small).classify_image_s
 
 
 def _random_images(config: RunConfig):
