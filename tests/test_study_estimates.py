@@ -162,7 +162,7 @@ def test_dry_run_names_the_speeds_its_estimate_comes_from(capsys, idle_machine):
 
 def test_each_points_first_audit_carries_the_encoders_training_in_proportion_to_its_images():
     """The first audit of a learning-curve point trains the audit's encoder (cached for the point's other audits):
-    its extra time over the point's second audit grows with the point's train images, and the others' do not differ."""
+    its extra time over the point's second audit grows in proportion to the point's train images."""
     config = dataclasses.replace(configs.preset("quick"), train_sizes=(0.1, 0.4))
     audits: dict[str, list[float]] = {}
     for job in build_plan(config, 4708):

@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from medsyn.errors import MedsynError
 from medsyn.fileio import read_json, write_json
 from medsyn.study.jobs import Study, run_job
-from medsyn.study.plan import Job, priority, with_gpus
+from medsyn.study.plan import Job, ready_jobs, with_gpus
 
 EXECUTORS = ("local", "sequential", "ray")
 ATTEMPTS = 2  # a job is tried at most twice
@@ -71,8 +71,7 @@ def execute(plan: list[Job], study: Study, executor: str = "local", workers: int
             for job in blocked:
                 failed[job.name] = f"skipped: needs {', '.join(d for d in job.deps if d in failed)}"
                 pending.remove(job)
-            ready = sorted((j for j in pending if all(d in done for d in j.deps)), key=priority, reverse=True)
-            for job in _fitting(ready, backend):
+            for job in _fitting(ready_jobs(pending, done), backend):
                 attempts[job.name] = attempts.get(job.name, 0) + 1
                 backend.submit(job, study)
                 pending.remove(job)

@@ -341,8 +341,7 @@ def simulate(plan: list[Job], workers: int) -> float:
     running: list[tuple[float, str]] = []  # (end, name), a heap
     pending, now = list(plan), 0.0
     while pending or running:
-        ready = sorted((j for j in pending if all(d in finished for d in j.deps)), key=priority, reverse=True)
-        for job in ready[:max(1, workers) - len(running)]:
+        for job in ready_jobs(pending, finished)[:max(1, workers) - len(running)]:
             pending.remove(job)
             heapq.heappush(running, (now + job.estimate_s, job.name))
         if not running:
@@ -350,6 +349,11 @@ def simulate(plan: list[Job], workers: int) -> float:
         now, name = heapq.heappop(running)
         finished.add(name)
     return now
+
+
+def ready_jobs(pending: list[Job], done: set[str]) -> list[Job]:
+    """The pending jobs whose dependencies are all done, the one to start first first."""
+    return sorted((j for j in pending if all(d in done for d in j.deps)), key=priority, reverse=True)
 
 
 def priority(job: Job) -> tuple:
